@@ -1,0 +1,24 @@
+"""The smartgrid wire contract: message models, topology names, JSON Schema. No I/O here."""
+
+from contracts.messages import (
+    SCHEMA_VERSION,
+    Assignment,
+    ChargeEvent,
+    ChargeRequest,
+    EventKind,
+    Heartbeat,
+    LoadSnapshot,
+)
+from contracts.topology import DEFAULT_NAMESPACE, Topology
+
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "SCHEMA_VERSION",
+    "Assignment",
+    "ChargeEvent",
+    "ChargeRequest",
+    "EventKind",
+    "Heartbeat",
+    "LoadSnapshot",
+    "Topology",
+]

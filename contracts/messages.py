@@ -1,0 +1,160 @@
+"""The wire contract: every message smartgrid puts on RabbitMQ, as frozen pydantic v2 models.
+
+Clients outside this project publish and read these, so field names and bounds are the contract:
+change them only together with ``SCHEMA_VERSION``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+from uuid import UUID, uuid4
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+
+# Generous for passenger and light commercial EVs; refuses the absurd (zero, negative, 10 MW cars).
+MAX_ENERGY_KWH = 300.0
+MAX_VEHICLE_POWER_KW = 500.0
+MIN_VEHICLE_POWER_KW = 1.0
+
+SubstationId = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="Lower-case id; it becomes part of the queue name <ns>.substation.<id>.",
+        examples=["s1", "north-300"],
+    ),
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    schema_version: Literal[1] = Field(
+        default=SCHEMA_VERSION, description="Contract version; only 1 exists."
+    )
+
+
+class ChargeRequest(_Message):
+    """A vehicle asks for energy. Published by the gateway or any AMQP client to <ns>.requests."""
+
+    request_id: UUID = Field(
+        default_factory=uuid4,
+        description="Idempotency key: a retry with the same id never charges twice.",
+    )
+    vehicle_id: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+        examples=["EV-0042"],
+    )
+    energy_kwh: float = Field(
+        gt=0, le=MAX_ENERGY_KWH, description="Energy the vehicle needs, kWh.", examples=[32.5]
+    )
+    max_power_kw: float = Field(
+        ge=MIN_VEHICLE_POWER_KW,
+        le=MAX_VEHICLE_POWER_KW,
+        description="Highest charging power the vehicle accepts, kW.",
+        examples=[11.0, 150.0],
+    )
+    departure: AwareDatetime | None = Field(
+        default=None, description="When the vehicle leaves (deadline), with a UTC offset."
+    )
+    priority: int = Field(default=0, ge=0, le=9, description="0 (normal) to 9 (most urgent).")
+    requested_at: AwareDatetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="after")
+    def _departure_after_request(self) -> ChargeRequest:
+        if self.departure is not None and self.departure <= self.requested_at:
+            raise ValueError("departure must be later than requested_at")
+        return self
+
+
+class Heartbeat(_Message):
+    """A substation's load, published every interval to the <ns>.heartbeats fanout exchange."""
+
+    substation_id: SubstationId
+    capacity_kw: float = Field(gt=0, le=1_000_000, description="Transformer capacity, kW.")
+    bays: int = Field(ge=1, le=100_000, description="Charging bays (concurrent sessions).")
+    load_kw: float = Field(ge=0, description="Power drawn right now, kW.")
+    committed_kw: float = Field(
+        default=0.0,
+        ge=0,
+        description="Sum of the vehicles' max power over sessions it holds (active or waiting "
+        "for a bay), kW: what it has promised, as opposed to what it draws.",
+    )
+    active_sessions: int = Field(ge=0)
+    queued: int = Field(
+        ge=0, description="Requests assigned to it that have not started (its queue + held)."
+    )
+    status: Literal["up", "draining"] = "up"
+    seq: int = Field(ge=0, description="Increases by one per heartbeat of this worker process.")
+    assignments_received: int = Field(ge=0, description="Assignments received since it started.")
+    interval_s: float = Field(default=1.0, gt=0, le=300, description="Heartbeat period, s.")
+    sent_at: AwareDatetime = Field(default_factory=utcnow)
+
+
+class LoadSnapshot(BaseModel):
+    """What the dispatcher believed about the chosen substation when it chose it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    load_kw: float = Field(ge=0)
+    capacity_kw: float = Field(gt=0)
+    committed_kw: float = Field(ge=0)
+    pending_kw: float = Field(ge=0, description="Assigned since its last heartbeat, kW.")
+    heartbeat_seq: int = Field(ge=0)
+    heartbeat_age_s: float = Field(ge=0)
+
+
+class Assignment(_Message):
+    """A ChargeRequest routed to one substation: published to <ns>.substations with key <id>."""
+
+    request: ChargeRequest
+    substation_id: SubstationId
+    dispatched_at: AwareDatetime = Field(default_factory=utcnow)
+    snapshot: LoadSnapshot
+    policy: str = Field(min_length=1, max_length=64)
+    attempt: int = Field(default=1, ge=1, description="1, then +1 each time it is redispatched.")
+
+
+class EventKind(StrEnum):
+    ACCEPTED = "accepted"
+    DISPATCHED = "dispatched"
+    REDISPATCHED = "redispatched"
+    STARTED = "started"
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    DEAD_LETTERED = "dead_lettered"
+
+
+class ChargeEvent(_Message):
+    """A step in a request's life, on the <ns>.events topic exchange as event.<kind>."""
+
+    event_id: UUID = Field(default_factory=uuid4)
+    request_id: UUID
+    kind: EventKind
+    substation_id: SubstationId | None = None
+    at: AwareDatetime = Field(default_factory=utcnow)
+    energy_kwh: float | None = Field(
+        default=None, ge=0, description="completed: energy delivered, kWh."
+    )
+    reason: str | None = Field(
+        default=None, max_length=2000, description="rejected / dead_lettered: why."
+    )
+    attempt: int | None = Field(default=None, ge=1)
+
+
+MESSAGES: dict[str, type[BaseModel]] = {
+    "ChargeRequest": ChargeRequest,
+    "Heartbeat": Heartbeat,
+    "Assignment": Assignment,
+    "ChargeEvent": ChargeEvent,
+}

@@ -1,0 +1,164 @@
+"""Every exchange, queue and binding name, derived from the namespace, as plain data.
+
+The names are part of the contract (DESIGN.md): ``<ns>.requests``, ``<ns>.heartbeats``,
+``<ns>.substations`` with ``<ns>.substation.<id>`` queues, ``<ns>.events`` (``event.<kind>``)
+and ``<ns>.dead``. Queue arguments live here once, because RabbitMQ refuses a redeclaration
+whose arguments differ (PRECONDITION_FAILED).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from contracts.messages import EventKind
+
+DEFAULT_NAMESPACE = "smartgrid"
+NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
+
+# A quorum queue hands a message back this many times (crash, requeue) before dead-lettering it;
+# RabbitMQ 4.x defaults to 20 and drops the message when no dead-letter exchange is set.
+DELIVERY_LIMIT = 20
+# Heartbeats are only worth reading while fresh; older ones are dropped by the broker.
+HEARTBEAT_TTL_MS = 5_000
+
+ExchangeType = Literal["direct", "fanout", "topic"]
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    name: str
+    type: ExchangeType
+    durable: bool = True
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    durable: bool = True
+    exclusive: bool = False
+    auto_delete: bool = False
+
+
+@dataclass(frozen=True)
+class BindingSpec:
+    queue: str
+    exchange: str
+    routing_key: str = ""
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names under one namespace; tests use a fresh namespace each run."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    def __post_init__(self) -> None:
+        if not NAMESPACE_PATTERN.match(self.namespace):
+            raise ValueError(
+                f"namespace {self.namespace!r} must match {NAMESPACE_PATTERN.pattern}"
+            )
+
+    def _n(self, suffix: str) -> str:
+        return f"{self.namespace}.{suffix}"
+
+    @property
+    def requests_exchange(self) -> str:
+        return self._n("requests")
+
+    @property
+    def requests_queue(self) -> str:
+        return self._n("requests")
+
+    @property
+    def heartbeats_exchange(self) -> str:
+        return self._n("heartbeats")
+
+    @property
+    def substations_exchange(self) -> str:
+        return self._n("substations")
+
+    def substation_queue(self, substation_id: str) -> str:
+        return self._n(f"substation.{substation_id}")
+
+    @property
+    def events_exchange(self) -> str:
+        return self._n("events")
+
+    @staticmethod
+    def event_routing_key(kind: EventKind | str) -> str:
+        return f"event.{EventKind(kind).value}"
+
+    @property
+    def dead_exchange(self) -> str:
+        return self._n("dead")
+
+    @property
+    def dead_queue(self) -> str:
+        return self._n("dead")
+
+    # -- declarations, as data -------------------------------------------------------------
+
+    def _work_queue_arguments(self, *, single_active_consumer: bool) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": self.dead_exchange,
+            # at-least-once dead-lettering needs reject-publish overflow (RabbitMQ 3.10+).
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+            "x-delivery-limit": DELIVERY_LIMIT,
+        }
+        if single_active_consumer:
+            args["x-single-active-consumer"] = True
+        return args
+
+    def exchanges(self) -> list[ExchangeSpec]:
+        return [
+            ExchangeSpec(self.requests_exchange, "fanout"),
+            ExchangeSpec(self.heartbeats_exchange, "fanout"),
+            ExchangeSpec(self.substations_exchange, "direct"),
+            ExchangeSpec(self.events_exchange, "topic"),
+            ExchangeSpec(self.dead_exchange, "fanout"),
+        ]
+
+    def requests_queue_spec(self) -> QueueSpec:
+        return QueueSpec(
+            self.requests_queue, self._work_queue_arguments(single_active_consumer=True)
+        )
+
+    def substation_queue_spec(self, substation_id: str) -> QueueSpec:
+        return QueueSpec(
+            self.substation_queue(substation_id),
+            self._work_queue_arguments(single_active_consumer=False),
+        )
+
+    def dead_queue_spec(self) -> QueueSpec:
+        # Classic and durable: nothing consumes it automatically, operators inspect it.
+        return QueueSpec(self.dead_queue)
+
+    @staticmethod
+    def heartbeat_queue_spec(name: str) -> QueueSpec:
+        """Each dispatcher's private view of heartbeats: exclusive, gone with its connection."""
+        return QueueSpec(
+            name,
+            {"x-message-ttl": HEARTBEAT_TTL_MS},
+            durable=False,
+            exclusive=True,
+            auto_delete=True,
+        )
+
+    def core_queues(self) -> list[QueueSpec]:
+        return [self.requests_queue_spec(), self.dead_queue_spec()]
+
+    def core_bindings(self) -> list[BindingSpec]:
+        return [
+            BindingSpec(self.requests_queue, self.requests_exchange),
+            BindingSpec(self.dead_queue, self.dead_exchange),
+        ]
+
+    def substation_binding(self, substation_id: str) -> BindingSpec:
+        return BindingSpec(
+            self.substation_queue(substation_id), self.substations_exchange, substation_id
+        )

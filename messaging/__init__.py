@@ -1,0 +1,28 @@
+"""The one home of the AMQP plumbing (pika). Services import this, never pika."""
+
+from messaging.errors import (
+    BrokerUnavailable,
+    ConfirmTimeout,
+    FatalBrokerError,
+    MessagingError,
+    PublishFailed,
+    PublishNacked,
+    PublishReturned,
+)
+from messaging.link import BrokerLink
+from messaging.session import Delivery, Session
+from messaging.settings import AmqpSettings
+
+__all__ = [
+    "AmqpSettings",
+    "BrokerLink",
+    "BrokerUnavailable",
+    "ConfirmTimeout",
+    "Delivery",
+    "FatalBrokerError",
+    "MessagingError",
+    "PublishFailed",
+    "PublishNacked",
+    "PublishReturned",
+    "Session",
+]

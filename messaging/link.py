@@ -1,0 +1,93 @@
+"""Keep a Session alive: connect, set up, and reconnect with capped jittered backoff.
+
+pika has no automatic recovery. Recovery here is by exception type: BrokerUnavailable
+(connection refused, lost, broker restarting) is retried forever with backoff; FatalBrokerError
+(bad credentials, a queue declared with other arguments) stops the process with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from messaging.backoff import compute_backoff
+from messaging.errors import BrokerUnavailable
+from messaging.session import Session
+from messaging.settings import AmqpSettings
+
+log = logging.getLogger(__name__)
+
+Setup = Callable[[Session], Awaitable[None]]
+
+
+class BrokerLink:
+    """Owns the current Session. ``session`` is None while disconnected."""
+
+    def __init__(
+        self,
+        settings: AmqpSettings,
+        connection_name: str,
+        setup: Setup,
+        on_lost: Callable[[], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._name = connection_name
+        self._setup = setup
+        self._on_lost = on_lost
+        self.session: Session | None = None
+        self.ready = asyncio.Event()
+        self.connects = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set: stay connected. Raises FatalBrokerError on a fatal refusal."""
+        attempt = 0
+        while not stop.is_set():
+            try:
+                session = await Session.open(self._settings, self._name)
+            except BrokerUnavailable as exc:
+                delay = compute_backoff(attempt, cap_s=self._settings.reconnect_max_s)
+                attempt += 1
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                await _wait(stop, delay)
+                continue
+            try:
+                await self._setup(session)
+            except BrokerUnavailable as exc:
+                log.warning("setup interrupted: %s", exc)
+                await session.close()
+                await _wait(stop, compute_backoff(attempt, cap_s=self._settings.reconnect_max_s))
+                attempt += 1
+                continue
+            except BaseException:
+                await session.close()
+                raise
+            attempt = 0  # reset only once setup worked, so a flapping broker still backs off
+            self.connects += 1
+            self.session = session
+            self.ready.set()
+            log.info("connected to %s as %r", self._settings.redacted_url(), self._name)
+            stopped = asyncio.ensure_future(stop.wait())
+            lost = asyncio.ensure_future(session.closed.wait())
+            await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            lost.cancel()
+            self.ready.clear()
+            self.session = None
+            if session.closed.is_set():
+                log.warning("connection lost: %s", session.close_reason)
+                if self._on_lost is not None:
+                    self._on_lost()
+            else:
+                await session.close()
+
+    async def wait_ready(self, timeout: float) -> Session:
+        await asyncio.wait_for(self.ready.wait(), timeout)
+        assert self.session is not None
+        return self.session
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

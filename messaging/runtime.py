@@ -1,0 +1,82 @@
+"""Process lifecycle shared by every service: logging, signals, exit codes, /metrics server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from messaging.errors import FatalBrokerError
+
+S = TypeVar("S", bound=BaseModel)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_BROKER_REFUSED = 3
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+def build_settings(cls: type[S], **overrides: Any) -> S:
+    """Settings from SMARTGRID_* env vars, CLI values (non-None) on top; exit 2 if invalid."""
+    try:
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '-'}: {e['msg']}" for e in exc.errors()]
+        die(EXIT_USAGE, "invalid settings:\n" + "\n".join(lines))
+
+
+def die(code: int, message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def run_service(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    """Run ``main(stop)`` on uvloop (if present) until it returns; SIGINT/SIGTERM set ``stop``."""
+
+    async def _entry() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        await main(stop)
+
+    try:
+        import uvloop
+
+        runner: Callable[[Coroutine[Any, Any, None]], None] = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        runner = asyncio.run
+    try:
+        runner(_entry())
+    except FatalBrokerError as exc:
+        die(EXIT_BROKER_REFUSED, str(exc))
+
+
+def start_metrics_server(host: str, port: int, registry: Any) -> None:
+    """Serve ``registry`` at http://host:port/metrics from a daemon thread (0 disables)."""
+    if port == 0:
+        return
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        die(EXIT_USAGE, f"cannot serve metrics on {host}:{port}: {exc}")

@@ -1,0 +1,426 @@
+"""One broker connection with one confirm-mode channel, driven by asyncio.
+
+Every smartgrid process talks to RabbitMQ through this module and nothing else imports pika.
+Design points (see shared/PITFALLS.md):
+
+* pika's ``AsyncioConnection`` runs on the process's own event loop, so callbacks never block
+  and heartbeats are never starved; nothing here sleeps.
+* Publisher confirms are pipelined: ``publish`` returns a future per message, resolved when the
+  broker's ``Basic.Ack`` (often ``multiple``) covers its delivery tag. Many publishes are in
+  flight at once; no caller waits for another's confirm.
+* Every publish is ``mandatory``: an unroutable message comes back as ``Basic.Return`` (which
+  the broker sends before the ack for that message) and its future fails with PublishReturned.
+* A delivery remembers the session it came from. Once that session is gone, its tag is
+  meaningless (acking it on a new channel closes the channel with PRECONDITION_FAILED), so
+  acks of stale deliveries are dropped: the broker has already requeued those messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pika
+import pika.channel
+import pika.exceptions
+import pika.frame
+import pika.spec
+from pika.adapters.asyncio_connection import AsyncioConnection
+
+from contracts.topology import BindingSpec, ExchangeSpec, QueueSpec
+from messaging.errors import (
+    BrokerUnavailable,
+    FatalBrokerError,
+    PublishNacked,
+    PublishReturned,
+)
+from messaging.settings import AmqpSettings
+
+log = logging.getLogger(__name__)
+
+# AMQP reply codes that retrying will not fix: access refused, not found, precondition failed,
+# not allowed. A channel closed with one of these during setup is a configuration error.
+_FATAL_REPLY_CODES = {403, 404, 406, 530}
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A message handed to a consumer; ack/nack only while its session lives."""
+
+    session: Session
+    delivery_tag: int
+    redelivered: bool
+    routing_key: str
+    exchange: str
+    properties: pika.spec.BasicProperties
+    body: bytes
+    settled: bool = field(default=False)
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return dict(self.properties.headers or {})
+
+    @property
+    def delivery_count(self) -> int:
+        """How often a quorum queue delivered it before (``x-delivery-count``), 0 if never."""
+        return int(self.headers.get("x-delivery-count", 0) or 0)
+
+    def ack(self) -> None:
+        self._settle(lambda ch: ch.basic_ack(self.delivery_tag))
+
+    def nack(self, *, requeue: bool) -> None:
+        self._settle(lambda ch: ch.basic_nack(self.delivery_tag, requeue=requeue))
+
+    def _settle(self, op: Callable[[pika.channel.Channel], None]) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        if not self.session.is_open:
+            # Stale tag from a dead channel: the broker requeued the message already.
+            log.debug("dropping settle of stale delivery %s", self.delivery_tag)
+            return
+        op(self.session.channel)
+
+
+OnMessage = Callable[[Delivery], None]
+
+
+class Session:
+    """An open connection + confirm channel. Create with ``await Session.open(...)``."""
+
+    def __init__(self, connection: AsyncioConnection, channel: pika.channel.Channel) -> None:
+        self.connection = connection
+        self.channel = channel
+        self.closed = asyncio.Event()
+        self.close_reason: BaseException | None = None
+        self._next_tag = 1
+        self._unconfirmed: dict[int, tuple[asyncio.Future[None], str | None]] = {}
+        self._returned: set[str] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, settings: AmqpSettings, connection_name: str) -> Session:
+        loop = asyncio.get_running_loop()
+        params = pika.URLParameters(settings.amqp_url.get_secret_value())
+        params.heartbeat = settings.amqp_heartbeat_s
+        params.blocked_connection_timeout = settings.blocked_connection_timeout_s
+        params.socket_timeout = settings.connect_timeout_s
+        params.stack_timeout = settings.connect_timeout_s * 2
+        params.connection_attempts = 1
+        params.client_properties = {"connection_name": connection_name, "product": "smartgrid"}
+
+        opened: asyncio.Future[AsyncioConnection] = loop.create_future()
+        holder: dict[str, Session] = {}
+
+        def on_open(conn: Any) -> None:
+            if not opened.done():
+                opened.set_result(conn)
+
+        def on_open_error(_conn: Any, exc: BaseException) -> None:
+            if not opened.done():
+                opened.set_exception(_classify_open_error(exc, settings))
+
+        def on_close(_conn: Any, exc: BaseException) -> None:
+            session = holder.get("s")
+            if session is not None:
+                session._on_closed(exc)
+            elif not opened.done():
+                opened.set_exception(BrokerUnavailable(f"connection closed while opening: {exc}"))
+
+        conn = AsyncioConnection(
+            params,
+            on_open_callback=on_open,
+            on_open_error_callback=on_open_error,
+            on_close_callback=on_close,
+            custom_ioloop=loop,
+        )
+        try:
+            await asyncio.wait_for(opened, settings.connect_timeout_s * 2)
+        except TimeoutError as exc:
+            _close_quietly(conn)
+            raise BrokerUnavailable(
+                f"no answer from {settings.redacted_url()} in {settings.connect_timeout_s * 2}s"
+            ) from exc
+
+        channel_ready: asyncio.Future[pika.channel.Channel] = loop.create_future()
+        conn.channel(on_open_callback=channel_ready.set_result)
+        try:
+            channel = await asyncio.wait_for(channel_ready, settings.connect_timeout_s)
+        except TimeoutError as exc:
+            _close_quietly(conn)
+            raise BrokerUnavailable("channel did not open in time") from exc
+
+        session = cls(conn, channel)
+        holder["s"] = session
+        channel.add_on_close_callback(session._on_channel_closed)
+        channel.add_on_return_callback(session._on_return)
+        confirmed: asyncio.Future[None] = loop.create_future()
+        channel.confirm_delivery(session._on_confirm, callback=lambda _f: confirmed.set_result(None))
+        await session._await(confirmed)
+        return session
+
+    @property
+    def is_open(self) -> bool:
+        return not self.closed.is_set() and self.channel.is_open
+
+    async def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()
+        try:
+            await asyncio.wait_for(self.closed.wait(), 5)
+        except TimeoutError:
+            log.warning("connection did not close within 5 s")
+
+    def _on_channel_closed(self, _channel: Any, exc: BaseException) -> None:
+        # One channel per connection: a closed channel ends the session.
+        if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
+            log.warning("broker closed the channel: %s %s", exc.reply_code, exc.reply_text)
+        self.close_reason = self.close_reason or exc
+        if self.connection.is_open:
+            self.connection.close()
+        else:
+            self._on_closed(exc)
+
+    def _on_closed(self, exc: BaseException) -> None:
+        if self.closed.is_set():
+            return
+        self.close_reason = self.close_reason or exc
+        self.closed.set()
+        failure = BrokerUnavailable(f"connection lost before the broker confirmed: {exc}")
+        pending, self._unconfirmed = self._unconfirmed, {}
+        for fut, _ in pending.values():
+            if not fut.done():
+                fut.set_exception(failure)
+                # Fire-and-forget publishes (events) may have no reader of this failure.
+                fut.exception()
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        headers: dict[str, Any] | None = None,
+        persistent: bool = True,
+        expiration_ms: int | None = None,
+        mandatory: bool = True,
+    ) -> asyncio.Future[None]:
+        """Publish now; the future resolves when the broker confirms, fails on nack/return."""
+        if not self.is_open:
+            raise BrokerUnavailable("not connected to the broker")
+        props = pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=2 if persistent else 1,
+            message_id=message_id,
+            headers=headers,
+            expiration=str(expiration_ms) if expiration_ms is not None else None,
+        )
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        tag = self._next_tag
+        self._next_tag += 1
+        self._unconfirmed[tag] = (fut, message_id)
+        self.channel.basic_publish(exchange, routing_key, body, props, mandatory=mandatory)
+        return fut
+
+    def publish_and_forget(self, exchange: str, routing_key: str, body: bytes, **kw: Any) -> None:
+        """For best-effort messages (events, heartbeats): confirmed, but nobody waits."""
+        try:
+            fut = self.publish(exchange, routing_key, body, mandatory=False, **kw)
+        except BrokerUnavailable:
+            return
+        fut.add_done_callback(_consume_result)
+
+    def _on_return(self, _ch: Any, method: Any, props: Any, _body: bytes) -> None:
+        if props.message_id:
+            self._returned.add(props.message_id)
+        log.debug("returned by broker: %s %s", method.reply_code, method.reply_text)
+
+    def _on_confirm(self, frame: pika.frame.Method) -> None:
+        method = frame.method
+        nacked = isinstance(method, pika.spec.Basic.Nack)
+        tag = method.delivery_tag
+        if method.multiple:
+            tags = [t for t in self._unconfirmed if t <= tag]
+        else:
+            tags = [tag] if tag in self._unconfirmed else []
+        for t in tags:
+            fut, message_id = self._unconfirmed.pop(t)
+            if fut.done():
+                continue
+            if nacked:
+                fut.set_exception(PublishNacked(f"broker nacked delivery tag {t}"))
+            elif message_id is not None and message_id in self._returned:
+                self._returned.discard(message_id)
+                fut.set_exception(PublishReturned(f"message {message_id} was unroutable"))
+            else:
+                fut.set_result(None)
+
+    # -- topology and consuming ------------------------------------------------------------
+
+    async def _await(self, fut: asyncio.Future[Any]) -> Any:
+        """Wait for a broker reply, or fail if the session ends first (e.g. channel error)."""
+        closed = asyncio.ensure_future(self.closed.wait())
+        try:
+            done, _ = await asyncio.wait({fut, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if fut in done:
+            return fut.result()
+        fut.cancel()
+        reason = self.close_reason
+        if isinstance(reason, pika.exceptions.ChannelClosedByBroker) and (
+            reason.reply_code in _FATAL_REPLY_CODES
+        ):
+            raise FatalBrokerError(f"broker refused: {reason.reply_code} {reason.reply_text}")
+        raise BrokerUnavailable(f"session closed: {reason}")
+
+    def _rpc(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def done(frame: Any) -> None:
+            if not fut.done():
+                fut.set_result(frame)
+
+        if not self.is_open:
+            fut.set_exception(BrokerUnavailable("not connected to the broker"))
+            return fut
+        method(*args, callback=done, **kwargs)
+        return fut
+
+    async def declare_exchange(self, spec: ExchangeSpec) -> None:
+        await self._await(
+            self._rpc(
+                self.channel.exchange_declare,
+                exchange=spec.name,
+                exchange_type=spec.type,
+                durable=spec.durable,
+            )
+        )
+
+    async def declare_queue(self, spec: QueueSpec) -> int:
+        """Declare (idempotently) and return the number of ready messages in it."""
+        frame = await self._await(
+            self._rpc(
+                self.channel.queue_declare,
+                queue=spec.name,
+                durable=spec.durable,
+                exclusive=spec.exclusive,
+                auto_delete=spec.auto_delete,
+                arguments=spec.arguments or None,
+            )
+        )
+        return int(frame.method.message_count)
+
+    async def queue_depth(self, queue: str) -> int:
+        """Ready messages in an existing queue (passive declare)."""
+        frame = await self._await(self._rpc(self.channel.queue_declare, queue=queue, passive=True))
+        return int(frame.method.message_count)
+
+    async def bind(self, spec: BindingSpec) -> None:
+        await self._await(
+            self._rpc(
+                self.channel.queue_bind,
+                queue=spec.queue,
+                exchange=spec.exchange,
+                routing_key=spec.routing_key or None,
+            )
+        )
+
+    async def delete_queue(self, queue: str) -> None:
+        await self._await(self._rpc(self.channel.queue_delete, queue=queue))
+
+    async def delete_exchange(self, exchange: str) -> None:
+        await self._await(self._rpc(self.channel.exchange_delete, exchange=exchange))
+
+    async def set_prefetch(self, count: int) -> None:
+        """Per-consumer limit for consumers started after this call (never ``global``)."""
+        await self._await(self._rpc(self.channel.basic_qos, prefetch_count=count))
+
+    async def consume(
+        self,
+        queue: str,
+        on_message: OnMessage,
+        *,
+        auto_ack: bool = False,
+        exclusive: bool = False,
+    ) -> str:
+        """Start consuming; ``on_message`` runs on the event loop and must not block."""
+
+        def deliver(_ch: Any, method: Any, props: Any, body: bytes) -> None:
+            delivery = Delivery(
+                self,
+                method.delivery_tag,
+                method.redelivered,
+                method.routing_key,
+                method.exchange,
+                props,
+                body,
+                settled=auto_ack,
+            )
+            try:
+                on_message(delivery)
+            except Exception:
+                # A bug in a handler must not kill the connection; the message goes back.
+                log.exception("consumer callback failed; requeueing delivery")
+                if not delivery.settled:
+                    delivery.nack(requeue=True)
+
+        frame = await self._await(
+            self._rpc(
+                self.channel.basic_consume,
+                queue,
+                deliver,
+                auto_ack=auto_ack,
+                exclusive=exclusive,
+            )
+        )
+        return str(frame.method.consumer_tag)
+
+    async def cancel(self, consumer_tag: str) -> None:
+        await self._await(self._rpc(self.channel.basic_cancel, consumer_tag))
+
+    async def declare_all(
+        self,
+        exchanges: list[ExchangeSpec],
+        queues: list[QueueSpec],
+        bindings: list[BindingSpec],
+    ) -> None:
+        for ex in exchanges:
+            await self.declare_exchange(ex)
+        for q in queues:
+            await self.declare_queue(q)
+        for b in bindings:
+            await self.bind(b)
+
+
+def _consume_result(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.debug("best-effort publish not confirmed: %s", fut.exception())
+
+
+def _close_quietly(conn: AsyncioConnection) -> None:
+    try:
+        if conn.is_open or conn.is_opening:
+            conn.close()
+    except pika.exceptions.AMQPError:
+        pass
+
+
+def _classify_open_error(exc: BaseException, settings: AmqpSettings) -> Exception:
+    where = settings.redacted_url()
+    if isinstance(
+        exc, pika.exceptions.ProbableAuthenticationError | pika.exceptions.AuthenticationError
+    ):
+        return FatalBrokerError(f"{where} refused the credentials: {exc}")
+    if isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
+        return FatalBrokerError(f"{where} refused access to the vhost: {exc}")
+    if isinstance(exc, pika.exceptions.ConnectionClosedByBroker) and exc.reply_code in (403, 530):
+        return FatalBrokerError(f"{where} refused the connection: {exc.reply_text}")
+    return BrokerUnavailable(f"cannot connect to {where}: {exc or type(exc).__name__}")

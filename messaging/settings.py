@@ -1,0 +1,78 @@
+"""Settings every process shares: the broker, the namespace, the connection's timeouts."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import unquote, urlparse
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.topology import DEFAULT_NAMESPACE, NAMESPACE_PATTERN
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
+# Credentials that are fine on a developer's loopback broker and nowhere else.
+_PLACEHOLDER_PASSWORDS = {"guest", "changeme", "password", "secret", ""}
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AmqpSettings(BaseSettings):
+    """``SMARTGRID_*`` environment variables common to every smartgrid process."""
+
+    model_config = SettingsConfigDict(env_prefix="SMARTGRID_", extra="ignore")
+
+    amqp_url: SecretStr = Field(
+        default=SecretStr(DEFAULT_AMQP_URL),
+        description="amqp:// or amqps:// URL of the broker (holds the password).",
+    )
+    namespace: str = Field(
+        default=DEFAULT_NAMESPACE, description="Prefix of every exchange and queue."
+    )
+    amqp_heartbeat_s: int = Field(default=30, ge=0, le=600)
+    blocked_connection_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Give up a connection the broker blocks (memory/disk alarm) this long.",
+    )
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    reconnect_max_s: float = Field(default=15.0, gt=0, description="Cap of reconnect backoff.")
+    log_level: str = Field(default="INFO")
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_shape(cls, v: str) -> str:
+        if not NAMESPACE_PATTERN.match(v):
+            raise ValueError(f"must match {NAMESPACE_PATTERN.pattern}")
+        return v
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets_off_loopback(self) -> AmqpSettings:
+        url = urlparse(self.amqp_url.get_secret_value())
+        if url.scheme not in {"amqp", "amqps"}:
+            raise ValueError("SMARTGRID_AMQP_URL must start with amqp:// or amqps://")
+        password = unquote(url.password or "")
+        if not is_loopback_host(url.hostname) and password in _PLACEHOLDER_PASSWORDS:
+            raise ValueError(
+                f"SMARTGRID_AMQP_URL points at {url.hostname!r} with a default or empty password;"
+                " placeholder credentials are only accepted for a loopback broker"
+            )
+        return self
+
+    def redacted_url(self) -> str:
+        url = urlparse(self.amqp_url.get_secret_value())
+        netloc = url.hostname or ""
+        if url.port:
+            netloc += f":{url.port}"
+        if url.username:
+            netloc = f"{unquote(url.username)}:***@{netloc}"
+        return url._replace(netloc=netloc).geturl()
