@@ -1,0 +1,60 @@
+"""Publishing patterns every service shares: lifecycle events and dead-lettering with a reason."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from contracts import ChargeEvent, Topology
+from messaging.errors import MessagingError
+from messaging.session import Delivery, Session
+
+log = logging.getLogger(__name__)
+
+REASON_HEADER = "x-smartgrid-reason"
+SOURCE_HEADER = "x-smartgrid-source"
+MAX_REASON_CHARS = 1000
+
+
+def publish_event(session: Session, topology: Topology, event: ChargeEvent) -> None:
+    """Best effort: events feed dashboards and loadgen; work is never held back for them."""
+    session.publish_and_forget(
+        topology.events_exchange,
+        topology.event_routing_key(event.kind),
+        event.model_dump_json().encode(),
+        message_id=str(event.event_id),
+    )
+
+
+def dead_letter(
+    session: Session, topology: Topology, delivery: Delivery, reason: str, source: str
+) -> asyncio.Future[None]:
+    """Move a delivery to ``<ns>.dead`` with its reason, acking it only once that is confirmed.
+
+    RabbitMQ's own dead-lettering records only "rejected"; republishing keeps the real reason
+    (e.g. the validation error) in a header. If the publish fails, the delivery is requeued.
+    """
+    headers = dict(delivery.headers)
+    headers[REASON_HEADER] = reason[:MAX_REASON_CHARS]
+    headers[SOURCE_HEADER] = source
+    fut = session.publish(
+        topology.dead_exchange,
+        "",
+        delivery.body,
+        message_id=delivery.properties.message_id,
+        headers=headers,
+    )
+
+    def settle(f: asyncio.Future[None]) -> None:
+        exc = None if f.cancelled() else f.exception()
+        if exc is None and not f.cancelled():
+            delivery.ack()
+        else:
+            log.warning("dead-lettering failed (%s); requeueing", exc)
+            delivery.nack(requeue=True)
+
+    fut.add_done_callback(settle)
+    return fut
+
+
+__all__ = ["REASON_HEADER", "SOURCE_HEADER", "MessagingError", "dead_letter", "publish_event"]
