@@ -57,9 +57,7 @@ class Topology:
 
     def __post_init__(self) -> None:
         if not NAMESPACE_PATTERN.match(self.namespace):
-            raise ValueError(
-                f"namespace {self.namespace!r} must match {NAMESPACE_PATTERN.pattern}"
-            )
+            raise ValueError(f"namespace {self.namespace!r} must match {NAMESPACE_PATTERN.pattern}")
 
     def _n(self, suffix: str) -> str:
         return f"{self.namespace}.{suffix}"

@@ -82,8 +82,8 @@ class BrokerLink:
             else:
                 await session.close()
 
-    async def wait_ready(self, timeout: float) -> Session:
-        await asyncio.wait_for(self.ready.wait(), timeout)
+    async def wait_ready(self, within_s: float) -> Session:
+        await asyncio.wait_for(self.ready.wait(), within_s)
         assert self.session is not None
         return self.session
 

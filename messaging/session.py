@@ -159,7 +159,9 @@ class Session:
         channel.add_on_close_callback(session._on_channel_closed)
         channel.add_on_return_callback(session._on_return)
         confirmed: asyncio.Future[None] = loop.create_future()
-        channel.confirm_delivery(session._on_confirm, callback=lambda _f: confirmed.set_result(None))
+        channel.confirm_delivery(
+            session._on_confirm, callback=lambda _f: confirmed.set_result(None)
+        )
         await session._await(confirmed)
         return session
 
