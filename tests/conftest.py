@@ -1,0 +1,88 @@
+"""Fixtures shared by every test tier.
+
+Integration tests run against the real RabbitMQ at SMARTGRID_AMQP_URL. When none answers they
+fail loudly with how to get one; they never skip silently (in CI or anywhere else).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from contracts import Topology
+from messaging import AmqpSettings, Session
+from messaging.errors import MessagingError
+
+HOW_TO_GET_A_BROKER = """\
+No RabbitMQ answers at {url}.
+Integration tests need a real broker. Any one of:
+  * Debian/Ubuntu:  sudo apt-get install rabbitmq-server && sudo rabbitmq-server -detached
+  * Docker:         docker compose -f deploy/compose.yaml up -d rabbitmq
+  * elsewhere:      export SMARTGRID_AMQP_URL=amqp://user:pass@host:5672/%2F
+(`make test` and .ci/run start a local rabbitmq-server themselves when one is installed.)"""
+
+
+@pytest.fixture(scope="session")
+def amqp_settings() -> AmqpSettings:
+    settings = AmqpSettings()
+    try:
+        asyncio.run(_probe(settings))
+    except MessagingError as exc:
+        pytest.fail(
+            HOW_TO_GET_A_BROKER.format(url=settings.redacted_url()) + f"\n({exc})", pytrace=False
+        )
+    return settings
+
+
+async def _probe(settings: AmqpSettings) -> None:
+    session = await Session.open(settings, "smartgrid-tests-probe")
+    await session.close()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def topology(amqp_settings: AmqpSettings, namespace: str) -> Iterator[Topology]:
+    """A namespace of its own for one test; every queue and exchange under it is deleted after."""
+    topo = Topology(namespace)
+    yield topo
+    asyncio.run(delete_namespace(amqp_settings, topo))
+
+
+async def delete_namespace(settings: AmqpSettings, topo: Topology) -> None:
+    """Delete the namespace's exchanges and known queues (substation queues found by listing)."""
+    session = await Session.open(settings, "smartgrid-tests-cleanup")
+    try:
+        queues = [topo.requests_queue, topo.dead_queue, *_substation_queues(topo)]
+        for q in queues:
+            await session.delete_queue(q)
+        for ex in topo.exchanges():
+            await session.delete_exchange(ex.name)
+    finally:
+        await session.close()
+
+
+# Tests that start substations register their ids here so cleanup can find their queues.
+_SUBSTATIONS: dict[str, set[str]] = {}
+
+
+def register_substations(topo: Topology, ids: list[str]) -> None:
+    _SUBSTATIONS.setdefault(topo.namespace, set()).update(ids)
+
+
+def _substation_queues(topo: Topology) -> list[str]:
+    return [topo.substation_queue(s) for s in sorted(_SUBSTATIONS.pop(topo.namespace, set()))]
+
+
+@pytest.fixture
+async def session(amqp_settings: AmqpSettings) -> AsyncIterator[Session]:
+    s = await Session.open(amqp_settings, "smartgrid-tests")
+    yield s
+    await s.close()
