@@ -1,0 +1,1 @@
+"""Dispatcher: picks a substation for every charge request."""

@@ -1,0 +1,112 @@
+"""The dispatcher's picture of every substation, built from heartbeats. Pure: time is passed in.
+
+Heartbeats are stale by up to one interval. To keep a burst from herding onto the substation that
+looked emptiest at its last heartbeat, the table also counts what this dispatcher assigned to each
+substation since that heartbeat (``pending_*``); a new heartbeat supersedes those counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from contracts import Heartbeat, LoadSnapshot
+
+
+@dataclass(slots=True)
+class SubstationState:
+    substation_id: str
+    capacity_kw: float
+    bays: int
+    load_kw: float
+    committed_kw: float
+    active_sessions: int
+    queued: int
+    status: str
+    seq: int
+    interval_s: float
+    last_seen: float
+    sent_at_ts: float
+    pending_kw: float = 0.0
+    pending_count: int = 0
+
+    def snapshot(self, now: float) -> LoadSnapshot:
+        return LoadSnapshot(
+            load_kw=self.load_kw,
+            capacity_kw=self.capacity_kw,
+            committed_kw=self.committed_kw,
+            pending_kw=self.pending_kw,
+            heartbeat_seq=self.seq,
+            heartbeat_age_s=max(0.0, now - self.last_seen),
+        )
+
+
+class LoadTable:
+    """Substations by id; ``eligible(now)`` are those fresh and up."""
+
+    def __init__(self, stale_after_intervals: float = 3.0) -> None:
+        self.stale_after_intervals = stale_after_intervals
+        self._by_id: dict[str, SubstationState] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self) -> Iterator[SubstationState]:
+        return iter(self._by_id.values())
+
+    def get(self, substation_id: str) -> SubstationState | None:
+        return self._by_id.get(substation_id)
+
+    def observe(self, hb: Heartbeat, now: float) -> bool:
+        """Apply a heartbeat; False if it is older than what the table already has."""
+        sent_at = hb.sent_at.timestamp()
+        s = self._by_id.get(hb.substation_id)
+        if s is not None and hb.seq <= s.seq and sent_at <= s.sent_at_ts:
+            # Reordered or duplicated. (A restarted worker starts seq at 0 again, but its
+            # sent_at is newer, so it is accepted.)
+            return False
+        self._by_id[hb.substation_id] = SubstationState(
+            substation_id=hb.substation_id,
+            capacity_kw=hb.capacity_kw,
+            bays=hb.bays,
+            load_kw=hb.load_kw,
+            committed_kw=hb.committed_kw,
+            active_sessions=hb.active_sessions,
+            queued=hb.queued,
+            status=hb.status,
+            seq=hb.seq,
+            interval_s=hb.interval_s,
+            last_seen=now,
+            sent_at_ts=sent_at,
+        )
+        return True
+
+    def record_assignment(self, substation_id: str, kw: float) -> None:
+        s = self._by_id[substation_id]
+        s.pending_kw += kw
+        s.pending_count += 1
+
+    def is_fresh(self, s: SubstationState, now: float) -> bool:
+        return now - s.last_seen <= self.stale_after_intervals * s.interval_s
+
+    def eligible(self, now: float) -> list[SubstationState]:
+        return [s for s in self._by_id.values() if s.status == "up" and self.is_fresh(s, now)]
+
+    def counts(self, now: float) -> dict[str, int]:
+        """How many substations are eligible, stale or draining (for metrics)."""
+        out = {"eligible": 0, "stale": 0, "draining": 0}
+        for s in self._by_id.values():
+            if not self.is_fresh(s, now):
+                out["stale"] += 1
+            elif s.status != "up":
+                out["draining"] += 1
+            else:
+                out["eligible"] += 1
+        return out
+
+    def forget_older_than(self, now: float, seconds: float) -> list[str]:
+        """Drop substations silent for ``seconds``; returns their ids."""
+        gone = [sid for sid, s in self._by_id.items() if now - s.last_seen > seconds]
+        for sid in gone:
+            del self._by_id[sid]
+        return gone

@@ -1,0 +1,277 @@
+"""The dispatcher process: requests in, assignments out, the policy in between.
+
+The safe relay (the Shovel pattern): a request is acked only after the broker confirmed its
+assignment to the substation queue. Confirms are pipelined — up to ``prefetch`` requests are in
+flight — so throughput is bounded by the broker, not by round trips. A crash between confirm and
+ack redelivers the request: duplicates are possible and are made harmless downstream by
+``request_id``.
+
+Backpressure: when the policy holds, requests stay unacked here (at most ``prefetch`` of them) and
+everything behind them stays ready in ``<ns>.requests``; the next heartbeat retries them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from contracts import Assignment, ChargeEvent, ChargeRequest, EventKind, Heartbeat, Topology
+from contracts.topology import BindingSpec
+from dispatcher.load_table import LoadTable
+from dispatcher.metrics import DispatcherMetrics
+from dispatcher.policies import Policy, make_policy
+from dispatcher.settings import DispatcherSettings
+from messaging import BrokerLink, BrokerUnavailable, Delivery, PublishReturned, Session
+from messaging.publishing import dead_letter, publish_event
+
+log = logging.getLogger(__name__)
+
+# A substation silent this long is dropped from the table (and from the metrics).
+FORGET_AFTER_S = 300.0
+DRAIN_TIMEOUT_S = 5.0
+
+
+@dataclass(slots=True)
+class _Held:
+    delivery: Delivery
+    request: ChargeRequest
+    received: float
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: DispatcherSettings,
+        policy: Policy,
+        metrics: DispatcherMetrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.metrics = metrics
+        self.clock = clock
+        self.topology = Topology(settings.namespace)
+        self.table = LoadTable(settings.stale_after_intervals)
+        self.held: deque[_Held] = deque()
+        self.inflight = 0
+        self._idle = asyncio.Event()  # set whenever no assignment awaits its confirm
+        instance = uuid.uuid4().hex[:8]
+        self.heartbeat_queue = f"{self.topology.heartbeats_exchange}.dispatcher-{instance}"
+        self._requests_consumer: str | None = None
+        self.link = BrokerLink(
+            settings, f"smartgrid-dispatcher-{instance}", self._setup, self._lost
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        link_stop = asyncio.Event()
+        link_task = asyncio.create_task(self.link.run(link_stop))
+        poll_task = asyncio.create_task(self._poll(link_stop))
+        stop_wait = asyncio.create_task(stop.wait())
+        await asyncio.wait({link_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        if not link_task.done():
+            await self._drain()
+        link_stop.set()
+        poll_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poll_task
+        await link_task  # re-raises FatalBrokerError
+
+    async def _drain(self) -> None:
+        """Stop taking requests and let in-flight assignments confirm, so that a clean stop
+        does not redeliver (and so duplicate) what was already dispatched."""
+        session = self.link.session
+        if session is None:
+            return
+        if self._requests_consumer is not None:
+            with contextlib.suppress(BrokerUnavailable):
+                await session.cancel(self._requests_consumer)
+        if self.inflight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), DRAIN_TIMEOUT_S)
+
+    async def _setup(self, session: Session) -> None:
+        t = self.topology
+        await session.declare_all(t.exchanges(), t.core_queues(), t.core_bindings())
+        await session.declare_queue(t.heartbeat_queue_spec(self.heartbeat_queue))
+        await session.bind(BindingSpec(self.heartbeat_queue, t.heartbeats_exchange))
+        await session.consume(self.heartbeat_queue, self._on_heartbeat, auto_ack=True)
+        await session.set_prefetch(self.settings.prefetch)
+        self._requests_consumer = await session.consume(t.requests_queue, self._on_request)
+        self.metrics.connected.set(1)
+
+    def _lost(self) -> None:
+        # Their delivery tags died with the channel; the broker requeued them.
+        self.held.clear()
+        self.inflight = 0
+        self._idle.set()
+        self._requests_consumer = None
+        self.metrics.connected.set(0)
+        self.metrics.held.set(0)
+
+    async def _poll(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            session = self.link.session
+            if session is not None:
+                with contextlib.suppress(BrokerUnavailable):
+                    self.metrics.backlog.set(
+                        await session.queue_depth(self.topology.requests_queue)
+                    )
+            now = self.clock()
+            self.table.forget_older_than(now, FORGET_AFTER_S)
+            for state, n in self.table.counts(now).items():
+                self.metrics.substations.labels(state).set(n)
+            self._pump()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.backlog_poll_s)
+
+    # -- consumers (run on the event loop; must not block) -----------------------------------
+
+    def _on_heartbeat(self, delivery: Delivery) -> None:
+        try:
+            hb = Heartbeat.model_validate_json(delivery.body)
+        except ValidationError as exc:
+            self.metrics.heartbeats.labels("invalid").inc()
+            log.warning("ignoring invalid heartbeat: %s", _short(exc))
+            return
+        applied = self.table.observe(hb, self.clock())
+        self.metrics.heartbeats.labels("applied" if applied else "stale").inc()
+        if applied:
+            self._pump()
+
+    def _on_request(self, delivery: Delivery) -> None:
+        session = delivery.session
+        try:
+            request = ChargeRequest.model_validate_json(delivery.body)
+        except ValidationError as exc:
+            reason = f"invalid ChargeRequest: {_short(exc)}"
+            log.warning("dead-lettering message %s: %s", delivery.properties.message_id, reason)
+            dead_letter(session, self.topology, delivery, reason, self.topology.requests_queue)
+            self.metrics.dead_lettered.inc()
+            request_id = _request_id_of(delivery.body)
+            if request_id is not None:
+                publish_event(
+                    session,
+                    self.topology,
+                    ChargeEvent(request_id=request_id, kind=EventKind.DEAD_LETTERED, reason=reason),
+                )
+            return
+        self.held.append(_Held(delivery, request, self.clock()))
+        self._pump()
+
+    # -- dispatching -------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Dispatch held requests in arrival order until the policy holds."""
+        session = self.link.session
+        if session is None or not self.held:
+            self.metrics.held.set(len(self.held))
+            return
+        now = self.clock()
+        candidates = self.table.eligible(now)
+        while self.held:
+            head = self.held[0]
+            if not head.delivery.session.is_open:  # from a connection that is gone
+                self.held.popleft()
+                continue
+            started = time.perf_counter()
+            target = self.policy.choose(candidates, head.request.max_power_kw)
+            self.metrics.decision_seconds.observe(time.perf_counter() - started)
+            if target is None:
+                break
+            self.held.popleft()
+            self._dispatch(session, head, target, now)
+        self.metrics.held.set(len(self.held))
+
+    def _dispatch(self, session: Session, held: _Held, target: str, now: float) -> None:
+        state = self.table.get(target)
+        assert state is not None
+        assignment = Assignment(
+            request=held.request,
+            substation_id=target,
+            snapshot=state.snapshot(now),
+            policy=self.policy.name,
+            attempt=held.delivery.delivery_count + 1,
+        )
+        self.table.record_assignment(target, min(held.request.max_power_kw, state.capacity_kw))
+        try:
+            fut = session.publish(
+                self.topology.substations_exchange,
+                target,
+                assignment.model_dump_json().encode(),
+                message_id=str(held.request.request_id),
+            )
+        except BrokerUnavailable:
+            return  # the session is gone; the request is redelivered after reconnect
+        self.inflight += 1
+        self._idle.clear()
+        fut.add_done_callback(functools.partial(self._confirmed, held, assignment))
+
+    def _confirmed(self, held: _Held, assignment: Assignment, fut: asyncio.Future[None]) -> None:
+        self.inflight = max(0, self.inflight - 1)
+        if self.inflight == 0:
+            self._idle.set()
+        exc = fut.exception() if not fut.cancelled() else BrokerUnavailable("cancelled")
+        if exc is not None:
+            reason = type(exc).__name__
+            self.metrics.republish_failures.labels(reason).inc()
+            log.warning(
+                "assignment to %s not confirmed (%s); requeueing", assignment.substation_id, exc
+            )
+            if isinstance(exc, PublishReturned):
+                # Its queue is gone: keep it out until it heartbeats (and redeclares) again.
+                state = self.table.get(assignment.substation_id)
+                if state is not None:
+                    state.status = "unroutable"
+            held.delivery.nack(requeue=True)
+            return
+        held.delivery.ack()
+        self.metrics.decisions.labels(assignment.substation_id, self.policy.name).inc()
+        self.metrics.dispatch_seconds.observe(self.clock() - held.received)
+        session = held.delivery.session
+        if session.is_open:
+            publish_event(
+                session,
+                self.topology,
+                ChargeEvent(
+                    request_id=held.request.request_id,
+                    kind=EventKind.DISPATCHED
+                    if assignment.attempt == 1
+                    else EventKind.REDISPATCHED,
+                    substation_id=assignment.substation_id,
+                    attempt=assignment.attempt,
+                ),
+            )
+
+
+def _short(exc: ValidationError) -> str:
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
+    return "; ".join(parts)[:900]
+
+
+def _request_id_of(body: bytes) -> uuid.UUID | None:
+    """Best effort: the request_id of an invalid request, so its sender can learn its fate."""
+    try:
+        return uuid.UUID(str(json.loads(body)["request_id"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def build_dispatcher(settings: DispatcherSettings, registry: CollectorRegistry) -> Dispatcher:
+    rng = random.Random(settings.seed)
+    metrics = DispatcherMetrics(registry)
+    return Dispatcher(settings, make_policy(settings.policy, rng, settings.hold_factor), metrics)

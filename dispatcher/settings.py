@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from dispatcher.policies import POLICIES
+from messaging.settings import AmqpSettings
+
+
+class DispatcherSettings(AmqpSettings):
+    policy: str = Field(default="headroom", description="Dispatch policy.")
+    hold_factor: float = Field(
+        default=2.0,
+        gt=0,
+        le=100,
+        description="headroom policy: hold requests once every substation has this many times "
+        "its capacity promised (vehicles' max power, or sessions per bay).",
+    )
+    prefetch: int = Field(
+        default=1000,
+        ge=1,
+        le=65535,
+        description="Requests held unacked at once (~1000 is fastest on a small machine).",
+    )
+    stale_after_intervals: float = Field(
+        default=3.0, gt=1, description="A substation silent this many heartbeat intervals is out."
+    )
+    backlog_poll_s: float = Field(default=1.0, gt=0)
+    seed: int | None = Field(default=None, description="Seed for the policy's random choices.")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, v: str) -> str:
+        if v not in POLICIES:
+            raise ValueError(f"unknown policy {v!r}; choose from {', '.join(POLICIES)}")
+        return v
