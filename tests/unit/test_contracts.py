@@ -1,0 +1,132 @@
+"""The wire contract: what is accepted, what is refused and why, and the names."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from contracts import (
+    Assignment,
+    ChargeEvent,
+    ChargeRequest,
+    EventKind,
+    Heartbeat,
+    LoadSnapshot,
+    Topology,
+)
+from contracts.schema import json_schemas
+
+VALID = {"vehicle_id": "EV-1", "energy_kwh": 30, "max_power_kw": 11}
+
+
+def test_a_minimal_request_gets_an_id_a_version_and_a_timestamp() -> None:
+    req = ChargeRequest.model_validate(VALID)
+    assert req.schema_version == 1
+    assert isinstance(req.request_id, uuid.UUID)
+    assert req.requested_at.tzinfo is not None
+    assert ChargeRequest.model_validate_json(req.model_dump_json()) == req
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"energy_kwh": 0}, "energy_kwh"),
+        ({"energy_kwh": -5}, "energy_kwh"),
+        ({"energy_kwh": "lots"}, "energy_kwh"),
+        ({"energy_kwh": 10_000}, "energy_kwh"),
+        ({"max_power_kw": 10_000}, "max_power_kw"),
+        ({"max_power_kw": 0.1}, "max_power_kw"),
+        ({"vehicle_id": ""}, "vehicle_id"),
+        ({"vehicle_id": "x" * 65}, "vehicle_id"),
+        ({"vehicle_id": "bad id!"}, "vehicle_id"),
+        ({"request_id": "not-a-uuid"}, "request_id"),
+        ({"schema_version": 2}, "schema_version"),
+        ({"priority": 10}, "priority"),
+        ({"departure": "2026-01-01T10:00:00"}, "departure"),  # no UTC offset
+        ({"energy_kwhh": 5}, "energy_kwhh"),  # a typo is an error, not ignored
+    ],
+)
+def test_invalid_requests_are_refused_naming_the_field(
+    patch: dict[str, object], field: str
+) -> None:
+    with pytest.raises(ValidationError) as err:
+        ChargeRequest.model_validate({**VALID, **patch})
+    assert field in {str(e["loc"][0]) for e in err.value.errors()}
+
+
+@pytest.mark.parametrize("missing", ["vehicle_id", "energy_kwh", "max_power_kw"])
+def test_required_fields(missing: str) -> None:
+    body = {k: v for k, v in VALID.items() if k != missing}
+    with pytest.raises(ValidationError, match=missing):
+        ChargeRequest.model_validate(body)
+
+
+def test_departure_must_follow_the_request() -> None:
+    now = datetime.now(UTC)
+    with pytest.raises(ValidationError, match="departure must be later"):
+        ChargeRequest.model_validate({**VALID, "requested_at": now, "departure": now})
+    ok = ChargeRequest.model_validate({**VALID, "departure": now + timedelta(hours=2)})
+    assert ok.departure is not None
+
+
+def test_messages_are_frozen() -> None:
+    req = ChargeRequest.model_validate(VALID)
+    with pytest.raises(ValidationError):
+        req.energy_kwh = 5  # type: ignore[misc]
+
+
+def test_assignment_and_event_round_trip() -> None:
+    req = ChargeRequest.model_validate(VALID)
+    snap = LoadSnapshot(load_kw=1, capacity_kw=2, committed_kw=3, pending_kw=4, heartbeat_seq=5,
+                        heartbeat_age_s=0.5)  # fmt: skip
+    a = Assignment(request=req, substation_id="s1", snapshot=snap, policy="headroom")
+    assert Assignment.model_validate_json(a.model_dump_json()) == a
+    ev = ChargeEvent(request_id=req.request_id, kind=EventKind.COMPLETED, energy_kwh=30)
+    assert json.loads(ev.model_dump_json())["kind"] == "completed"
+
+
+def test_heartbeat_refuses_ids_that_cannot_be_queue_names() -> None:
+    base = dict(capacity_kw=100, bays=2, load_kw=0, active_sessions=0, queued=0, seq=0,
+                assignments_received=0)  # fmt: skip
+    assert Heartbeat(substation_id="north-1", **base).status == "up"
+    with pytest.raises(ValidationError):
+        Heartbeat(substation_id="North 1", **base)
+
+
+def test_topology_names_are_the_documented_ones() -> None:
+    t = Topology("ns")
+    assert t.requests_exchange == "ns.requests"
+    assert t.requests_queue == "ns.requests"
+    assert t.heartbeats_exchange == "ns.heartbeats"
+    assert t.substations_exchange == "ns.substations"
+    assert t.substation_queue("s1") == "ns.substation.s1"
+    assert t.events_exchange == "ns.events"
+    assert t.event_routing_key("started") == "event.started"
+    assert t.dead_exchange == "ns.dead"
+    assert t.dead_queue == "ns.dead"
+    args = t.requests_queue_spec().arguments
+    assert args["x-queue-type"] == "quorum"
+    assert args["x-single-active-consumer"] is True
+    assert args["x-dead-letter-exchange"] == "ns.dead"
+    assert args["x-dead-letter-strategy"] == "at-least-once"
+    assert args["x-overflow"] == "reject-publish"
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "ns/x", ".hidden"])
+def test_bad_namespaces_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="namespace"):
+        Topology(bad)
+
+
+def test_every_message_exports_a_json_schema_with_its_fields() -> None:
+    schemas = json_schemas()
+    assert set(schemas) == {"ChargeRequest", "Heartbeat", "Assignment", "ChargeEvent"}
+    req = schemas["ChargeRequest"]
+    assert set(req["required"]) == {"vehicle_id", "energy_kwh", "max_power_kw"}
+    assert req["properties"]["energy_kwh"]["exclusiveMinimum"] == 0
+    assert req["additionalProperties"] is False
+    assert "load_kw" in schemas["Heartbeat"]["properties"]
