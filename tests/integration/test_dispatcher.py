@@ -1,0 +1,141 @@
+"""The dispatcher against the real broker, with heartbeats published by the test itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from contracts import Assignment, ChargeRequest, Heartbeat, Topology
+from dispatcher.service import Dispatcher, build_dispatcher
+from dispatcher.settings import DispatcherSettings
+from messaging import AmqpSettings, Session
+from messaging.publishing import REASON_HEADER
+from tests.conftest import register_substations
+from tests.helpers import collect, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@contextlib.asynccontextmanager
+async def running_dispatcher(
+    amqp_settings: AmqpSettings, topology: Topology, **overrides: object
+) -> AsyncIterator[Dispatcher]:
+    settings = DispatcherSettings(
+        amqp_url=amqp_settings.amqp_url, namespace=topology.namespace, metrics_port=0, **overrides
+    )
+    dispatcher = build_dispatcher(settings, CollectorRegistry())
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    try:
+        await dispatcher.link.wait_ready(10)
+        yield dispatcher
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+async def declare_substations(session: Session, topology: Topology, ids: list[str]) -> None:
+    register_substations(topology, ids)
+    await session.declare_all(
+        topology.exchanges(), topology.core_queues(), topology.core_bindings()
+    )
+    for sid in ids:
+        await session.declare_queue(topology.substation_queue_spec(sid))
+        await session.bind(topology.substation_binding(sid))
+
+
+async def heartbeat(
+    session: Session, topology: Topology, sid: str, capacity: float, seq: int
+) -> None:
+    beat = Heartbeat(
+        substation_id=sid, capacity_kw=capacity, bays=1000, load_kw=0, active_sessions=0,
+        queued=0, seq=seq, assignments_received=0,
+    )  # fmt: skip
+    await session.publish(topology.heartbeats_exchange, "", beat.model_dump_json().encode())
+
+
+def request(i: int) -> ChargeRequest:
+    return ChargeRequest(vehicle_id=f"EV-{i}", energy_kwh=20, max_power_kw=11)
+
+
+async def test_poison_is_dead_lettered_with_a_reason_and_valid_requests_behind_it_flow(
+    amqp_settings: AmqpSettings, topology: Topology, session: Session
+) -> None:
+    # Given one live substation and a dispatcher
+    await declare_substations(session, topology, ["s1"])
+    async with running_dispatcher(amqp_settings, topology) as dispatcher:
+        await heartbeat(session, topology, "s1", 1000, seq=1)
+        await wait_until(lambda: dispatcher.table.get("s1") is not None)
+        # When garbage and then valid requests are published straight to <ns>.requests
+        poison = [b"not json", b'{"vehicle_id": "EV-x", "energy_kwh": -5, "max_power_kw": 11}']
+        for body in poison:
+            await session.publish(topology.requests_exchange, "", body)
+        valid = [request(i) for i in range(20)]
+        await asyncio.gather(
+            *(
+                session.publish(topology.requests_exchange, "", r.model_dump_json().encode())
+                for r in valid
+            )
+        )
+        # Then the valid ones reach the substation queue as Assignments
+        got = await collect(session, topology.substation_queue("s1"), len(valid))
+        assigned = {Assignment.model_validate_json(d.body).request.request_id for d in got}
+        assert assigned == {r.request_id for r in valid}
+        # And the garbage sits in <ns>.dead with the reason, and the dispatcher still runs
+        dead = await collect(session, topology.dead_queue, len(poison))
+        assert sorted(d.body for d in dead) == sorted(poison)
+        reasons = [str(d.headers[REASON_HEADER]) for d in dead]
+        assert any("energy_kwh" in r for r in reasons), reasons
+        assert all(r.startswith("invalid ChargeRequest") for r in reasons)
+        assert dispatcher.link.session is not None
+
+
+async def test_requests_stay_in_the_queue_while_no_substation_has_room(
+    amqp_settings: AmqpSettings, topology: Topology, session: Session
+) -> None:
+    await declare_substations(session, topology, ["tiny"])
+    async with running_dispatcher(amqp_settings, topology, prefetch=5) as dispatcher:
+        # No heartbeat yet: nothing is eligible, so nothing may be dispatched
+        reqs = [request(i) for i in range(30)]
+        for r in reqs:
+            await session.publish(topology.requests_exchange, "", r.model_dump_json().encode())
+        await wait_until(lambda: len(dispatcher.held) == 5)
+        assert await session.queue_depth(topology.substation_queue("tiny")) == 0
+        assert await session.queue_depth(topology.requests_queue) == 25
+        # A 22 kW substation holding factor 2: room for 4 cars of 11 kW, then it holds again
+        await heartbeat(session, topology, "tiny", 22, seq=1)
+        await wait_until(lambda: dispatcher.table.get("tiny") is not None)
+        await wait_until(lambda: len(dispatcher.held) == 5)
+        got = await collect(session, topology.substation_queue("tiny"), 4, timeout=3)
+        assert len(got) == 4
+        assert await session.queue_depth(topology.substation_queue("tiny")) == 0
+
+
+async def test_unroutable_assignment_requeues_the_request(
+    amqp_settings: AmqpSettings, topology: Topology, session: Session
+) -> None:
+    # A heartbeat from a substation whose queue does not exist: the assignment is returned
+    await session.declare_all(
+        topology.exchanges(), topology.core_queues(), topology.core_bindings()
+    )
+    async with running_dispatcher(amqp_settings, topology) as dispatcher:
+        await heartbeat(session, topology, "ghost", 100, seq=1)
+        await wait_until(lambda: dispatcher.table.get("ghost") is not None)
+        r = request(1)
+        await session.publish(topology.requests_exchange, "", r.model_dump_json().encode())
+        await wait_until(
+            lambda: (
+                dispatcher.metrics.republish_failures.labels("PublishReturned")._value.get() >= 1
+            )
+        )
+        ghost = dispatcher.table.get("ghost")
+        assert ghost is not None
+        assert ghost.status == "unroutable"
+    # the request is back in <ns>.requests, not lost
+    got = await collect(session, topology.requests_queue, 1, timeout=5)
+    assert [json.loads(d.body)["request_id"] for d in got] == [str(r.request_id)]
