@@ -1,0 +1,225 @@
+"""The HTTP API: POST /v1/charge-requests, GET /healthz, GET /metrics (+ /docs, /openapi.json).
+
+A request is answered 202 only after the broker confirmed it. Everything that can be refused
+without the broker (size, media type, contract validation) is refused before anything is
+published, so an invalid request never reaches a queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+from uuid import UUID
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
+
+from contracts import ChargeRequest
+from gateway.metrics import GatewayMetrics
+from gateway.publisher import ManagedPublisher, RequestPublisher
+from gateway.settings import GatewaySettings
+from messaging import MessagingError
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+# Extra time the HTTP layer allows beyond the publisher's own confirm timeout, so a publisher
+# that fails to enforce it still cannot hang a request.
+PUBLISH_GUARD_S = 1.0
+
+
+# -- response shapes (documented in OpenAPI) ---------------------------------------------------
+
+
+class Accepted(BaseModel):
+    request_id: UUID
+    status: Literal["accepted"] = "accepted"
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationFailed(BaseModel):
+    detail: list[FieldError]
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying (with the same request_id).",
+        "schema": {"type": "integer"},
+    }
+}
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":")).encode(), status, headers, media_type=JSON
+    )
+
+
+def _is_json(content_type: str | None) -> bool:
+    # "application/json; charset=utf-8" is fine; anything else is not JSON to us.
+    return content_type is not None and content_type.split(";", 1)[0].strip().lower() == JSON
+
+
+def _declared_too_large(request: Request, limit: int) -> bool:
+    length = request.headers.get("content-length")
+    return length is not None and length.strip().isdigit() and int(length) > limit
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The body, or None once more than ``limit`` bytes arrived (chunked bodies too)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    # loc/msg/type only: echoing "input" back could reflect a large or sensitive body.
+    return [
+        {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def create_app(
+    settings: GatewaySettings,
+    publisher: RequestPublisher,
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """Build the API around ``publisher`` (started and stopped by the lifespan if it has one)."""
+    metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry())
+    metrics.broker_connected.set_function(lambda: 1.0 if publisher.connected else 0.0)
+    retry_after = {"Retry-After": str(settings.retry_after_s)}
+    max_body = settings.max_body_bytes
+    # Outer bound on a publish, whatever the publisher does.
+    publish_deadline_s = settings.confirm_timeout_s + PUBLISH_GUARD_S
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        managed = publisher if isinstance(publisher, ManagedPublisher) else None
+        if managed is not None:
+            await managed.start()
+        try:
+            yield
+        finally:
+            if managed is not None:
+                await managed.stop()
+
+    app = FastAPI(
+        title="smartgrid gateway",
+        version="1",
+        description="Accepts EV charge requests and hands them to the grid over RabbitMQ. "
+        "202 means the broker has durably stored the request.",
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    app.state.publisher = publisher
+    app.state.settings = settings
+
+    def unavailable(reason: str) -> Response:
+        return _json(503, {"detail": reason}, retry_after)
+
+    async def handle(request: Request) -> Response:
+        if _declared_too_large(request, max_body):
+            return _json(413, {"detail": f"body larger than {max_body} bytes"})
+        if not _is_json(request.headers.get("content-type")):
+            return _json(415, {"detail": f"Content-Type must be {JSON}"})
+        raw = await _read_capped(request, max_body)
+        if raw is None:
+            return _json(413, {"detail": f"body larger than {max_body} bytes"})
+        try:
+            charge = ChargeRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            return _json(422, {"detail": _field_errors(exc)})
+        if not publisher.connected:
+            return unavailable("not connected to the broker; retry later")
+        started = time.perf_counter()
+        try:
+            with metrics.inflight_publishes.track_inprogress():
+                async with asyncio.timeout(publish_deadline_s):
+                    await publisher.publish(charge)
+        except TimeoutError:
+            log.warning("publish of %s exceeded %.1fs", charge.request_id, publish_deadline_s)
+            return unavailable("the broker did not confirm in time; retry later")
+        except MessagingError as exc:
+            log.info("request %s not accepted: %s", charge.request_id, exc)
+            return unavailable(f"the broker did not take the request ({type(exc).__name__})")
+        metrics.publish_seconds.observe(time.perf_counter() - started)
+        return Response(
+            b'{"request_id":"%s","status":"accepted"}' % str(charge.request_id).encode(),
+            202,
+            media_type=JSON,
+        )
+
+    @app.post(
+        "/v1/charge-requests",
+        status_code=202,
+        response_model=Accepted,
+        summary="Submit a charge request",
+        description="The body is a ChargeRequest (contract v1). `request_id` is the idempotency "
+        "key: generated when omitted; retry a 503 with the same one.",
+        responses={
+            413: {"model": Problem, "description": "Body larger than the gateway accepts."},
+            415: {"model": Problem, "description": f"Content-Type is not {JSON}."},
+            422: {"model": ValidationFailed, "description": "Not a valid ChargeRequest."},
+            503: {
+                "model": Problem,
+                "description": "Broker unavailable, or it did not confirm: nothing was accepted.",
+                "headers": _RETRY_AFTER,
+            },
+        },
+        # The body is read and validated by hand (size cap, one fast parse), so FastAPI cannot
+        # infer it: document ChargeRequest's JSON Schema explicitly for /docs.
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": ChargeRequest.model_json_schema()}},
+            }
+        },
+    )
+    async def submit_charge_request(request: Request) -> Response:
+        try:
+            response = await handle(request)
+        except ClientDisconnect:
+            raise  # nobody left to answer; not a server error
+        except Exception:
+            metrics.requests.labels("500").inc()
+            raise
+        metrics.requests.labels(str(response.status_code)).inc()
+        return response
+
+    @app.get(
+        "/healthz",
+        summary="Liveness and broker connectivity",
+        responses={503: {"description": "Not connected to the broker."}},
+    )
+    async def healthz() -> Response:
+        if publisher.connected:
+            return _json(200, {"status": "ok", "broker": "connected"})
+        return _json(503, {"status": "unavailable", "broker": "disconnected"}, retry_after)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
