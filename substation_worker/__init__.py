@@ -1,0 +1,1 @@
+"""One substation: consumes its queue, simulates charging in its capacity, heartbeats its load."""

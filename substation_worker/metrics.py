@@ -1,0 +1,90 @@
+"""Every Prometheus name the worker exposes, on a registry passed in (never the global one).
+
+Base units (watts, joules, seconds); one low-cardinality label, ``substation``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+KW_TO_W = 1_000.0
+KWH_TO_J = 3_600_000.0
+
+# Wall seconds from the request to a bay: sub-second when idle, minutes under a backlog.
+WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
+# Simulated seconds of charging: minutes (fast DC top-up) to a day (slow AC, big battery).
+CHARGE_BUCKETS = (60, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 57600, 86400, 172800)
+
+
+class WorkerMetrics:
+    """The worker's metrics, already bound to its substation label."""
+
+    def __init__(self, registry: CollectorRegistry, substation_id: str) -> None:
+        label = ["substation"]
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, label, registry=registry)
+
+        def counter(name: str, doc: str) -> Counter:
+            return Counter(name, doc, label, registry=registry)
+
+        sid = substation_id
+        self.load_watts = gauge(
+            "smartgrid_substation_load_watts", "Power drawn by active sessions."
+        ).labels(sid)
+        self.capacity_watts = gauge(
+            "smartgrid_substation_capacity_watts", "Transformer capacity."
+        ).labels(sid)
+        self.utilization_ratio = gauge(
+            "smartgrid_substation_utilization_ratio", "load / capacity (0..1)."
+        ).labels(sid)
+        self.active_sessions = gauge(
+            "smartgrid_substation_active_sessions", "Sessions charging in a bay."
+        ).labels(sid)
+        self.queued_sessions = gauge(
+            "smartgrid_substation_queued_sessions",
+            "Assignments not started: held here plus ready in the substation queue.",
+        ).labels(sid)
+        self.bays = gauge("smartgrid_substation_bays", "Charging bays.").labels(sid)
+        self.sessions_completed = counter(
+            "smartgrid_substation_sessions_completed", "Charging sessions completed."
+        ).labels(sid)
+        self.energy_delivered_joules = counter(
+            "smartgrid_substation_energy_delivered_joules",
+            "Energy delivered by completed sessions.",
+        ).labels(sid)
+        self.wait_seconds = Histogram(
+            "smartgrid_substation_wait_seconds",
+            "Wall seconds from the request's requested_at to getting a bay.",
+            label,
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        ).labels(sid)
+        self.charge_duration_seconds = Histogram(
+            "smartgrid_substation_charge_duration_seconds",
+            "Simulated seconds a session charged.",
+            label,
+            buckets=CHARGE_BUCKETS,
+            registry=registry,
+        ).labels(sid)
+        self.assignments_received = counter(
+            "smartgrid_substation_assignments_received",
+            "Valid assignments delivered to this worker (duplicates and redeliveries included).",
+        ).labels(sid)
+        self.duplicates = counter(
+            "smartgrid_substation_duplicates",
+            "Assignments acked without a session: request already held or recently completed.",
+        ).labels(sid)
+        self.dead_lettered = counter(
+            "smartgrid_substation_dead_lettered", "Invalid assignments moved to the dead queue."
+        ).labels(sid)
+        self.heartbeats_sent = counter(
+            "smartgrid_substation_heartbeats_sent", "Heartbeats published."
+        ).labels(sid)
+        self.broker_connected = gauge(
+            "smartgrid_worker_broker_connected", "1 while connected to the broker, 0 otherwise."
+        ).labels(sid)
+
+    def set_load(self, load_kw: float, capacity_kw: float) -> None:
+        self.load_watts.set(load_kw * KW_TO_W)
+        self.utilization_ratio.set(load_kw / capacity_kw if capacity_kw > 0 else 0.0)

@@ -1,0 +1,374 @@
+"""The worker process: BrokerLink + the pure simulation + metrics, wired together.
+
+Everything runs on one event loop. pika callbacks (``_on_message``) only parse, bookkeep and
+hand the session to the simulation; charging time passes in the tick task, never inside a
+callback (PITFALLS: a blocked callback starves the connection).
+
+Delivery rules (at least once, duplicates harmless):
+
+* An assignment's delivery is acked only when its session completes, so a worker killed
+  mid-session gets the broker to redeliver it. Prefetch = bays, so the queue, not this process,
+  holds the backlog.
+* A request already held here, or completed recently, is acked at once without a second session.
+* When the connection is lost, every session held is dropped: the broker requeues their
+  deliveries, and their old delivery tags must never be acked on the new channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from contracts import Assignment, ChargeEvent, EventKind, Heartbeat, Topology
+from contracts.topology import HEARTBEAT_TTL_MS
+from messaging import BrokerLink, Delivery, MessagingError, Session
+from messaging.publishing import dead_letter, publish_event
+from messaging.runtime import start_metrics_server
+from substation_worker.metrics import KWH_TO_J, WorkerMetrics
+from substation_worker.settings import WorkerSettings
+from substation_worker.simulation import ChargingSession, Step, Substation
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.1
+# Request ids completed here, remembered to ack redelivered duplicates without charging twice.
+RECENT_IDS = 100_000
+SOURCE = "substation_worker"
+_CANCEL_TIMEOUT_S = 2.0
+
+
+@dataclass(slots=True)
+class _Held:
+    delivery: Delivery
+    assignment: Assignment
+
+
+class WorkerService:
+    """One substation worker. ``await service.run(stop)`` until ``stop`` is set."""
+
+    def __init__(self, settings: WorkerSettings, registry: CollectorRegistry) -> None:
+        self.settings = settings
+        self.sid = settings.substation_id
+        self.topology = Topology(settings.namespace)
+        self.queue = self.topology.substation_queue(self.sid)
+        self.metrics = WorkerMetrics(registry, self.sid)
+        self.sim = Substation(settings.capacity_kw, settings.bays, settings.charger_max_kw)
+        self.link = BrokerLink(
+            settings, f"smartgrid-worker-{self.sid}", self._setup, on_lost=self._on_lost
+        )
+        self.assignments_received = 0
+        self.seq = 0
+        self._held: dict[str, _Held] = {}
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._session: Session | None = None
+        self._consumer_tag: str | None = None
+        self._last_tick = time.monotonic()
+        self._last_depth = 0
+        self.metrics.capacity_watts.set(settings.capacity_kw * 1_000)
+        self.metrics.bays.set(settings.bays)
+        self.metrics.broker_connected.set(0)
+        self._update_gauges()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop``; raises FatalBrokerError if the broker refuses us for good."""
+        link_stop = asyncio.Event()
+        link_task = asyncio.create_task(self.link.run(link_stop), name="broker-link")
+        workers = [
+            asyncio.create_task(self._tick_loop(stop), name="tick"),
+            asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
+        ]
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({link_task, stopped, *workers}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            for t in workers:
+                t.cancel()
+            # Stop taking new work before closing; unacked sessions go back to the queue.
+            await self._stop_consuming()
+            link_stop.set()
+            await asyncio.gather(*workers, return_exceptions=True)
+            try:
+                await link_task
+            finally:
+                self._session = None
+                self.metrics.broker_connected.set(0)
+        for t in workers:
+            exc = None if t.cancelled() else t.exception()
+            if exc is not None:
+                raise exc
+        log.info("substation %s stopped", self.sid)
+
+    async def _setup(self, session: Session) -> None:
+        # Anything held belongs to an older connection whose deliveries the broker took back.
+        self._drop_held("new connection")
+        self._session = session
+        topo = self.topology
+        await session.declare_all(
+            topo.exchanges(),
+            [*topo.core_queues(), topo.substation_queue_spec(self.sid)],
+            [*topo.core_bindings(), topo.substation_binding(self.sid)],
+        )
+        await session.set_prefetch(self.settings.bays)
+        self._consumer_tag = await session.consume(self.queue, self._on_message)
+        self.metrics.broker_connected.set(1)
+
+    def _on_lost(self) -> None:
+        self.metrics.broker_connected.set(0)
+        self._session = None
+        self._consumer_tag = None
+        self._drop_held("connection lost")
+
+    def _drop_held(self, why: str) -> None:
+        dropped = self.sim.reset()
+        self._held.clear()
+        if dropped:
+            log.warning("%s: dropped %d sessions; the broker redelivers them", why, len(dropped))
+        self._update_gauges()
+
+    async def _stop_consuming(self) -> None:
+        session, tag = self._session, self._consumer_tag
+        self._consumer_tag = None
+        if session is None or tag is None or not session.is_open:
+            return
+        try:
+            await asyncio.wait_for(session.cancel(tag), _CANCEL_TIMEOUT_S)
+        except (MessagingError, TimeoutError) as exc:
+            log.debug("consumer cancel skipped: %s", exc)
+
+    # -- deliveries (pika callback: never block here) ----------------------------------------
+
+    def _on_message(self, delivery: Delivery) -> None:
+        try:
+            assignment = Assignment.model_validate_json(delivery.body)
+        except ValidationError as exc:
+            self._reject(delivery, str(exc))
+            return
+        self.assignments_received += 1
+        self.metrics.assignments_received.inc()
+        key = str(assignment.request.request_id)
+        if self.sim.holds(key) or key in self._recent:
+            if key in self._recent:
+                self._recent.move_to_end(key)
+            self.metrics.duplicates.inc()
+            log.debug("duplicate assignment %s acked", key)
+            delivery.ack()
+            return
+        if assignment.substation_id != self.sid:
+            log.warning("assignment %s is for %s, serving it here", key, assignment.substation_id)
+        # Bring the simulation up to now first, so the newcomer is not credited past time.
+        self._tick()
+        req = assignment.request
+        self.sim.offer(key, req.energy_kwh, req.max_power_kw)
+        self._held[key] = _Held(delivery, assignment)
+        self._apply(Step(started=self.sim.admit()))
+
+    def _reject(self, delivery: Delivery, reason: str) -> None:
+        log.warning("invalid assignment dead-lettered: %s", reason.splitlines()[0])
+        try:
+            dead_letter(delivery.session, self.topology, delivery, reason, SOURCE)
+        except MessagingError as exc:
+            # Session gone: the broker requeues it and we try again on redelivery.
+            log.warning("could not dead-letter: %s", exc)
+            return
+        self.metrics.dead_lettered.inc()
+        request_id = _readable_request_id(delivery.body)
+        if request_id is not None:
+            self._emit(
+                ChargeEvent(
+                    request_id=request_id,
+                    kind=EventKind.DEAD_LETTERED,
+                    substation_id=self.sid,
+                    reason=reason[:2000],
+                ),
+                delivery.session,
+            )
+
+    # -- simulated time ----------------------------------------------------------------------
+
+    async def _tick_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await _wait(stop, TICK_S)
+            self._tick()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        elapsed, self._last_tick = now - self._last_tick, now
+        self._apply(self.sim.advance(max(0.0, elapsed) * self.settings.time_scale))
+
+    def _apply(self, step: Step) -> None:
+        wall_now = datetime.now(UTC)
+        for s in step.started:
+            self._on_started(s, wall_now)
+        for s in step.completed:
+            self._on_completed(s)
+        self._update_gauges()
+
+    def _wall_time_of(self, sim_s: float, wall_now: datetime) -> datetime:
+        lag_s = max(0.0, self.sim.now_s - sim_s) / self.settings.time_scale
+        return wall_now - timedelta(seconds=lag_s)
+
+    def _on_started(self, s: ChargingSession, wall_now: datetime) -> None:
+        held = self._held.get(s.key)
+        if held is None:
+            return
+        sim_start = self.sim.now_s if s.started_at_s is None else s.started_at_s
+        started_at = self._wall_time_of(sim_start, wall_now)
+        wait_s = (started_at - held.assignment.request.requested_at).total_seconds()
+        self.metrics.wait_seconds.observe(max(0.0, wait_s))
+        self._emit(self._event(held, EventKind.STARTED, at=started_at))
+
+    def _on_completed(self, s: ChargingSession) -> None:
+        held = self._held.pop(s.key, None)
+        if held is None:
+            return
+        held.delivery.ack()  # the only ack of a served assignment: the work is done
+        self._remember(s.key)
+        self.metrics.sessions_completed.inc()
+        self.metrics.energy_delivered_joules.inc(s.delivered_kwh * KWH_TO_J)
+        self.metrics.charge_duration_seconds.observe(s.charge_time_s)
+        self._emit(self._event(held, EventKind.COMPLETED, energy_kwh=s.delivered_kwh))
+
+    def _remember(self, key: str) -> None:
+        self._recent[key] = None
+        self._recent.move_to_end(key)
+        while len(self._recent) > RECENT_IDS:
+            self._recent.popitem(last=False)
+
+    def _event(
+        self,
+        held: _Held,
+        kind: EventKind,
+        *,
+        at: datetime | None = None,
+        energy_kwh: float | None = None,
+    ) -> ChargeEvent:
+        return ChargeEvent(
+            request_id=held.assignment.request.request_id,
+            kind=kind,
+            substation_id=self.sid,
+            attempt=held.assignment.attempt,
+            at=at or datetime.now(UTC),
+            energy_kwh=energy_kwh,
+        )
+
+    def _emit(self, event: ChargeEvent, session: Session | None = None) -> None:
+        session = session or self._session
+        if session is not None and session.is_open:
+            publish_event(session, self.topology, event)
+
+    def _update_gauges(self) -> None:
+        self.metrics.set_load(self.sim.load_kw, self.sim.capacity_kw)
+        self.metrics.active_sessions.set(self.sim.active_count)
+
+    # -- heartbeats --------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        interval = self.settings.heartbeat_interval_s
+        next_at = time.monotonic()
+        while not stop.is_set():
+            next_at += interval
+            await _wait(stop, max(0.0, next_at - time.monotonic()))
+            if stop.is_set():
+                return
+            next_at = max(next_at, time.monotonic() - interval)  # no burst after a stall
+            await self._heartbeat()
+
+    async def _heartbeat(self) -> None:
+        session = self._session
+        if session is None or not session.is_open:
+            return
+        try:
+            depth = await asyncio.wait_for(
+                session.queue_depth(self.queue), max(1.0, self.settings.heartbeat_interval_s)
+            )
+            self._last_depth = depth
+        except TimeoutError:
+            depth = self._last_depth
+        except MessagingError as exc:
+            # E.g. the queue was deleted under us (404 closes the channel): the link reconnects
+            # and redeclares it; this heartbeat is skipped.
+            log.warning("heartbeat skipped: %s", exc)
+            return
+        if not session.is_open:
+            return
+        self._tick()
+        queued = self.sim.waiting_count + depth
+        self.metrics.queued_sessions.set(queued)
+        self.seq += 1
+        hb = Heartbeat(
+            substation_id=self.sid,
+            capacity_kw=self.sim.capacity_kw,
+            bays=self.sim.bays,
+            load_kw=self.sim.load_kw,
+            committed_kw=self.sim.committed_kw,
+            active_sessions=self.sim.active_count,
+            queued=queued,
+            status="up",
+            seq=self.seq,
+            assignments_received=self.assignments_received,
+            interval_s=self.settings.heartbeat_interval_s,
+        )
+        session.publish_and_forget(
+            self.topology.heartbeats_exchange,
+            "",
+            hb.model_dump_json().encode(),
+            message_id=uuid4().hex,
+            expiration_ms=HEARTBEAT_TTL_MS,
+        )
+        self.metrics.heartbeats_sent.inc()
+
+
+def _readable_request_id(body: bytes) -> UUID | None:
+    """The request id of an invalid assignment, when one can still be read from it."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    request = doc.get("request")
+    candidates = [request.get("request_id") if isinstance(request, dict) else None]
+    candidates.append(doc.get("request_id"))
+    for c in candidates:
+        if isinstance(c, str):
+            try:
+                return UUID(c)
+            except ValueError:
+                continue
+    return None
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def serve(
+    settings: WorkerSettings, stop: asyncio.Event, registry: CollectorRegistry | None = None
+) -> None:
+    """The worker's main: metrics endpoint, then the service until ``stop``."""
+    registry = registry if registry is not None else CollectorRegistry()
+    service = WorkerService(settings, registry)
+    start_metrics_server(settings.metrics_host, settings.metrics_port, registry)
+    log.info(
+        "substation %s: %.0f kW, %d bays, time x%g, namespace %s",
+        settings.substation_id,
+        settings.capacity_kw,
+        settings.bays,
+        settings.time_scale,
+        settings.namespace,
+    )
+    await service.run(stop)

@@ -1,0 +1,32 @@
+"""The worker's settings: SMARTGRID_* environment variables, CLI values on top."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from contracts.messages import SubstationId
+from messaging.settings import AmqpSettings
+
+# AMQP's prefetch_count is a 16-bit field and prefetch = bays.
+MAX_BAYS = 65_535
+
+
+class WorkerSettings(AmqpSettings):
+    """One substation worker process."""
+
+    substation_id: SubstationId = Field(
+        description="Lower-case id; consumes <ns>.substation.<id>, routing key <id>."
+    )
+    capacity_kw: float = Field(gt=0, le=1_000_000, description="Transformer capacity, kW.")
+    bays: int = Field(ge=1, le=MAX_BAYS, description="Charging bays (concurrent sessions).")
+    time_scale: float = Field(
+        default=60.0, gt=0, le=1_000_000, description="Simulated seconds per wall second."
+    )
+    heartbeat_interval_s: float = Field(
+        default=1.0, gt=0, le=300, description="Seconds between heartbeats."
+    )
+    charger_max_kw: float = Field(
+        default=350.0, gt=0, le=1_000_000, description="Highest power one charger delivers, kW."
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address of /metrics.")
+    metrics_port: int = Field(default=9200, ge=0, le=65_535, description="0 disables /metrics.")
