@@ -409,7 +409,8 @@ def _consume_result(fut: asyncio.Future[None]) -> None:
 
 def _close_quietly(conn: AsyncioConnection) -> None:
     try:
-        if conn.is_open or conn.is_opening:
+        # pika has no is_opening; close() is valid while opening or open (aborts the handshake).
+        if not (conn.is_closing or conn.is_closed):
             conn.close()
     except pika.exceptions.AMQPError:
         pass
