@@ -1,0 +1,1 @@
+"""Load generator and local harness: start a grid, drive requests, follow what happens."""

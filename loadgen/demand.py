@@ -1,0 +1,68 @@
+"""What the simulated vehicles ask for: seeded, pure, no I/O.
+
+Energy is skewed toward top-ups (most sessions add 20-40 kWh), power is the car's limit: most
+cars charge on AC wall boxes (7-11 kW), a minority on DC fast chargers (50-150 kW).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+
+@dataclass(frozen=True)
+class DemandMix:
+    energy_kwh: tuple[float, float] = (10.0, 60.0)
+    energy_mode_kwh: float = 30.0
+    ac_kw: tuple[float, float] = (7.0, 11.0)
+    dc_kw: tuple[float, float] = (50.0, 150.0)
+    dc_share: float = 0.3
+
+    def __post_init__(self) -> None:
+        lo, hi = self.energy_kwh
+        if not 0 < lo <= self.energy_mode_kwh <= hi:
+            raise ValueError("energy bounds must satisfy 0 < low <= mode <= high")
+        if not 0.0 <= self.dc_share <= 1.0:
+            raise ValueError("dc_share must be within [0, 1]")
+
+
+DEFAULT_MIX = DemandMix()
+
+
+@dataclass(frozen=True)
+class Demand:
+    vehicle_id: str
+    energy_kwh: float
+    max_power_kw: float
+
+    def request_body(self, request_id: UUID) -> dict[str, Any]:
+        """JSON body of POST /v1/charge-requests (a ChargeRequest without server defaults)."""
+        return {
+            "request_id": str(request_id),
+            "vehicle_id": self.vehicle_id,
+            "energy_kwh": self.energy_kwh,
+            "max_power_kw": self.max_power_kw,
+        }
+
+
+def _clamp(x: float, bounds: tuple[float, float]) -> float:
+    return min(max(x, bounds[0]), bounds[1])
+
+
+def sample_demand(rng: random.Random, index: int, mix: DemandMix = DEFAULT_MIX) -> Demand:
+    lo, hi = mix.energy_kwh
+    # Rounding can step just past a bound; clamp so the bounds hold exactly.
+    energy = _clamp(round(rng.triangular(lo, hi, mix.energy_mode_kwh), 1), mix.energy_kwh)
+    if rng.random() < mix.dc_share:
+        power = _clamp(round(rng.uniform(*mix.dc_kw)), mix.dc_kw)
+    else:
+        power = _clamp(round(rng.uniform(*mix.ac_kw), 1), mix.ac_kw)
+    return Demand(vehicle_id=f"EV-{index:05d}", energy_kwh=energy, max_power_kw=float(power))
+
+
+def sample_demands(n: int, seed: int | None, mix: DemandMix = DEFAULT_MIX) -> list[Demand]:
+    """``n`` demands; the same seed gives the same list (request ids are not part of it)."""
+    rng = random.Random(seed)
+    return [sample_demand(rng, i, mix) for i in range(n)]

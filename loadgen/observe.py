@@ -1,0 +1,116 @@
+"""Follow a grid over AMQP: heartbeats and lifecycle events into a ``GridState``.
+
+Each follower has exclusive, auto-delete queues of its own (gone with its connection), bound
+before anything is sent, so it sees every event published after ``start()`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from types import TracebackType
+
+from pydantic import ValidationError
+
+from contracts import ChargeEvent, Heartbeat, Topology
+from contracts.topology import BindingSpec, QueueSpec
+from loadgen.state import GridState
+from messaging import AmqpSettings, BrokerLink, BrokerUnavailable, Delivery, Session
+
+log = logging.getLogger(__name__)
+
+ALL_EVENTS = "event.#"
+
+
+class GridObserver:
+    """``async with GridObserver(...) as obs:`` keeps ``obs.state`` up to date."""
+
+    def __init__(
+        self,
+        settings: AmqpSettings,
+        topology: Topology,
+        state: GridState | None = None,
+        *,
+        heartbeats: bool = True,
+        events: bool = True,
+        connect_timeout_s: float = 15.0,
+    ) -> None:
+        self.settings = settings
+        self.topology = topology
+        self.state = state or GridState()
+        self.heartbeats = heartbeats
+        self.events = events
+        self.connect_timeout_s = connect_timeout_s
+        tag = uuid.uuid4().hex[:8]
+        self.heartbeat_queue = f"{topology.namespace}.loadgen.heartbeats.{tag}"
+        self.event_queue = f"{topology.namespace}.loadgen.events.{tag}"
+        self._link = BrokerLink(settings, f"smartgrid-loadgen-{tag}", self._setup)
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _setup(self, session: Session) -> None:
+        t = self.topology
+        # Declaring the exchanges (idempotent) lets a follower start before the grid does.
+        await session.declare_all(t.exchanges(), [], [])
+        if self.heartbeats:
+            await session.declare_queue(t.heartbeat_queue_spec(self.heartbeat_queue))
+            await session.bind(BindingSpec(self.heartbeat_queue, t.heartbeats_exchange))
+            await session.consume(self.heartbeat_queue, self._on_heartbeat, auto_ack=True)
+        if self.events:
+            spec = QueueSpec(self.event_queue, durable=False, exclusive=True, auto_delete=True)
+            await session.declare_queue(spec)
+            await session.bind(BindingSpec(self.event_queue, t.events_exchange, ALL_EVENTS))
+            await session.consume(self.event_queue, self._on_event, auto_ack=True)
+
+    def _on_heartbeat(self, delivery: Delivery) -> None:
+        try:
+            self.state.on_heartbeat(Heartbeat.model_validate_json(delivery.body))
+        except ValidationError:
+            self.state.invalid_messages += 1
+
+    def _on_event(self, delivery: Delivery) -> None:
+        try:
+            self.state.on_event(ChargeEvent.model_validate_json(delivery.body))
+        except ValidationError:
+            self.state.invalid_messages += 1
+
+    async def start(self) -> GridObserver:
+        """Connect and bind; raises BrokerUnavailable if that does not happen in time."""
+        self._task = asyncio.create_task(self._link.run(self._stop))
+        ready = asyncio.create_task(self._link.ready.wait())
+        done, _ = await asyncio.wait(
+            {self._task, ready}, timeout=self.connect_timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if ready not in done:
+            ready.cancel()
+            await self.stop()  # re-raises a fatal refusal from the link, if that was it
+            raise BrokerUnavailable(
+                f"could not follow {self.topology.namespace} at {self.settings.redacted_url()}"
+                f" within {self.connect_timeout_s:.0f}s"
+            )
+        return self
+
+    @property
+    def connected(self) -> bool:
+        return self._link.ready.is_set()
+
+    async def stop(self) -> None:
+        """Disconnect; re-raises what ended the link (a fatal refusal), if anything did."""
+        self._stop.set()
+        task, self._task = self._task, None
+        if task is not None:
+            with contextlib.suppress(TimeoutError):  # wait_for cancels it on timeout
+                await asyncio.wait_for(task, 10)
+
+    async def __aenter__(self) -> GridObserver:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,163 @@
+"""How loadgen shows a grid: a rich live table on a terminal, periodic plain lines otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+
+from rich.console import Console, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from contracts import EventKind
+from loadgen.state import GridState, ReportRow
+
+STATUS_STYLE = {"up": "green", "draining": "yellow", "stale": "red"}
+
+
+def substation_table(state: GridState, now: datetime, title: str = "substations") -> Table:
+    table = Table(title=title, title_justify="left", expand=False)
+    table.add_column("substation")
+    table.add_column("load kW", justify="right")
+    table.add_column("capacity kW", justify="right")
+    table.add_column("utilization", min_width=28)
+    table.add_column("active", justify="right")
+    table.add_column("queued", justify="right")
+    table.add_column("status")
+    table.add_column("heartbeat age", justify="right")
+    for sid in sorted(state.substations):
+        view = state.substations[sid]
+        hb = view.heartbeat
+        status = view.status(now)
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(
+            ProgressBar(total=hb.capacity_kw, completed=min(hb.load_kw, hb.capacity_kw), width=20),
+            f"{view.utilization:4.0%}",
+        )
+        table.add_row(
+            sid,
+            f"{hb.load_kw:.1f}",
+            f"{hb.capacity_kw:.0f}",
+            bar,
+            f"{hb.active_sessions}/{hb.bays}",
+            str(hb.queued),
+            Text(status, style=STATUS_STYLE.get(status, "")),
+            f"{view.age_s(now):.1f}s",
+        )
+    if not state.substations:
+        table.add_row("(no heartbeat yet)", *[""] * 7)
+    return table
+
+
+def counts_text(state: GridState, elapsed_s: float) -> str:
+    failed = state.count(EventKind.DEAD_LETTERED) + state.count(EventKind.REJECTED)
+    text = (
+        f"sent {state.sent}  accepted {len(state.accepted)}  "
+        f"dispatched {state.count(EventKind.DISPATCHED)}  started {state.count(EventKind.STARTED)}"
+        f"  completed {state.accepted_completed}/{len(state.accepted)}"
+    )
+    if failed:
+        text += f"  failed {failed}"
+    refused = sum(n for status, n in state.ingress_statuses.items() if status != "202")
+    if refused:
+        text += f"  not accepted {refused}"
+    return text + f"  elapsed {elapsed_s:.1f}s"
+
+
+def status_line(state: GridState, now: datetime, elapsed_s: float, counts: bool = True) -> str:
+    """One plain line for logs and pipes."""
+    parts = [counts_text(state, elapsed_s)] if counts else [f"elapsed {elapsed_s:.1f}s"]
+    for sid in sorted(state.substations):
+        view = state.substations[sid]
+        hb = view.heartbeat
+        parts.append(
+            f"{sid} {hb.load_kw:.0f}/{hb.capacity_kw:.0f}kW {view.utilization:.0%} "
+            f"active {hb.active_sessions} queued {hb.queued} {view.status(now)}"
+        )
+    return " | ".join(parts)
+
+
+def report_table(rows: list[ReportRow], title: str = "result per substation") -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("substation")
+    table.add_column("capacity kW", justify="right")
+    table.add_column("requests", justify="right")
+    table.add_column("energy kWh", justify="right")
+    table.add_column("energy share", justify="right")
+    table.add_column("capacity share", justify="right")
+    table.add_column("peak utilization", justify="right")
+    for r in rows:
+        table.add_row(
+            r.substation_id,
+            f"{r.capacity_kw:.0f}",
+            str(r.requests),
+            f"{r.energy_kwh:.1f}",
+            f"{r.energy_share:.1%}",
+            f"{r.capacity_share:.1%}",
+            f"{r.peak_utilization:.0%}",
+        )
+    if rows:
+        table.add_section()
+        table.add_row(
+            "total",
+            f"{sum(r.capacity_kw for r in rows):.0f}",
+            str(sum(r.requests for r in rows)),
+            f"{sum(r.energy_kwh for r in rows):.1f}",
+            "",
+            "",
+            "",
+        )
+    return table
+
+
+def print_error(console: Console, message: str) -> None:
+    """One error, verbatim (no markup: log tails contain brackets), unwrapped."""
+    console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+
+
+class LiveView:
+    """Redraw ``render()`` in place on a terminal; print ``line()`` every few seconds otherwise
+    (CI logs, pipes), where rich's live display would show nothing until the end."""
+
+    def __init__(
+        self,
+        console: Console,
+        render: Callable[[], RenderableType],
+        line: Callable[[], str],
+        *,
+        refresh_s: float = 0.25,
+        line_every_s: float = 2.0,
+    ) -> None:
+        self.console = console
+        self.render = render
+        self.line = line
+        self.refresh_s = refresh_s
+        self.line_every_s = line_every_s
+
+    async def run(self, done: asyncio.Event) -> None:
+        """Until ``done`` is set (or cancelled); the last state is always shown."""
+        if self.console.is_terminal:
+            # auto_refresh=False: redraw from this loop, no refresh thread.
+            with Live(self.render(), console=self.console, auto_refresh=False) as live:
+                try:
+                    while not done.is_set():
+                        live.update(self.render(), refresh=True)
+                        await _wait(done, self.refresh_s)
+                finally:
+                    live.update(self.render(), refresh=True)
+        else:
+            try:
+                while not done.is_set():
+                    self.console.print(self.line(), soft_wrap=True, highlight=False)
+                    await _wait(done, self.line_every_s)
+            finally:
+                self.console.print(self.line(), soft_wrap=True, highlight=False)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
