@@ -1,0 +1,1 @@
+"""Benchmarks: balance (a deterministic simulation of the dispatch policies, no broker)."""

@@ -1,0 +1,1 @@
+"""Balance benchmark: the real dispatch policies on simulated, stale load (no broker)."""
