@@ -264,7 +264,9 @@ class LocalGrid:
                     },
                     self.log_dir / f"worker-{spec.id}.log",
                     url,
-                    _metrics_check(url, "smartgrid_worker_broker_connected", 1.0),
+                    _metrics_check(
+                        url, "smartgrid_worker_broker_connected", 1.0, {"substation": spec.id}
+                    ),
                 )
             )
         return procs
