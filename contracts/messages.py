@@ -38,7 +38,7 @@ class _Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
     schema_version: Literal[1] = Field(
-        default=SCHEMA_VERSION, description="Contract version; only 1 exists."
+        default=1, description="Contract version (SCHEMA_VERSION); only 1 exists."
     )
 
 

@@ -7,7 +7,7 @@ from messaging.settings import AmqpSettings
 
 
 class DispatcherSettings(AmqpSettings):
-    policy: str = Field(default="headroom", description="Dispatch policy.")
+    policy: str = Field(default="headroom", description=f"Dispatch policy: {', '.join(POLICIES)}.")
     hold_factor: float = Field(
         default=2.0,
         gt=0,
@@ -24,10 +24,12 @@ class DispatcherSettings(AmqpSettings):
     stale_after_intervals: float = Field(
         default=3.0, gt=1, description="A substation silent this many heartbeat intervals is out."
     )
-    backlog_poll_s: float = Field(default=1.0, gt=0)
+    backlog_poll_s: float = Field(
+        default=1.0, gt=0, description="How often the requests queue depth is read, s."
+    )
     seed: int | None = Field(default=None, description="Seed for the policy's random choices.")
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = Field(default=9100, ge=0, le=65535)
+    metrics_host: str = Field(default="127.0.0.1", description="Address of /metrics.")
+    metrics_port: int = Field(default=9100, ge=0, le=65535, description="0 disables /metrics.")
 
     @field_validator("policy")
     @classmethod

@@ -11,83 +11,15 @@ from typing import TYPE_CHECKING
 import typer
 
 from gateway.settings import GatewaySettings
+from messaging.cli import settings_command
 from messaging.errors import FatalBrokerError
-from messaging.runtime import EXIT_BROKER_REFUSED, EXIT_FAILURE, EXIT_OK, build_settings, die
+from messaging.runtime import EXIT_BROKER_REFUSED, EXIT_FAILURE, EXIT_OK, die
 
 if TYPE_CHECKING:
     import uvicorn
 
-cli = typer.Typer(
-    help="smartgrid gateway: HTTP charge requests in, confirmed AMQP messages out.",
-    add_completion=False,
-)
-
 # Graceful shutdown waits this much beyond the confirm timeout for in-flight requests.
 SHUTDOWN_GRACE_S = 5.0
-
-
-@cli.command()
-def serve(
-    host: str | None = typer.Option(
-        None,
-        "--host",
-        envvar="SMARTGRID_HTTP_HOST",
-        help="Address to listen on. Default: 127.0.0.1.",
-    ),
-    port: int | None = typer.Option(
-        None, "--port", envvar="SMARTGRID_HTTP_PORT", help="Port to listen on. Default: 8000."
-    ),
-    namespace: str | None = typer.Option(
-        None,
-        "--namespace",
-        envvar="SMARTGRID_NAMESPACE",
-        help="Prefix of every exchange and queue. Default: smartgrid.",
-    ),
-    amqp_url: str | None = typer.Option(
-        None,
-        "--amqp-url",
-        envvar="SMARTGRID_AMQP_URL",
-        help="Broker URL, amqp://user:pass@host:port/vhost. Default: guest on localhost:5672.",
-        show_default=False,
-    ),
-    log_level: str | None = typer.Option(
-        None,
-        "--log-level",
-        envvar="SMARTGRID_LOG_LEVEL",
-        help="DEBUG, INFO, WARNING. Default: INFO.",
-    ),
-    max_body_bytes: int | None = typer.Option(
-        None,
-        "--max-body-bytes",
-        envvar="SMARTGRID_MAX_BODY_BYTES",
-        help="Largest request body accepted; larger gets 413. Default: 16384.",
-    ),
-    confirm_timeout: float | None = typer.Option(
-        None,
-        "--confirm-timeout",
-        envvar="SMARTGRID_CONFIRM_TIMEOUT_S",
-        help="Seconds to wait for the broker's confirm before answering 503. Default: 5.",
-    ),
-    retry_after: int | None = typer.Option(
-        None,
-        "--retry-after",
-        envvar="SMARTGRID_RETRY_AFTER_S",
-        help="Retry-After seconds sent with a 503. Default: 1.",
-    ),
-) -> None:
-    """Serve POST /v1/charge-requests, /healthz, /metrics and /docs."""
-    settings = build_settings(
-        GatewaySettings,
-        http_host=host,
-        http_port=port,
-        namespace=namespace,
-        amqp_url=amqp_url,
-        log_level=log_level,
-        max_body_bytes=max_body_bytes,
-        confirm_timeout_s=confirm_timeout,
-        retry_after_s=retry_after,
-    )
-    raise typer.Exit(run(settings))
 
 
 def _server_class() -> type[uvicorn.Server]:
@@ -156,6 +88,20 @@ def run(settings: GatewaySettings) -> int:
     if err is not None:
         die(EXIT_BROKER_REFUSED if isinstance(err, FatalBrokerError) else EXIT_FAILURE, str(err))
     return EXIT_OK
+
+
+cli = typer.Typer(add_completion=False)
+cli.command(
+    help="smartgrid gateway: serve POST /v1/charge-requests (202 once the broker confirmed), "
+    "/healthz, /metrics and /docs until SIGINT/SIGTERM."
+)(
+    settings_command(
+        GatewaySettings,
+        run,
+        doc="Serve the HTTP API.",
+        aliases={"http_host": ["--host"], "http_port": ["--port"]},
+    )
+)
 
 
 def main() -> None:

@@ -38,15 +38,24 @@ class AmqpSettings(BaseSettings):
     namespace: str = Field(
         default=DEFAULT_NAMESPACE, description="Prefix of every exchange and queue."
     )
-    amqp_heartbeat_s: int = Field(default=30, ge=0, le=600)
+    amqp_heartbeat_s: int = Field(
+        default=30,
+        ge=0,
+        le=600,
+        description="AMQP heartbeat timeout negotiated with the broker, s.",
+    )
     blocked_connection_timeout_s: float = Field(
         default=30.0,
         gt=0,
-        description="Give up a connection the broker blocks (memory/disk alarm) this long.",
+        description="Give up a connection the broker blocks (memory/disk alarm) this long, s.",
     )
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    reconnect_max_s: float = Field(default=15.0, gt=0, description="Cap of reconnect backoff.")
-    log_level: str = Field(default="INFO")
+    connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="Give up one connection attempt after this long, s."
+    )
+    reconnect_max_s: float = Field(
+        default=15.0, gt=0, description="Longest wait between reconnect attempts, s."
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
     @field_validator("namespace")
     @classmethod

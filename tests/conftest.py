@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -54,6 +54,20 @@ def topology(amqp_settings: AmqpSettings, namespace: str) -> Iterator[Topology]:
     topo = Topology(namespace)
     yield topo
     asyncio.run(delete_namespace(amqp_settings, topo))
+
+
+@pytest.fixture
+def new_topology(amqp_settings: AmqpSettings, namespace: str) -> Iterator[Callable[[], Topology]]:
+    """Makes more namespaces for one test (``<namespace>-2``, ...); each is deleted after."""
+    made: list[Topology] = []
+
+    def make() -> Topology:
+        made.append(Topology(f"{namespace}-{len(made) + 2}"))
+        return made[-1]
+
+    yield make
+    for topo in made:
+        asyncio.run(delete_namespace(amqp_settings, topo))
 
 
 async def delete_namespace(settings: AmqpSettings, topo: Topology) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 @contextlib.asynccontextmanager
 async def running_dispatcher(
-    amqp_settings: AmqpSettings, topology: Topology, **overrides: object
+    amqp_settings: AmqpSettings, topology: Topology, **overrides: Any
 ) -> AsyncIterator[Dispatcher]:
     settings = DispatcherSettings(
         amqp_url=amqp_settings.amqp_url, namespace=topology.namespace, metrics_port=0, **overrides

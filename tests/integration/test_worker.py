@@ -289,7 +289,7 @@ async def test_cli_process_heartbeats_and_exits_0_on_sigterm(
         "--substation-id=cli-1",
         "--capacity-kw=300",
         "--bays=4",
-        "--heartbeat-interval=0.2",
+        "--heartbeat-interval-s=0.2",
         "--metrics-port=0",
         env=env,
     )
