@@ -22,7 +22,8 @@ from messaging.errors import FatalBrokerError, MessagingError
 from messaging.settings import is_loopback_host
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-COMPOSE_FILE = REPO_ROOT / "deploy" / "compose.yaml"
+# A broker-only compose file: it needs no env file, unlike the full stack (deploy/compose.yaml).
+COMPOSE_FILE = REPO_ROOT / "deploy" / "dev-broker.compose.yaml"
 # Debian puts the server scripts in /usr/sbin, which a non-root PATH often lacks.
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 START_TIMEOUT_S = 60.0
@@ -32,7 +33,7 @@ HOW_TO_GET_A_BROKER = """\
 No RabbitMQ answers at {url}{why}.
 Get one in any of these ways, then run the command again:
   * Debian/Ubuntu:  sudo apt-get install rabbitmq-server && sudo rabbitmq-server -detached
-  * Docker:         docker compose -f deploy/compose.yaml up -d --wait rabbitmq
+  * Docker:         docker compose -f deploy/dev-broker.compose.yaml up -d --wait
   * elsewhere:      export SMARTGRID_AMQP_URL=amqp://user:pass@host:5672/%2F"""
 
 

@@ -426,4 +426,4 @@ def _classify_open_error(exc: BaseException, settings: AmqpSettings) -> Exceptio
         return FatalBrokerError(f"{where} refused access to the vhost: {exc}")
     if isinstance(exc, pika.exceptions.ConnectionClosedByBroker) and exc.reply_code in (403, 530):
         return FatalBrokerError(f"{where} refused the connection: {exc.reply_text}")
-    return BrokerUnavailable(f"cannot connect to {where}: {exc or type(exc).__name__}")
+    return BrokerUnavailable(f"cannot connect to {where}: {str(exc) or repr(exc)}")

@@ -21,7 +21,7 @@ HOW_TO_GET_A_BROKER = """\
 No RabbitMQ answers at {url}.
 Integration tests need a real broker. Any one of:
   * Debian/Ubuntu:  sudo apt-get install rabbitmq-server && sudo rabbitmq-server -detached
-  * Docker:         docker compose -f deploy/compose.yaml up -d rabbitmq
+  * Docker:         docker compose -f deploy/dev-broker.compose.yaml up -d --wait
   * elsewhere:      export SMARTGRID_AMQP_URL=amqp://user:pass@host:5672/%2F
 (`make test` and .ci/run start a local rabbitmq-server themselves when one is installed.)"""
 
@@ -32,10 +32,11 @@ def amqp_settings() -> AmqpSettings:
     try:
         asyncio.run(_probe(settings))
     except MessagingError as exc:
-        pytest.fail(
-            HOW_TO_GET_A_BROKER.format(url=settings.redacted_url()) + f"\n({exc})", pytrace=False
-        )
-    return settings
+        problem = str(exc)
+    else:
+        return settings
+    message = HOW_TO_GET_A_BROKER.format(url=settings.redacted_url()) + f"\n({problem})"
+    pytest.fail(message, pytrace=False)
 
 
 async def _probe(settings: AmqpSettings) -> None:
