@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 
 from contracts import Topology
+from loadgen.broker import delete_namespace
 from messaging import AmqpSettings, Session
 from messaging.errors import MessagingError
 
@@ -54,7 +55,7 @@ def topology(amqp_settings: AmqpSettings, namespace: str) -> Iterator[Topology]:
     """A namespace of its own for one test; every queue and exchange under it is deleted after."""
     topo = Topology(namespace)
     yield topo
-    asyncio.run(delete_namespace(amqp_settings, topo))
+    asyncio.run(_delete(amqp_settings, topo))
 
 
 @pytest.fixture
@@ -68,20 +69,7 @@ def new_topology(amqp_settings: AmqpSettings, namespace: str) -> Iterator[Callab
 
     yield make
     for topo in made:
-        asyncio.run(delete_namespace(amqp_settings, topo))
-
-
-async def delete_namespace(settings: AmqpSettings, topo: Topology) -> None:
-    """Delete the namespace's exchanges and known queues (substation queues found by listing)."""
-    session = await Session.open(settings, "smartgrid-tests-cleanup")
-    try:
-        queues = [topo.requests_queue, topo.dead_queue, *_substation_queues(topo)]
-        for q in queues:
-            await session.delete_queue(q)
-        for ex in topo.exchanges():
-            await session.delete_exchange(ex.name)
-    finally:
-        await session.close()
+        asyncio.run(_delete(amqp_settings, topo))
 
 
 # Tests that start substations register their ids here so cleanup can find their queues.
@@ -92,8 +80,8 @@ def register_substations(topo: Topology, ids: list[str]) -> None:
     _SUBSTATIONS.setdefault(topo.namespace, set()).update(ids)
 
 
-def _substation_queues(topo: Topology) -> list[str]:
-    return [topo.substation_queue(s) for s in sorted(_SUBSTATIONS.pop(topo.namespace, set()))]
+async def _delete(settings: AmqpSettings, topo: Topology) -> None:
+    await delete_namespace(settings, topo, _SUBSTATIONS.pop(topo.namespace, set()))
 
 
 @pytest.fixture
