@@ -1,17 +1,19 @@
-"""``smartgrid-loadgen`` / ``python -m loadgen``: drive and watch a smartgrid.
+"""``smartgrid-loadgen`` / ``python -m loadgen``: drive load into a smartgrid and report on it.
 
-Commands: ``demo`` (everything, locally), ``burst`` (POST requests to a gateway), ``watch`` (live
-substation table from heartbeats), ``ensure-broker`` (start a local RabbitMQ if none answers).
-Exit codes: 0 ok, 1 the run failed (or no broker), 2 invalid settings or options.
+Commands: ``run`` (a demand profile, followed to the end, with a report), ``watch`` (live
+substation table from heartbeats), ``demo`` (the whole grid locally, under a burst),
+``ensure-broker`` (start a local RabbitMQ if none answers).
+Exit codes: 0 ok (nothing lost), 1 the run lost requests or could not reach the grid, 2 invalid
+options or settings, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -22,27 +24,48 @@ EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 app = typer.Typer(
-    help="Drive load into a smartgrid and watch what it does.",
+    help="Drive load into a smartgrid and report what it did.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
-# -- options shared by several commands -----------------------------------------------------
+# -- options shared by several commands (each with its environment variable) ------------------
 
 AMQP_URL = typer.Option(
     None, "--amqp-url", envvar="SMARTGRID_AMQP_URL", help="Broker URL.", show_default=False
 )
 NAMESPACE = typer.Option(
-    None, "--namespace", envvar="SMARTGRID_NAMESPACE", help="Namespace of the grid to follow."
+    None,
+    "--namespace",
+    envvar="SMARTGRID_NAMESPACE",
+    help="Namespace of the grid. [default: smartgrid]",
+    show_default=False,
+)
+GATEWAY_URL = typer.Option(
+    None,
+    "--gateway-url",
+    envvar="SMARTGRID_GATEWAY_URL",
+    help="Base URL of the gateway. [default: http://127.0.0.1:8000]",
+    show_default=False,
 )
 LOG_LEVEL = typer.Option(
-    None, "--log-level", envvar="SMARTGRID_LOG_LEVEL", help="Log level. (default WARNING)"
+    None,
+    "--log-level",
+    envvar="SMARTGRID_LOG_LEVEL",
+    help="Log level of loadgen itself. [default: WARNING]",
+    show_default=False,
 )
-SEED = typer.Option(None, "--seed", help="Seed the demand (energy, power) for a repeatable run.")
-CONCURRENCY = typer.Option(32, "--concurrency", min=1, max=1000, help="Requests in flight.")
-RATE = typer.Option(
-    None, "--rate", min=0.1, help="Requests per second at most (default: as fast as allowed)."
+SEED = typer.Option(
+    None, "--seed", envvar="LOADGEN_SEED", help="Seed the demand for a repeatable run."
+)
+CONCURRENCY = typer.Option(
+    64,
+    "--concurrency",
+    envvar="LOADGEN_CONCURRENCY",
+    min=1,
+    max=1000,
+    help="HTTP connections at most; more requests in flight wait for one.",
 )
 
 
@@ -66,12 +89,17 @@ def _friendly_errors(console: Console) -> Iterator[None]:
     """Known failures become one clear line and exit 1, never a traceback."""
     from loadgen.broker import BrokerSetupError
     from loadgen.grid import GridStartError
+    from loadgen.profiles import TraceError
+    from loadgen.senders import IngressUnreachable
     from loadgen.view import print_error
     from messaging.errors import MessagingError
 
     try:
         yield
-    except (BrokerSetupError, GridStartError, MessagingError) as exc:
+    except TraceError as exc:
+        print_error(console, str(exc))
+        raise typer.Exit(2) from None
+    except (BrokerSetupError, GridStartError, IngressUnreachable, MessagingError) as exc:
         print_error(console, str(exc))
         raise typer.Exit(EXIT_FAILED) from None
 
@@ -84,56 +112,147 @@ def _console() -> Console:
     return console
 
 
-@app.command("ensure-broker")
-def ensure_broker_cmd(amqp_url: str | None = AMQP_URL) -> None:
-    """Make sure RabbitMQ answers; start a local one (Docker or rabbitmq-server) if not."""
-    from loadgen.broker import ensure_broker
-
-    console = _console()
-    settings = _settings(amqp_url=amqp_url)
-    with _friendly_errors(console):
-        how = ensure_broker(settings, say=console.print)
-    console.print(f"RabbitMQ at {settings.redacted_url()}: {how}")
-
-
-@app.command("burst")
-def burst_cmd(
-    requests: int = typer.Option(100, "--requests", "-n", min=1, max=100_000, help="How many."),
-    gateway_url: str | None = typer.Option(
-        None, "--gateway-url", envvar="SMARTGRID_GATEWAY_URL", help="(default 127.0.0.1:8000)"
+@app.command("run")
+def run_cmd(
+    via: str = typer.Option(
+        "http",
+        "--via",
+        envvar="LOADGEN_VIA",
+        help="http: through the gateway; amqp: publish to <ns>.requests with confirms.",
+    ),
+    profile: str = typer.Option(
+        "steady",
+        "--profile",
+        envvar="LOADGEN_PROFILE",
+        help="steady, rush-hour (ramp to a peak and back), spike (step burst) or replay.",
+    ),
+    rate: float = typer.Option(
+        50.0, "--rate", envvar="LOADGEN_RATE", min=0.01, help="Requests/s (at the peak)."
+    ),
+    requests: int | None = typer.Option(
+        None,
+        "--requests",
+        "-n",
+        envvar="LOADGEN_REQUESTS",
+        min=1,
+        max=10_000_000,
+        help="How many requests (or give --duration).",
+    ),
+    duration: float | None = typer.Option(
+        None, "--duration", envvar="LOADGEN_DURATION", min=0.1, help="Seconds of sending."
+    ),
+    trace: Path | None = typer.Option(
+        None,
+        "--trace",
+        envvar="LOADGEN_TRACE",
+        help="replay: CSV with arrival_s,energy_kwh,max_power_kw[,departure_h].",
+    ),
+    speed: float = typer.Option(
+        1.0,
+        "--speed",
+        envvar="LOADGEN_SPEED",
+        min=0.001,
+        help="replay: time runs this much faster.",
     ),
     concurrency: int = CONCURRENCY,
-    rate: float | None = RATE,
     seed: int | None = SEED,
-    timeout: float = typer.Option(300.0, "--timeout", min=1, help="Give up after seconds."),
+    settle: float = typer.Option(
+        60.0,
+        "--settle",
+        envvar="LOADGEN_SETTLE",
+        min=0,
+        help="After sending, wait this long at most for every accepted request to finish.",
+    ),
+    request_timeout: float = typer.Option(
+        10.0,
+        "--request-timeout",
+        envvar="LOADGEN_REQUEST_TIMEOUT",
+        min=0.1,
+        help="Give up one request's answer (202 or confirm) after seconds.",
+    ),
+    json_path: Path | None = typer.Option(
+        None, "--json", envvar="LOADGEN_JSON", help="Also write the report as JSON here."
+    ),
+    plot_path: Path | None = typer.Option(
+        None,
+        "--plot",
+        envvar="LOADGEN_PLOT",
+        help="Also draw each substation's load over time into this PNG.",
+    ),
+    gateway_url: str | None = GATEWAY_URL,
+    namespace: str | None = NAMESPACE,
+    amqp_url: str | None = AMQP_URL,
+    log_level: str | None = LOG_LEVEL,
 ) -> None:
-    """POST charge requests to the gateway and count the answers (202 = accepted)."""
-    from loadgen.burst import burst
-    from loadgen.demand import sample_demands
+    """Send a demand profile, follow every request to its end, report what happened.
 
-    console = _console()
-    settings = _settings(gateway_url=gateway_url)
-    demands = sample_demands(requests, seed)
-    try:
-        result = asyncio.run(
-            burst(
-                settings.gateway_url,
-                demands,
-                concurrency=concurrency,
-                rate_per_s=rate,
-                deadline_s=timeout,
+    Exit 0 when nothing accepted was lost; 1 when an accepted request neither completed nor was
+    rejected within --settle (or the grid could not be reached); 2 for bad options.
+    """
+    from loadgen.profiles import PROFILES
+    from loadgen.run import RunOptions
+
+    if via not in ("http", "amqp"):
+        raise typer.BadParameter("choose http or amqp", param_hint="--via")
+    if profile not in PROFILES:
+        raise typer.BadParameter(f"choose one of {', '.join(PROFILES)}", param_hint="--profile")
+    if profile == "replay":
+        if trace is None:
+            raise typer.BadParameter(
+                "the replay profile needs --trace FILE.csv", param_hint="--trace"
             )
-        )
-    except KeyboardInterrupt:
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    answers = ", ".join(f"{k}: {v}" for k, v in sorted(result.outcomes.items()))
-    console.print(
-        f"sent {result.sent}/{result.requested} to {settings.gateway_url} in "
-        f"{result.elapsed_s:.1f}s ({result.sent / max(result.elapsed_s, 1e-9):.0f}/s); "
-        f"answers {answers or 'none'}" + ("; timed out" if result.timed_out else "")
+    elif (requests is None) == (duration is None):
+        raise typer.BadParameter("give exactly one of --requests or --duration")
+    console = _console()
+    settings = _settings(
+        namespace=namespace, amqp_url=amqp_url, gateway_url=gateway_url, log_level=log_level
     )
-    if len(result.accepted) != result.requested:
-        raise typer.Exit(EXIT_FAILED)
+    try:
+        options = RunOptions(
+            via=via,  # type: ignore[arg-type]
+            profile=profile,
+            rate=rate,
+            requests=requests,
+            duration_s=duration,
+            trace=trace,
+            speed=speed,
+            concurrency=concurrency,
+            seed=seed,
+            settle_s=settle,
+            request_timeout_s=request_timeout,
+            gateway_url=settings.gateway_url,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    with _friendly_errors(console):
+        code = run(settings, options, console, json_path=json_path, plot_path=plot_path)
+    raise typer.Exit(code)
+
+
+def run(
+    settings: Any,
+    options: Any,
+    console: Console,
+    *,
+    json_path: Path | None = None,
+    plot_path: Path | None = None,
+) -> int:
+    """``loadgen run`` without the CLI: returns the exit code; tests call this directly."""
+    from loadgen.live import run_live
+    from loadgen.report import build_report, print_report, write_json, write_plot
+
+    result = run_live(settings, options, console)
+    report = build_report(result)
+    print_report(console, report)
+    if json_path is not None:
+        write_json(report, json_path)
+        console.print(f"report written to {json_path}")
+    if plot_path is not None:
+        write_plot(result.state, plot_path, f"{options.profile} via {options.via}")
+        console.print(f"plot written to {plot_path}")
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    return report.exit_code
 
 
 @app.command("watch")
@@ -141,35 +260,63 @@ def watch_cmd(
     namespace: str | None = NAMESPACE,
     amqp_url: str | None = AMQP_URL,
     duration: float | None = typer.Option(
-        None, "--duration", min=0.1, help="Stop after seconds (default: until Ctrl-C)."
+        None,
+        "--duration",
+        envvar="LOADGEN_DURATION",
+        min=0.1,
+        help="Stop after seconds. [default: until Ctrl-C]",
     ),
     log_level: str | None = LOG_LEVEL,
 ) -> None:
-    """Live table of every substation, from its heartbeats."""
+    """Live table of every substation from its heartbeats: load, capacity, utilization,
+    sessions, queued, status."""
     from loadgen.watch import watch
+    from messaging.runtime import install_stop_signals
 
     console = _console()
     settings = _settings(namespace=namespace, amqp_url=amqp_url, log_level=log_level)
-    # Ctrl-C is the normal way to end a watch.
-    with _friendly_errors(console), contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(watch(settings, console, duration))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)  # Ctrl-C is the normal way to end a watch
+        await watch(settings, console, duration, stop)
+
+    with _friendly_errors(console):
+        asyncio.run(main())
 
 
 @app.command("demo")
 def demo_cmd(
-    requests: int = typer.Option(600, "--requests", "-n", min=1, max=100_000),
-    policy: str = typer.Option("headroom", "--policy", help="Dispatch policy to demonstrate."),
+    requests: int = typer.Option(
+        600, "--requests", "-n", envvar="LOADGEN_REQUESTS", min=1, max=100_000, help="How many."
+    ),
+    policy: str = typer.Option(
+        "headroom", "--policy", envvar="SMARTGRID_POLICY", help="Dispatch policy to demonstrate."
+    ),
     time_scale: float = typer.Option(
-        3600.0, "--time-scale", min=1, help="Simulated seconds per wall second."
+        3600.0,
+        "--time-scale",
+        envvar="SMARTGRID_TIME_SCALE",
+        min=1,
+        help="Simulated seconds per wall second.",
     ),
     concurrency: int = CONCURRENCY,
-    rate: float | None = typer.Option(300.0, "--rate", min=0.1, help="Requests per second."),
+    rate: float = typer.Option(
+        300.0, "--rate", envvar="LOADGEN_RATE", min=0.1, help="Requests per second."
+    ),
     seed: int | None = SEED,
     timeout: float = typer.Option(
-        180.0, "--timeout", min=1, help="Give up if not all done after seconds."
+        180.0,
+        "--timeout",
+        envvar="LOADGEN_SETTLE",
+        min=1,
+        help="After sending, give up if not all done after seconds.",
     ),
     keep_namespace: bool = typer.Option(
-        False, "--keep-namespace", help="Leave the demo's queues and exchanges for inspection."
+        False,
+        "--keep-namespace",
+        envvar="LOADGEN_KEEP_NAMESPACE",
+        help="Leave the demo's queues and exchanges for inspection.",
     ),
     amqp_url: str | None = AMQP_URL,
     log_level: str | None = LOG_LEVEL,
@@ -177,7 +324,7 @@ def demo_cmd(
     """Local grid of 150/300/600 kW substations, a burst through the gateway, live load, report.
 
     Starts a broker if none answers, runs everything in a fresh namespace, stops every process
-    and deletes the namespace at the end. Exit 0 when every accepted request completed.
+    and deletes the namespace at the end. Exit 0 when every request was accepted and completed.
     """
     from dispatcher.policies import POLICIES
     from loadgen.demo import DemoOptions, run_demo
@@ -199,6 +346,18 @@ def demo_cmd(
     with _friendly_errors(console):
         code = run_demo(settings, opts, console)
     raise typer.Exit(code)
+
+
+@app.command("ensure-broker")
+def ensure_broker_cmd(amqp_url: str | None = AMQP_URL) -> None:
+    """Make sure RabbitMQ answers; start a local one (Docker or rabbitmq-server) if not."""
+    from loadgen.broker import ensure_broker
+
+    console = _console()
+    settings = _settings(amqp_url=amqp_url)
+    with _friendly_errors(console):
+        how = ensure_broker(settings, say=console.print)
+    console.print(f"RabbitMQ at {settings.redacted_url()}: {how}")
 
 
 def main() -> None:

@@ -1,13 +1,23 @@
 """What the simulated vehicles ask for: seeded, pure, no I/O.
 
-Energy is skewed toward top-ups (most sessions add 20-40 kWh), power is the car's limit: most
-cars charge on AC wall boxes (7-11 kW), a minority on DC fast chargers (50-150 kW).
+The mix models passenger cars; its ranges come from how cars are built and charged, and its
+shape is a modelling choice (documented in the README, "Load generator"):
+
+* AC power: on-board chargers of 7.4 kW (single phase, 32 A at 230 V) and 11 kW (three phase,
+  16 A at 400 V), the common IEC 61851 / Type 2 ratings; 7.2 kW (30 A at 240 V, SAE J1772
+  Level 2) in North America. Drawn uniformly from 7-11 kW.
+* DC power: what passenger cars accept on CCS/CHAdeMO fast chargers, 50 kW (older and small
+  cars) to about 150 kW (most current mid-size cars). Drawn uniformly from 50-150 kW for the
+  30 % of sessions assumed to be fast charges.
+* Energy: batteries of 40-100 kWh, sessions that top up roughly 20-80 % of them: 10-60 kWh,
+  triangular with its mode at 30 kWh (most sessions are top-ups, few are near-full charges).
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -37,14 +47,17 @@ class Demand:
     energy_kwh: float
     max_power_kw: float
 
-    def request_body(self, request_id: UUID) -> dict[str, Any]:
-        """JSON body of POST /v1/charge-requests (a ChargeRequest without server defaults)."""
-        return {
+    def request_body(self, request_id: UUID, departure: datetime | None = None) -> dict[str, Any]:
+        """JSON body of a ChargeRequest (what POST /v1/charge-requests takes)."""
+        body: dict[str, Any] = {
             "request_id": str(request_id),
             "vehicle_id": self.vehicle_id,
             "energy_kwh": self.energy_kwh,
             "max_power_kw": self.max_power_kw,
         }
+        if departure is not None:
+            body["departure"] = departure.isoformat()
+        return body
 
 
 def _clamp(x: float, bounds: tuple[float, float]) -> float:

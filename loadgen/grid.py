@@ -365,6 +365,12 @@ class LocalGrid:
                     p.log_file = None
             _RUNNING.discard(self)
 
+    def send_signal(self, name: str, sig: signal.Signals) -> None:
+        """Send ``sig`` to one process (e.g. "worker-s150") and its group; it is not restarted."""
+        (p,) = [p for p in self.processes if p.name == name]
+        if p.popen is not None and p.popen.poll() is None:
+            os.killpg(p.popen.pid, sig)
+
     def _signal_all(self, sig: signal.Signals) -> None:
         for p in self.processes:
             # Only while the leader lives: once reaped, its pid (= the group id, thanks to

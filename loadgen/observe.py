@@ -77,7 +77,13 @@ class GridObserver:
             self.state.invalid_messages += 1
 
     async def start(self) -> GridObserver:
-        """Connect and bind; raises BrokerUnavailable if that does not happen in time."""
+        """Connect and bind; raises BrokerUnavailable if that does not happen in time.
+
+        The first connection is tried once, so that a broker that is not there is reported at
+        once; after that the link reconnects by itself.
+        """
+        probe = await Session.open(self.settings, "smartgrid-loadgen-probe")
+        await probe.close()
         self._task = asyncio.create_task(self._link.run(self._stop))
         ready = asyncio.create_task(self._link.ready.wait())
         done, _ = await asyncio.wait(

@@ -1,7 +1,7 @@
 """What loadgen knows about a grid, built from heartbeats, events and ingress results.
 
-Pure: no I/O, no clock (``now`` is passed in). Events are at-least-once, so everything is
-counted by distinct ``request_id``.
+Pure: no I/O, no clock (times are passed in). Events are at-least-once, so requests are counted
+by distinct ``request_id``; a second ``completed`` event for one id is a duplicate charge.
 """
 
 from __future__ import annotations
@@ -15,19 +15,30 @@ from contracts import ChargeEvent, EventKind, Heartbeat
 
 # A request in one of these states will not change any more.
 TERMINAL = (EventKind.COMPLETED, EventKind.DEAD_LETTERED, EventKind.REJECTED)
+FAILED = (EventKind.DEAD_LETTERED, EventKind.REJECTED)
 # Heartbeats older than this many of their intervals mark the substation stale (as the
 # dispatcher does).
 STALE_AFTER_INTERVALS = 3.0
+# What the ingress answers when the broker took a request: the gateway's 202, or a publisher
+# confirm for a request loadgen published itself.
+CONFIRMED = "confirmed"
+ACCEPTED_STATUSES = frozenset({"202", CONFIRMED})
 
 
 @dataclass
 class SubstationView:
     heartbeat: Heartbeat
     peak_utilization: float = 0.0
+    utilization_sum: float = 0.0
+    heartbeats: int = 0
 
     @property
     def utilization(self) -> float:
         return self.heartbeat.load_kw / self.heartbeat.capacity_kw
+
+    @property
+    def mean_utilization(self) -> float:
+        return self.utilization_sum / self.heartbeats if self.heartbeats else 0.0
 
     def age_s(self, now: datetime) -> float:
         return max(0.0, (now - self.heartbeat.sent_at).total_seconds())
@@ -39,6 +50,14 @@ class SubstationView:
 
 
 @dataclass(frozen=True)
+class LoadSample:
+    at: datetime
+    substation_id: str
+    load_kw: float
+    capacity_kw: float
+
+
+@dataclass(frozen=True)
 class ReportRow:
     substation_id: str
     capacity_kw: float
@@ -47,19 +66,31 @@ class ReportRow:
     energy_share: float
     capacity_share: float
     peak_utilization: float
+    mean_utilization: float
 
 
 @dataclass
 class GridState:
+    """Everything a run saw. ``keep_history`` records every heartbeat's load (for plots)."""
+
+    keep_history: bool = False
     substations: dict[str, SubstationView] = field(default_factory=dict)
+    history: list[LoadSample] = field(default_factory=list)
     sent: int = 0
+    sent_at: dict[UUID, datetime] = field(default_factory=dict)
     accepted: set[UUID] = field(default_factory=set)
+    accepted_at: dict[UUID, datetime] = field(default_factory=dict)
+    # How the ingress answered: HTTP status as text ("202" = accepted) or an error's name.
     ingress_statuses: Counter[str] = field(default_factory=Counter)
     by_kind: dict[EventKind, set[UUID]] = field(
         default_factory=lambda: {k: set() for k in EventKind}
     )
-    # request id -> (substation, energy delivered) of its completion
+    # The first time each request reached each kind, as the event says.
+    first_at: dict[UUID, dict[EventKind, datetime]] = field(default_factory=dict)
+    # request id -> (substation, energy delivered) of its first completion
     completions: dict[UUID, tuple[str | None, float]] = field(default_factory=dict)
+    completed_events: Counter[UUID] = field(default_factory=Counter)
+    failure_reasons: dict[UUID, str] = field(default_factory=dict)
     invalid_messages: int = 0
 
     # -- updates ---------------------------------------------------------------------------
@@ -72,20 +103,34 @@ class GridState:
             return  # an older heartbeat overtaken by a newer one
         view.heartbeat = hb
         view.peak_utilization = max(view.peak_utilization, view.utilization)
+        view.utilization_sum += view.utilization
+        view.heartbeats += 1
+        if self.keep_history:
+            self.history.append(
+                LoadSample(hb.sent_at, hb.substation_id, hb.load_kw, hb.capacity_kw)
+            )
 
     def on_event(self, ev: ChargeEvent) -> None:
         self.by_kind[ev.kind].add(ev.request_id)
-        if ev.kind is EventKind.COMPLETED and ev.request_id not in self.completions:
-            self.completions[ev.request_id] = (ev.substation_id, ev.energy_kwh or 0.0)
+        times = self.first_at.setdefault(ev.request_id, {})
+        if ev.kind not in times or ev.at < times[ev.kind]:
+            times[ev.kind] = ev.at
+        if ev.kind is EventKind.COMPLETED:
+            self.completed_events[ev.request_id] += 1
+            self.completions.setdefault(ev.request_id, (ev.substation_id, ev.energy_kwh or 0.0))
+        elif ev.kind in FAILED:
+            self.failure_reasons.setdefault(ev.request_id, ev.reason or ev.kind.value)
 
-    def on_sent(self) -> None:
+    def on_sent(self, request_id: UUID, at: datetime) -> None:
         self.sent += 1
+        self.sent_at[request_id] = at
 
-    def on_ingress_result(self, request_id: UUID | None, status: str) -> None:
-        """``status`` is the HTTP code as text, or a short error name; "202" means accepted."""
+    def on_ingress_result(self, request_id: UUID, status: str, at: datetime) -> None:
+        """``status``: an HTTP code as text, ``confirmed``, or a short error name."""
         self.ingress_statuses[status] += 1
-        if request_id is not None and status == "202":
+        if status in ACCEPTED_STATUSES:
             self.accepted.add(request_id)
+            self.accepted_at[request_id] = at
 
     # -- questions -------------------------------------------------------------------------
 
@@ -93,33 +138,60 @@ class GridState:
         return len(self.by_kind[kind])
 
     @property
+    def answered(self) -> int:
+        return sum(self.ingress_statuses.values())
+
+    @property
+    def in_flight(self) -> int:
+        """Sent and not yet answered by the gateway (or the broker's confirm)."""
+        return self.sent - self.answered
+
+    @property
     def accepted_completed(self) -> int:
         return len(self.accepted & self.by_kind[EventKind.COMPLETED])
+
+    def accepted_failed(self) -> set[UUID]:
+        """Accepted, then explicitly rejected or dead-lettered downstream (and not completed)."""
+        failed: set[UUID] = set().union(*(self.by_kind[k] for k in FAILED))
+        return (self.accepted & failed) - self.by_kind[EventKind.COMPLETED]
+
+    def lost(self) -> set[UUID]:
+        """Accepted, and neither completed nor explicitly rejected (so far)."""
+        return self.accepted - self.by_kind[EventKind.COMPLETED] - self.accepted_failed()
+
+    @property
+    def duplicates(self) -> int:
+        """Completions beyond the first of a request: a request charged more than once."""
+        own = self.own_completions()
+        return sum(n - 1 for r, n in self.completed_events.items() if n > 1 and r in own)
 
     def all_accepted_completed(self) -> bool:
         return self.accepted <= self.by_kind[EventKind.COMPLETED]
 
     def all_accepted_settled(self) -> bool:
         """Every accepted request reached a state it will not leave (completed or failed)."""
-        settled: set[UUID] = set().union(*(self.by_kind[k] for k in TERMINAL))
-        return self.accepted <= settled
+        return not self.lost()
+
+    def own_completions(self) -> dict[UUID, tuple[str | None, float]]:
+        """Completions of the requests this run sent (all, if it only watched): another client
+        of the same grid, or a straggler of an earlier run, is not this run's work."""
+        if not self.sent_at:
+            return self.completions
+        return {r: c for r, c in self.completions.items() if r in self.sent_at}
 
     def report(self, order: list[str] | None = None) -> list[ReportRow]:
         """One row per substation (``order`` first, then any others seen), completed work only."""
+        completions = self.own_completions()
         ids = list(order or [])
-        ids += sorted(
-            {*self.substations, *(s for s, _ in self.completions.values() if s)} - set(ids)
-        )
+        ids += sorted({*self.substations, *(s for s, _ in completions.values() if s)} - set(ids))
         requests: Counter[str] = Counter()
         energy: Counter[str] = Counter()
-        for sid, kwh in self.completions.values():
+        for sid, kwh in completions.values():
             if sid is not None:
                 requests[sid] += 1
                 energy[sid] += kwh
-        capacity = {
-            sid: (self.substations[sid].heartbeat.capacity_kw if sid in self.substations else 0.0)
-            for sid in ids
-        }
+        views = {sid: self.substations.get(sid) for sid in ids}
+        capacity = {sid: (v.heartbeat.capacity_kw if v else 0.0) for sid, v in views.items()}
         total_energy = sum(energy.values())
         total_capacity = sum(capacity.values())
         return [
@@ -130,9 +202,8 @@ class GridState:
                 energy_kwh=energy[sid],
                 energy_share=energy[sid] / total_energy if total_energy else 0.0,
                 capacity_share=capacity[sid] / total_capacity if total_capacity else 0.0,
-                peak_utilization=(
-                    self.substations[sid].peak_utilization if sid in self.substations else 0.0
-                ),
+                peak_utilization=v.peak_utilization if v else 0.0,
+                mean_utilization=v.mean_utilization if v else 0.0,
             )
-            for sid in ids
+            for sid, v in views.items()
         ]

@@ -14,7 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 from contracts import EventKind
-from loadgen.state import GridState, ReportRow
+from loadgen.run import RunResult
+from loadgen.state import GridState
 
 STATUS_STYLE = {"up": "green", "draining": "yellow", "stale": "red"}
 
@@ -53,6 +54,27 @@ def substation_table(state: GridState, now: datetime, title: str = "substations"
     return table
 
 
+def progress_text(result: RunResult) -> str:
+    state = result.state
+    window = result.sending_s or result.elapsed_s  # the send rate, frozen once all are sent
+    rate = state.sent / window if window > 0 else 0.0
+    return (
+        f"sent {state.sent}/{result.pacing.planned}  confirmed {len(state.accepted)}  "
+        f"completed {state.accepted_completed}  in flight {state.in_flight}  "
+        f"{rate:.0f}/s  {result.elapsed_s:.1f}s"
+    )
+
+
+def run_progress(result: RunResult) -> RenderableType:
+    """A progress bar of what was sent against the plan, with the counts that matter."""
+    bar = Table.grid(padding=(0, 1))
+    bar.add_row(
+        ProgressBar(total=max(result.pacing.planned, 1), completed=result.state.sent, width=30),
+        progress_text(result),
+    )
+    return bar
+
+
 def counts_text(state: GridState, elapsed_s: float) -> str:
     failed = state.count(EventKind.DEAD_LETTERED) + state.count(EventKind.REJECTED)
     text = (
@@ -79,39 +101,6 @@ def status_line(state: GridState, now: datetime, elapsed_s: float, counts: bool 
             f"active {hb.active_sessions} queued {hb.queued} {view.status(now)}"
         )
     return " | ".join(parts)
-
-
-def report_table(rows: list[ReportRow], title: str = "result per substation") -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("substation")
-    table.add_column("capacity kW", justify="right")
-    table.add_column("requests", justify="right")
-    table.add_column("energy kWh", justify="right")
-    table.add_column("energy share", justify="right")
-    table.add_column("capacity share", justify="right")
-    table.add_column("peak utilization", justify="right")
-    for r in rows:
-        table.add_row(
-            r.substation_id,
-            f"{r.capacity_kw:.0f}",
-            str(r.requests),
-            f"{r.energy_kwh:.1f}",
-            f"{r.energy_share:.1%}",
-            f"{r.capacity_share:.1%}",
-            f"{r.peak_utilization:.0%}",
-        )
-    if rows:
-        table.add_section()
-        table.add_row(
-            "total",
-            f"{sum(r.capacity_kw for r in rows):.0f}",
-            str(sum(r.requests for r in rows)),
-            f"{sum(r.energy_kwh for r in rows):.1f}",
-            "",
-            "",
-            "",
-        )
-    return table
 
 
 def print_error(console: Console, message: str) -> None:

@@ -8,7 +8,6 @@ sends HTTP requests and listens to heartbeats and events, then checks what the w
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,10 +15,9 @@ import httpx
 import pytest
 
 from contracts import EventKind, Heartbeat, Topology
-from loadgen.burst import BurstResult, burst
-from loadgen.demand import sample_demands
 from loadgen.grid import LocalGrid, SubstationSpec, metric_value
 from loadgen.observe import GridObserver
+from loadgen.run import RunOptions, RunResult, run_load
 from loadgen.state import GridState
 from messaging import AmqpSettings
 from tests.conftest import register_substations
@@ -45,7 +43,7 @@ KWH_TO_J = 3_600_000.0
 class GridRun:
     policy: str
     state: GridState
-    sent: BurstResult
+    result: RunResult
     heartbeats: list[Heartbeat] = field(default_factory=list)
     dispatched: dict[str, float] = field(default_factory=dict)
     worker_completed: dict[str, float] = field(default_factory=dict)
@@ -82,34 +80,26 @@ class _RecordingState(GridState):
         super().on_heartbeat(hb)
 
 
-async def _drive(
-    settings: AmqpSettings, topology: Topology, grid: LocalGrid, until: EventKind
-) -> GridRun:
+async def _drive(grid: LocalGrid, until: EventKind) -> GridRun:
     """Send the burst, then wait until every accepted request reached ``until`` (or failed)."""
     state = _RecordingState()
-    demands = sample_demands(REQUESTS, SEED)
-    async with GridObserver(settings, topology, state):
-        started = time.monotonic()
-        sent = await burst(
-            grid.gateway_url,
-            demands,
-            concurrency=32,
-            rate_per_s=RATE_PER_S,
-            deadline_s=60,
-            on_sent=state.on_sent,
-            on_result=state.on_ingress_result,
-        )
-        deadline = started + SETTLE_TIMEOUT_S
+    options = RunOptions(
+        via="http",
+        rate=RATE_PER_S,
+        requests=REQUESTS,
+        seed=SEED,
+        settle_s=SETTLE_TIMEOUT_S,
+        gateway_url=grid.gateway_url,
+    )
 
-        def reached() -> bool:
-            return state.accepted <= state.by_kind[until] or state.all_accepted_settled()
+    def reached(s: GridState) -> bool:
+        return s.accepted <= s.by_kind[until] or s.all_accepted_settled()
 
-        while not reached() and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        elapsed = time.monotonic() - started
-        # One more heartbeat interval: the last heartbeats after the last completion.
+    result = await run_load(grid.settings, options, state=state, settled=reached)
+    # One more heartbeat interval: the last heartbeats after the last completion.
+    async with GridObserver(grid.settings, Topology(grid.namespace), state):
         await asyncio.sleep(1.5)
-    run = GridRun(grid.policy, state, sent, state.all_heartbeats, elapsed_s=elapsed)
+    run = GridRun(grid.policy, state, result, state.all_heartbeats, elapsed_s=result.elapsed_s)
     async with httpx.AsyncClient(timeout=5) as client:
         text = (await client.get(grid.metrics_urls["dispatcher"])).text
         for spec in SUBSTATIONS:
@@ -139,14 +129,15 @@ def _run_grid(settings: AmqpSettings, topology: Topology, policy: str, until: Ev
         heartbeat_interval_s=1.0,
     )
     with grid:
-        return asyncio.run(_drive(grid.settings, topology, grid, until))
+        return asyncio.run(_drive(grid, until))
 
 
 def _check_nothing_lost_and_never_overloaded(run: GridRun) -> None:
     state = run.state
     # Every request was accepted (202 after the broker's confirm) ...
-    assert run.sent.sent == REQUESTS, run.sent
-    assert dict(run.sent.outcomes) == {"202": REQUESTS}
+    assert state.sent == REQUESTS
+    assert dict(state.ingress_statuses) == {"202": REQUESTS}
+    assert run.result.settled
     assert len(state.accepted) == REQUESTS
     # ... and every accepted request_id completed: 0 lost, none failed.
     assert state.accepted <= state.by_kind[EventKind.COMPLETED], (

@@ -1,0 +1,343 @@
+"""What a run did, in numbers: counts, pacing, latency per stage, and each substation's share.
+
+``build_report`` is pure (a RunResult in, a Report out); ``print_report``, ``write_json`` and
+``write_plot`` present it. Counts are of distinct request ids:
+
+* ``sent``: requests loadgen issued; ``accepted``: the gateway answered 202 / the broker confirmed;
+* ``rejected``: refused at the ingress (any other answer, by status or error) plus accepted ones
+  rejected or dead-lettered downstream (by reason);
+* ``completed``: accepted and completed; ``duplicates``: completions beyond the first;
+* ``lost``: accepted, and neither completed nor explicitly rejected within the settle time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from rich.console import Console
+from rich.table import Table
+
+from contracts import EventKind
+from loadgen.profiles import mean_rate
+from loadgen.run import RunResult
+from loadgen.state import ACCEPTED_STATUSES, GridState, ReportRow
+
+STAGES = (
+    ("accepted", None),
+    ("dispatched", EventKind.DISPATCHED),
+    ("started", EventKind.STARTED),
+    ("completed", EventKind.COMPLETED),
+)
+REASON_CHARS = 80
+
+
+@dataclass(frozen=True)
+class Latency:
+    count: int
+    p50_s: float
+    p95_s: float
+    p99_s: float
+    max_s: float
+
+
+@dataclass(frozen=True)
+class Report:
+    via: str
+    profile: str
+    sent: int
+    accepted: int
+    rejected: int
+    completed: int
+    duplicates: int
+    lost: int
+    rejected_at_ingress: dict[str, int]
+    rejected_downstream: dict[str, int]
+    planned: int
+    target_rate_per_s: float | None
+    achieved_rate_per_s: float
+    max_send_lateness_s: float
+    accepted_per_s: float
+    completed_per_s: float
+    elapsed_s: float
+    settled: bool
+    latency: dict[str, Latency]
+    substations: list[ReportRow]
+    imbalance: float
+    lost_ids: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing accepted was lost, 1 otherwise (the CLI's contract)."""
+        return 0 if self.lost == 0 else 1
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["exit_code"] = self.exit_code
+        return doc
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values (q in [0, 100])."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def _latency(values: list[float]) -> Latency:
+    v = sorted(values)
+    return Latency(
+        len(v),
+        percentile(v, 50),
+        percentile(v, 95),
+        percentile(v, 99),
+        v[-1] if v else math.nan,
+    )
+
+
+def _stage_latencies(state: GridState) -> dict[str, Latency]:
+    out: dict[str, list[float]] = {name: [] for name, _ in STAGES}
+    for rid in state.accepted:
+        sent = state.sent_at.get(rid)
+        if sent is None:
+            continue
+        out["accepted"].append(_seconds(sent, state.accepted_at.get(rid)))
+        times = state.first_at.get(rid, {})
+        for name, kind in STAGES[1:]:
+            if kind in times:
+                out[name].append(_seconds(sent, times[kind]))
+    return {
+        name: _latency([x for x in values if not math.isnan(x)]) for name, values in out.items()
+    }
+
+
+def _seconds(start: datetime, end: datetime | None) -> float:
+    return math.nan if end is None else max(0.0, (end - start).total_seconds())
+
+
+def _reason(text: str) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else "unknown"
+    return first[:REASON_CHARS]
+
+
+def build_report(result: RunResult, order: list[str] | None = None) -> Report:
+    state, options, pacing = result.state, result.options, result.pacing
+    ingress = {k: v for k, v in state.ingress_statuses.items() if k not in ACCEPTED_STATUSES}
+    failed = state.accepted_failed()
+    downstream = Counter(_reason(state.failure_reasons.get(r, "unknown")) for r in failed)
+    completed = state.accepted_completed
+    lost = state.lost()
+    rows = state.report(order)
+    means = [r.mean_utilization for r in rows if r.capacity_kw > 0]
+    mean_of_means = sum(means) / len(means) if means else 0.0
+    completion_span = max(result.elapsed_s, 1e-9)
+    last_completion = max(
+        (t[EventKind.COMPLETED] for r, t in state.first_at.items() if EventKind.COMPLETED in t),
+        default=None,
+    )
+    if last_completion is not None:
+        completion_span = max((last_completion - result.started_at).total_seconds(), 1e-9)
+    # Rate over the sending window: n sends span n-1 intervals.
+    achieved = (state.sent - 1) / pacing.span_s if pacing.span_s > 0 else 0.0
+    # Poisson profiles only promise their mean rate; a replay has no rate of its own.
+    target = None if options.profile == "replay" else mean_rate(options.profile, options.rate)
+    return Report(
+        via=options.via,
+        profile=options.profile,
+        sent=state.sent,
+        accepted=len(state.accepted),
+        rejected=sum(ingress.values()) + len(failed),
+        completed=completed,
+        duplicates=state.duplicates,
+        lost=len(lost),
+        rejected_at_ingress=dict(sorted(ingress.items())),
+        rejected_downstream=dict(downstream.most_common()),
+        planned=pacing.planned,
+        target_rate_per_s=target,
+        achieved_rate_per_s=achieved,
+        max_send_lateness_s=pacing.max_late_s,
+        accepted_per_s=len(state.accepted) / max(result.sending_s, 1e-9),
+        completed_per_s=completed / completion_span,
+        elapsed_s=result.elapsed_s,
+        settled=result.settled,
+        latency=_stage_latencies(state),
+        substations=rows,
+        imbalance=max(means) / mean_of_means if mean_of_means > 0 else math.nan,
+        lost_ids=sorted(str(r) for r in _first(lost, 20)),
+    )
+
+
+def _first(ids: set[UUID], n: int) -> list[UUID]:
+    return sorted(ids, key=str)[:n]
+
+
+# -- presentation ---------------------------------------------------------------------------
+
+
+def _fmt_s(x: float) -> str:
+    if math.isnan(x):
+        return "-"
+    return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"
+
+
+def counts_table(report: Report) -> Table:
+    t = Table(title=f"what happened ({report.profile} via {report.via})", title_justify="left")
+    t.add_column("sent", justify="right")
+    t.add_column("accepted", justify="right")
+    t.add_column("rejected", justify="right")
+    t.add_column("completed", justify="right")
+    t.add_column("duplicates", justify="right")
+    t.add_column("lost", justify="right")
+    lost_style = "bold red" if report.lost else "green"
+    t.add_row(
+        str(report.sent),
+        str(report.accepted),
+        str(report.rejected),
+        str(report.completed),
+        str(report.duplicates),
+        f"[{lost_style}]{report.lost}[/]",
+    )
+    return t
+
+
+def latency_table(report: Report) -> Table:
+    t = Table(title="latency from send, per stage", title_justify="left")
+    for col in ("stage", "count", "p50", "p95", "p99", "max"):
+        t.add_column(col, justify="left" if col == "stage" else "right")
+    for name, lat in report.latency.items():
+        t.add_row(
+            name,
+            str(lat.count),
+            *(_fmt_s(x) for x in (lat.p50_s, lat.p95_s, lat.p99_s, lat.max_s)),
+        )
+    return t
+
+
+def substations_table(rows: list[ReportRow], title: str = "per substation") -> Table:
+    t = Table(title=title, title_justify="left")
+    t.add_column("substation")
+    for col in (
+        "capacity kW",
+        "requests",
+        "energy kWh",
+        "energy share",
+        "capacity share",
+        "peak utilization",
+        "mean utilization",
+    ):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(
+            r.substation_id,
+            f"{r.capacity_kw:.0f}",
+            str(r.requests),
+            f"{r.energy_kwh:.1f}",
+            f"{r.energy_share:.1%}",
+            f"{r.capacity_share:.1%}",
+            f"{r.peak_utilization:.0%}",
+            f"{r.mean_utilization:.0%}",
+        )
+    if rows:
+        t.add_section()
+        t.add_row(
+            "total",
+            f"{sum(r.capacity_kw for r in rows):.0f}",
+            str(sum(r.requests for r in rows)),
+            f"{sum(r.energy_kwh for r in rows):.1f}",
+            *[""] * 4,
+        )
+    return t
+
+
+def print_report(console: Console, report: Report) -> None:
+    console.print(counts_table(report))
+    if report.rejected_at_ingress:
+        console.print(
+            "rejected at the ingress: "
+            + ", ".join(f"{k} x{v}" for k, v in report.rejected_at_ingress.items()),
+            soft_wrap=True,
+        )
+    if report.rejected_downstream:
+        console.print(
+            "rejected downstream: "
+            + "; ".join(f"{k} x{v}" for k, v in report.rejected_downstream.items()),
+            soft_wrap=True,
+            markup=False,
+        )
+    pacing = f"sent {report.sent}/{report.planned} at {report.achieved_rate_per_s:.1f}/s"
+    if report.target_rate_per_s:
+        off = report.achieved_rate_per_s / report.target_rate_per_s - 1
+        pacing += f" (target {report.target_rate_per_s:g}/s, {off:+.1%})"
+    pacing += f", latest send {_fmt_s(report.max_send_lateness_s)} behind schedule"
+    console.print(pacing, highlight=False)
+    console.print(
+        f"throughput: accepted {report.accepted_per_s:.1f}/s while sending, "
+        f"completed {report.completed_per_s:.1f}/s; run {report.elapsed_s:.1f}s",
+        highlight=False,
+    )
+    console.print(latency_table(report))
+    console.print(substations_table(report.substations))
+    if not math.isnan(report.imbalance):
+        console.print(
+            f"imbalance (max over mean of the substations' mean utilization): "
+            f"{report.imbalance:.2f} (1.00 = even)",
+            highlight=False,
+        )
+    if report.lost:
+        console.print(
+            f"[bold red]{report.lost} accepted requests neither completed nor were rejected"
+            f"[/] (first: {', '.join(report.lost_ids[:5])})",
+            soft_wrap=True,
+        )
+    else:
+        console.print(f"[green]nothing lost: {report.accepted} accepted, all accounted for[/]")
+
+
+def write_json(report: Report, path: Path) -> None:
+    """The report as JSON; figures that do not exist (no samples) are null, never NaN."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_no_nan(report.to_json()), indent=2, allow_nan=False) + "\n")
+
+
+def _no_nan(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
+
+
+def write_plot(state: GridState, path: Path, title: str) -> None:
+    """Per-substation load over time (and its capacity), from every heartbeat, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    samples = sorted(state.history, key=lambda s: s.at)
+    fig, ax = plt.subplots(figsize=(10, 5))
+    if samples:
+        t0 = samples[0].at
+        for sid in sorted({s.substation_id for s in samples}):
+            mine = [s for s in samples if s.substation_id == sid]
+            xs = [(s.at - t0).total_seconds() for s in mine]
+            (line,) = ax.plot(xs, [s.load_kw for s in mine], label=f"{sid} load")
+            ax.axhline(mine[-1].capacity_kw, color=line.get_color(), linestyle="--", linewidth=0.8)
+    ax.set_xlabel("seconds since the first heartbeat")
+    ax.set_ylabel("kW (dashed: capacity)")
+    ax.set_title(title)
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

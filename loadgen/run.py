@@ -1,0 +1,231 @@
+"""``loadgen run``: send a demand profile open-loop, follow every request, then settle.
+
+Open loop: request i leaves at its scheduled time whether or not earlier ones were answered, so a
+slow grid shows up as latency and in-flight requests, never as a lower send rate (no coordinated
+omission). Latencies are measured from the scheduled send, so time spent waiting for a free HTTP
+connection counts too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from contracts import Topology
+from loadgen.demand import Demand, sample_demand
+from loadgen.observe import GridObserver
+from loadgen.profiles import PROFILES, arrivals, load_trace
+from loadgen.senders import AmqpSender, HttpSender, Sender
+from loadgen.state import GridState
+from messaging import AmqpSettings
+
+Via = Literal["http", "amqp"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    via: Via = "http"
+    profile: str = "steady"
+    rate: float = 50.0
+    requests: int | None = None
+    duration_s: float | None = None
+    trace: Path | None = None
+    speed: float = 1.0
+    concurrency: int = 64
+    seed: int | None = None
+    settle_s: float = 60.0
+    request_timeout_s: float = 10.0
+    gateway_url: str = "http://127.0.0.1:8000"
+
+    def __post_init__(self) -> None:
+        if self.via not in ("http", "amqp"):
+            raise ValueError("via must be http or amqp")
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}; choose from {', '.join(PROFILES)}")
+        if self.profile == "replay":
+            if self.trace is None:
+                raise ValueError("the replay profile needs a trace file")
+        elif (self.requests is None) == (self.duration_s is None):
+            raise ValueError("give exactly one of requests or duration")
+        if self.speed <= 0 or self.rate <= 0 or self.settle_s < 0 or self.concurrency < 1:
+            raise ValueError("rate, speed and concurrency must be positive, settle >= 0")
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One request of the plan: when it leaves, what it asks for."""
+
+    offset_s: float
+    demand: Demand
+    dwell_h: float | None = None
+
+
+def plan(options: RunOptions) -> list[Planned]:
+    """The whole run, decided before the first send (and the same for the same seed)."""
+    rng = random.Random(options.seed)
+    if options.profile == "replay":
+        assert options.trace is not None
+        return [
+            Planned(row.arrival_s / options.speed, row.demand, row.dwell_h)
+            for row in load_trace(options.trace)
+        ]
+    times = arrivals(
+        options.profile,
+        options.rate,
+        rng,
+        requests=options.requests,
+        duration_s=options.duration_s,
+    )
+    return [Planned(t, sample_demand(rng, i)) for i, t in enumerate(times)]
+
+
+@dataclass
+class Pacing:
+    """When requests really left, against the plan."""
+
+    planned: int = 0
+    first_s: float | None = None
+    last_s: float | None = None
+    planned_span_s: float = 0.0
+    max_late_s: float = 0.0
+
+    def record(self, at_s: float, late_s: float) -> None:
+        if self.first_s is None:
+            self.first_s = at_s
+        self.last_s = at_s
+        self.max_late_s = max(self.max_late_s, late_s)
+
+    @property
+    def span_s(self) -> float:
+        if self.first_s is None or self.last_s is None:
+            return 0.0
+        return self.last_s - self.first_s
+
+
+@dataclass
+class RunResult:
+    options: RunOptions
+    state: GridState
+    pacing: Pacing = field(default_factory=Pacing)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    sending_s: float = 0.0
+    elapsed_s: float = 0.0
+    settled: bool = False
+    interrupted: bool = False
+
+
+def _sender(settings: AmqpSettings, topology: Topology, options: RunOptions) -> Sender:
+    if options.via == "amqp":
+        return AmqpSender(settings, topology, timeout_s=options.request_timeout_s)
+    return HttpSender(
+        options.gateway_url, concurrency=options.concurrency, timeout_s=options.request_timeout_s
+    )
+
+
+async def run_load(
+    settings: AmqpSettings,
+    options: RunOptions,
+    *,
+    state: GridState | None = None,
+    on_tick: Callable[[RunResult], None] | None = None,
+    tick_s: float = 0.25,
+    stop: asyncio.Event | None = None,
+    settled: Callable[[GridState], bool] = GridState.all_accepted_settled,
+) -> RunResult:
+    """Follow the grid, send the plan, wait up to ``settle_s`` for every accepted request.
+
+    ``stop`` (e.g. set on Ctrl-C) ends sending and settling early, with ``interrupted`` set;
+    ``settled`` says when to stop waiting (by default: every accepted request finished).
+    Raises IngressUnreachable / BrokerUnavailable (with a clear message) if the gateway or the
+    broker does not answer at the start.
+    """
+    topology = Topology(settings.namespace)
+    schedule = plan(options)
+    result = RunResult(options, state or GridState(keep_history=True))
+    result.pacing.planned = len(schedule)
+    result.pacing.planned_span_s = schedule[-1].offset_s if schedule else 0.0
+    async with (
+        GridObserver(settings, topology, result.state),
+        _sender(settings, topology, options) as sender,
+    ):
+        await _send_and_settle(
+            sender, schedule, result, on_tick, tick_s, stop or asyncio.Event(), settled
+        )
+    return result
+
+
+async def _send_and_settle(
+    sender: Sender,
+    schedule: list[Planned],
+    result: RunResult,
+    on_tick: Callable[[RunResult], None] | None,
+    tick_s: float,
+    stop: asyncio.Event,
+    settled: Callable[[GridState], bool],
+) -> None:
+    state, options = result.state, result.options
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    result.started_at = datetime.now(UTC)
+    pending: set[asyncio.Task[None]] = set()
+
+    async def send_one(planned: Planned, request_id: uuid.UUID) -> None:
+        now = datetime.now(UTC)
+        departure = now + timedelta(hours=planned.dwell_h) if planned.dwell_h else None
+        status = await sender.send(request_id, planned.demand.request_body(request_id, departure))
+        state.on_ingress_result(request_id, status, datetime.now(UTC))
+
+    async def ticker() -> None:
+        while True:
+            result.elapsed_s = loop.time() - start
+            if on_tick is not None:
+                on_tick(result)
+            await asyncio.sleep(tick_s)
+
+    ticks = asyncio.create_task(ticker())
+    try:
+        for planned in schedule:
+            delay = start + planned.offset_s - loop.time()
+            if delay > 0:
+                await _sleep_unless(stop, delay)
+            if stop.is_set():
+                break
+            now = loop.time()
+            result.pacing.record(now - start, max(0.0, now - start - planned.offset_s))
+            request_id = uuid.uuid4()
+            state.on_sent(request_id, datetime.now(UTC))
+            task = asyncio.create_task(send_one(planned, request_id))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        result.sending_s = loop.time() - start
+        if pending:  # each is bounded by the request timeout
+            await asyncio.wait(set(pending), timeout=options.request_timeout_s + 5)
+        settle_until = time.monotonic() + options.settle_s
+        while not settled(state) and time.monotonic() < settle_until:
+            await _sleep_unless(stop, 0.1)
+            if stop.is_set():
+                break
+        result.settled = settled(state)
+        result.interrupted = stop.is_set()
+    finally:
+        for task in pending:
+            task.cancel()
+        ticks.cancel()
+        result.elapsed_s = loop.time() - start
+        if on_tick is not None:
+            on_tick(result)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    if stop.is_set():
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
