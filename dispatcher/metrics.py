@@ -58,6 +58,17 @@ class DispatcherMetrics:
             ["reason"],
             registry=registry,
         )
+        self.duplicates = Counter(
+            "smartgrid_dispatcher_duplicates_total",
+            "Requests acked without dispatch: their request_id is in flight or was dispatched.",
+            registry=registry,
+        )
+        self.reclaimed = Counter(
+            "smartgrid_dispatcher_reclaimed_total",
+            "Assignments taken back from a stale or draining substation's queue, to redispatch.",
+            ["substation"],
+            registry=registry,
+        )
         self.connected = Gauge(
             "smartgrid_dispatcher_broker_connected",
             "1 while connected to the broker.",

@@ -8,6 +8,14 @@ ack redelivers the request: duplicates are possible and are made harmless downst
 
 Backpressure: when the policy holds, requests stay unacked here (at most ``prefetch`` of them) and
 everything behind them stays ready in ``<ns>.requests``; the next heartbeat retries them.
+
+Failover: a substation whose heartbeats stopped (or that drains) gets nothing new, and what waits
+in its queue is taken back: the dispatcher consumes that queue itself and dispatches each
+assignment again elsewhere (``redispatched``), acking it only once the new one is confirmed.
+
+Duplicates: a request id dispatched recently (by this dispatcher, or by another one, learnt from
+the ``dispatched`` events) or still in flight here is acked without a second dispatch, so a
+client's retry or a redelivery after a crash does not start a second charging session.
 """
 
 from __future__ import annotations
@@ -20,9 +28,10 @@ import logging
 import random
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from uuid import UUID
 
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
@@ -41,6 +50,9 @@ log = logging.getLogger(__name__)
 # A substation silent this long is dropped from the table (and from the metrics).
 FORGET_AFTER_S = 300.0
 DRAIN_TIMEOUT_S = 5.0
+# Request ids remembered as dispatched, to drop duplicates (about 100 bytes each).
+RECENT_DISPATCHED = 200_000
+DISPATCH_EVENTS = ("event.dispatched", "event.redispatched")
 
 
 @dataclass(slots=True)
@@ -48,6 +60,9 @@ class _Held:
     delivery: Delivery
     request: ChargeRequest
     received: float
+    attempt: int = 1
+    # The substation whose queue it was taken back from, if it is a redispatch.
+    reclaimed_from: str | None = None
 
 
 class Dispatcher:
@@ -66,9 +81,15 @@ class Dispatcher:
         self.table = LoadTable(settings.stale_after_intervals)
         self.held: deque[_Held] = deque()
         self.inflight = 0
+        # Request ids held or in flight here (from <ns>.requests), and recently dispatched ones.
+        self._pending_ids: set[UUID] = set()
+        self._recent: OrderedDict[UUID, str] = OrderedDict()
+        # Substation id -> consumer tag of its queue, for substations being taken back.
+        self._reclaiming: dict[str, str] = {}
         self._idle = asyncio.Event()  # set whenever no assignment awaits its confirm
         instance = uuid.uuid4().hex[:8]
         self.heartbeat_queue = f"{self.topology.heartbeats_exchange}.dispatcher-{instance}"
+        self.events_queue = f"{self.topology.events_exchange}.dispatcher-{instance}"
         self._requests_consumer: str | None = None
         self.link = BrokerLink(
             settings, f"smartgrid-dispatcher-{instance}", self._setup, self._lost
@@ -110,6 +131,11 @@ class Dispatcher:
         await session.declare_queue(t.heartbeat_queue_spec(self.heartbeat_queue))
         await session.bind(BindingSpec(self.heartbeat_queue, t.heartbeats_exchange))
         await session.consume(self.heartbeat_queue, self._on_heartbeat, auto_ack=True)
+        # What other dispatchers (an active one, while this one stands by) have dispatched.
+        await session.declare_queue(t.heartbeat_queue_spec(self.events_queue))
+        for key in DISPATCH_EVENTS:
+            await session.bind(BindingSpec(self.events_queue, t.events_exchange, key))
+        await session.consume(self.events_queue, self._on_dispatch_event, auto_ack=True)
         await session.set_prefetch(self.settings.prefetch)
         self._requests_consumer = await session.consume(t.requests_queue, self._on_request)
         self.metrics.connected.set(1)
@@ -117,6 +143,8 @@ class Dispatcher:
     def _lost(self) -> None:
         # Their delivery tags died with the channel; the broker requeued them.
         self.held.clear()
+        self._pending_ids.clear()
+        self._reclaiming.clear()
         self.inflight = 0
         self._idle.set()
         self._requests_consumer = None
@@ -135,6 +163,9 @@ class Dispatcher:
             self.table.forget_older_than(now, FORGET_AFTER_S)
             for state, n in self.table.counts(now).items():
                 self.metrics.substations.labels(state).set(n)
+            if session is not None:
+                with contextlib.suppress(BrokerUnavailable):
+                    await self._sync_reclaims(session, now)
             self._pump()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.backlog_poll_s)
@@ -170,7 +201,75 @@ class Dispatcher:
                     ChargeEvent(request_id=request_id, kind=EventKind.DEAD_LETTERED, reason=reason),
                 )
             return
-        self.held.append(_Held(delivery, request, self.clock()))
+        rid = request.request_id
+        if rid in self._pending_ids or rid in self._recent:
+            # Already dispatched, or about to be: a second dispatch could charge twice.
+            self.metrics.duplicates.inc()
+            delivery.ack()
+            return
+        self._pending_ids.add(rid)
+        self.held.append(_Held(delivery, request, self.clock(), delivery.delivery_count + 1))
+        self._pump()
+
+    def _on_dispatch_event(self, delivery: Delivery) -> None:
+        try:
+            event = ChargeEvent.model_validate_json(delivery.body)
+        except ValidationError:
+            return
+        if event.substation_id is not None:
+            self._remember(event.request_id, event.substation_id)
+
+    def _remember(self, request_id: UUID, substation_id: str) -> None:
+        self._recent[request_id] = substation_id
+        self._recent.move_to_end(request_id)
+        while len(self._recent) > RECENT_DISPATCHED:
+            self._recent.popitem(last=False)
+
+    # -- taking work back from substations that are gone ---------------------------------------
+
+    def _should_reclaim(self, now: float) -> set[str]:
+        return {
+            s.substation_id
+            for s in self.table
+            if s.status != "unroutable"
+            and (s.status == "draining" or not self.table.is_fresh(s, now))
+        }
+
+    async def _sync_reclaims(self, session: Session, now: float) -> None:
+        """Consume the queues of stale or draining substations; stop once they are back."""
+        wanted = self._should_reclaim(now)
+        for sid in sorted(wanted - set(self._reclaiming)):
+            queue = self.topology.substation_queue(sid)
+            # Declaring (idempotent, same arguments as the worker's) never 404s the channel.
+            await session.declare_queue(self.topology.substation_queue_spec(sid))
+            self._reclaiming[sid] = await session.consume(
+                queue, functools.partial(self._on_reclaimed, sid)
+            )
+            log.warning("substation %s is stale or draining: taking back its queue", sid)
+        for sid in sorted(set(self._reclaiming) - wanted):
+            tag = self._reclaiming.pop(sid)
+            await session.cancel(tag)
+            log.info("substation %s is back: no longer taking back its queue", sid)
+
+    def _on_reclaimed(self, sid: str, delivery: Delivery) -> None:
+        try:
+            assignment = Assignment.model_validate_json(delivery.body)
+        except ValidationError as exc:
+            reason = f"invalid Assignment: {_short(exc)}"
+            dead_letter(delivery.session, self.topology, delivery, reason, sid)
+            self.metrics.dead_lettered.inc()
+            return
+        self.metrics.reclaimed.labels(sid).inc()
+        # Oldest work first: it waited at a substation that will not serve it.
+        self.held.appendleft(
+            _Held(
+                delivery,
+                assignment.request,
+                self.clock(),
+                attempt=assignment.attempt + 1,
+                reclaimed_from=sid,
+            )
+        )
         self._pump()
 
     # -- dispatching -------------------------------------------------------------------------
@@ -205,7 +304,7 @@ class Dispatcher:
             substation_id=target,
             snapshot=state.snapshot(now),
             policy=self.policy.name,
-            attempt=held.delivery.delivery_count + 1,
+            attempt=held.attempt,
         )
         self.table.record_assignment(target, min(held.request.max_power_kw, state.capacity_kw))
         try:
@@ -237,25 +336,32 @@ class Dispatcher:
                 state = self.table.get(assignment.substation_id)
                 if state is not None:
                     state.status = "unroutable"
+            if held.reclaimed_from is None:
+                self._pending_ids.discard(held.request.request_id)
             held.delivery.nack(requeue=True)
             return
-        held.delivery.ack()
-        self.metrics.decisions.labels(assignment.substation_id, self.policy.name).inc()
-        self.metrics.dispatch_seconds.observe(self.clock() - held.received)
+        rid = held.request.request_id
+        self._remember(rid, assignment.substation_id)
+        self._pending_ids.discard(rid)
         session = held.delivery.session
         if session.is_open:
+            # Before the ack: a standby that takes over after a crash right here learns from
+            # this event that the redelivered request is already dispatched.
             publish_event(
                 session,
                 self.topology,
                 ChargeEvent(
-                    request_id=held.request.request_id,
+                    request_id=rid,
                     kind=EventKind.DISPATCHED
-                    if assignment.attempt == 1
+                    if held.reclaimed_from is None and assignment.attempt == 1
                     else EventKind.REDISPATCHED,
                     substation_id=assignment.substation_id,
                     attempt=assignment.attempt,
                 ),
             )
+        held.delivery.ack()
+        self.metrics.decisions.labels(assignment.substation_id, self.policy.name).inc()
+        self.metrics.dispatch_seconds.observe(self.clock() - held.received)
 
 
 def _short(exc: ValidationError) -> str:

@@ -8,6 +8,7 @@ published, so an invalid request never reaches a queue.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time
@@ -22,14 +23,17 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
 from contracts import ChargeRequest
+from gateway.idempotency import RecentRequests, request_id_for_key
 from gateway.metrics import GatewayMetrics
 from gateway.publisher import ManagedPublisher, RequestPublisher
+from gateway.ratelimit import TokenBucket, retry_after_header
 from gateway.settings import GatewaySettings
 from messaging import MessagingError
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Extra time the HTTP layer allows beyond the publisher's own confirm timeout, so a publisher
 # that fails to enforce it still cannot hang a request.
 PUBLISH_GUARD_S = 1.0
@@ -93,6 +97,24 @@ async def _read_capped(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _key_matches(request: Request, expected: bytes) -> bool:
+    given = request.headers.get("x-api-key")
+    if given is None:
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        given = token.strip() if scheme.lower() == "bearer" else None
+    # Constant time: how much of a guess matched must not show in the answer's timing.
+    return given is not None and hmac.compare_digest(given.encode(), expected)
+
+
+def _accepted(charge: ChargeRequest) -> Response:
+    return Response(
+        b'{"request_id":"%s","status":"accepted"}' % str(charge.request_id).encode(),
+        202,
+        media_type=JSON,
+    )
+
+
 def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
     # loc/msg/type only: echoing "input" back could reflect a large or sensitive body.
     return [
@@ -111,6 +133,13 @@ def create_app(
     metrics.broker_connected.set_function(lambda: 1.0 if publisher.connected else 0.0)
     retry_after = {"Retry-After": str(settings.retry_after_s)}
     max_body = settings.max_body_bytes
+    api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
+    bucket = (
+        TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst, time.monotonic())
+        if settings.rate_limit_per_s > 0
+        else None
+    )
+    recent = RecentRequests(settings.idempotency_memory)
     # Outer bound on a publish, whatever the publisher does.
     publish_deadline_s = settings.confirm_timeout_s + PUBLISH_GUARD_S
 
@@ -140,6 +169,18 @@ def create_app(
         return _json(503, {"detail": reason}, retry_after)
 
     async def handle(request: Request) -> Response:
+        if api_key is not None and not _key_matches(request, api_key):
+            return _json(
+                401, {"detail": "missing or wrong API key"}, {"WWW-Authenticate": "Bearer"}
+            )
+        if bucket is not None:
+            wait_s = bucket.take(time.monotonic())
+            if wait_s > 0:
+                return _json(
+                    429,
+                    {"detail": "rate limit reached; retry later"},
+                    {"Retry-After": retry_after_header(wait_s)},
+                )
         if _declared_too_large(request, max_body):
             return _json(413, {"detail": f"body larger than {max_body} bytes"})
         if not _is_json(request.headers.get("content-type")):
@@ -151,25 +192,38 @@ def create_app(
             charge = ChargeRequest.model_validate_json(raw)
         except ValidationError as exc:
             return _json(422, {"detail": _field_errors(exc)})
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key is not None:
+            rid = request_id_for_key(key.strip())
+            if "request_id" in charge.model_fields_set and charge.request_id != rid:
+                return _json(
+                    422,
+                    {"detail": f"{IDEMPOTENCY_HEADER} names request_id {rid}, the body another"},
+                )
+            charge = charge.model_copy(update={"request_id": rid})
+        if charge.request_id in recent:
+            metrics.replays.inc()
+            return _accepted(charge)
         if not publisher.connected:
             return unavailable("not connected to the broker; retry later")
         started = time.perf_counter()
         try:
             with metrics.inflight_publishes.track_inprogress():
                 async with asyncio.timeout(publish_deadline_s):
-                    await publisher.publish(charge)
+                    published = await recent.once(
+                        charge.request_id, lambda: publisher.publish(charge)
+                    )
         except TimeoutError:
             log.warning("publish of %s exceeded %.1fs", charge.request_id, publish_deadline_s)
             return unavailable("the broker did not confirm in time; retry later")
         except MessagingError as exc:
             log.info("request %s not accepted: %s", charge.request_id, exc)
             return unavailable(f"the broker did not take the request ({type(exc).__name__})")
-        metrics.publish_seconds.observe(time.perf_counter() - started)
-        return Response(
-            b'{"request_id":"%s","status":"accepted"}' % str(charge.request_id).encode(),
-            202,
-            media_type=JSON,
-        )
+        if published:
+            metrics.publish_seconds.observe(time.perf_counter() - started)
+        else:
+            metrics.replays.inc()
+        return _accepted(charge)
 
     @app.post(
         "/v1/charge-requests",
@@ -177,11 +231,18 @@ def create_app(
         response_model=Accepted,
         summary="Submit a charge request",
         description="The body is a ChargeRequest (contract v1). `request_id` is the idempotency "
-        "key: generated when omitted; retry a 503 with the same one.",
+        "key: generated when omitted; retry a 503 with the same one (or send an "
+        "`Idempotency-Key` header: any string, mapped to the request_id).",
         responses={
+            401: {"model": Problem, "description": "API key required (X-API-Key or Bearer)."},
             413: {"model": Problem, "description": "Body larger than the gateway accepts."},
             415: {"model": Problem, "description": f"Content-Type is not {JSON}."},
             422: {"model": ValidationFailed, "description": "Not a valid ChargeRequest."},
+            429: {
+                "model": Problem,
+                "description": "Rate limit reached: nothing was accepted.",
+                "headers": _RETRY_AFTER,
+            },
             503: {
                 "model": Problem,
                 "description": "Broker unavailable, or it did not confirm: nothing was accepted.",

@@ -43,6 +43,11 @@ class GatewayMetrics:
             "1 while the gateway holds a usable broker connection, 0 otherwise.",
             registry=registry,
         )
+        self.replays = Counter(
+            "smartgrid_gateway_idempotent_replays",
+            "Retries answered 202 without a second publish (request_id already confirmed).",
+            registry=registry,
+        )
         self.inflight_publishes = Gauge(
             "smartgrid_gateway_inflight_publishes",
             "Requests published and waiting for the broker's confirm.",

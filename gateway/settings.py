@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
-from messaging.settings import AmqpSettings
+from messaging.settings import AmqpSettings, is_loopback_host
 
 
 class GatewaySettings(AmqpSettings):
@@ -27,3 +27,37 @@ class GatewaySettings(AmqpSettings):
     retry_after_s: int = Field(
         default=1, ge=1, le=3600, description="Retry-After (seconds) sent with every 503."
     )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="If set, POST /v1/charge-requests needs it in the X-API-Key header "
+        "(or Authorization: Bearer). Required when listening off loopback.",
+    )
+    allow_no_api_key: bool = Field(
+        default=False,
+        description="Accept requests without an API key on a non-loopback address "
+        "(behind a proxy that authenticates).",
+    )
+    rate_limit_per_s: float = Field(
+        default=0.0, ge=0, description="Accepted requests per second at most (429 beyond); 0: off."
+    )
+    rate_limit_burst: int = Field(
+        default=1000, ge=1, description="Requests admitted at once above the rate limit."
+    )
+    idempotency_memory: int = Field(
+        default=100_000,
+        ge=0,
+        description="Confirmed request ids remembered, so a retry is answered without a "
+        "second publish.",
+    )
+
+    @model_validator(mode="after")
+    def _api_key_off_loopback(self) -> GatewaySettings:
+        if self.api_key is not None and len(self.api_key.get_secret_value()) < 16:
+            raise ValueError("SMARTGRID_API_KEY must be at least 16 characters")
+        anonymous = self.api_key is None and not self.allow_no_api_key
+        if anonymous and not is_loopback_host(self.http_host):
+            raise ValueError(
+                f"listening on {self.http_host} needs SMARTGRID_API_KEY "
+                "(or SMARTGRID_ALLOW_NO_API_KEY=true behind an authenticating proxy)"
+            )
+        return self

@@ -12,6 +12,9 @@ Delivery rules (at least once, duplicates harmless):
 * A request already held here, or completed recently, is acked at once without a second session.
 * When the connection is lost, every session held is dropped: the broker requeues their
   deliveries, and their old delivery tags must never be acked on the new channel.
+* SIGTERM drains: heartbeat ``draining`` (the dispatcher stops sending and takes back the
+  queue), stop consuming, hand back what has not started, let active sessions finish for up to
+  ``drain_timeout_s``, hand back the rest, exit 0.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 from uuid import UUID, uuid4
 
 from prometheus_client import CollectorRegistry
@@ -68,6 +72,8 @@ class WorkerService:
         )
         self.assignments_received = 0
         self.seq = 0
+        self.status: Literal["up", "draining"] = "up"
+        self._empty = asyncio.Event()  # set while no session is held
         self._held: dict[str, _Held] = {}
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._session: Session | None = None
@@ -82,17 +88,21 @@ class WorkerService:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Serve until ``stop``; raises FatalBrokerError if the broker refuses us for good."""
+        """Serve until ``stop`` (then drain); raises FatalBrokerError if the broker refuses us."""
         link_stop = asyncio.Event()
+        halt = asyncio.Event()  # ends the tick and heartbeat loops, once drained
         link_task = asyncio.create_task(self.link.run(link_stop), name="broker-link")
         workers = [
-            asyncio.create_task(self._tick_loop(stop), name="tick"),
-            asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
+            asyncio.create_task(self._tick_loop(halt), name="tick"),
+            asyncio.create_task(self._heartbeat_loop(halt), name="heartbeat"),
         ]
         stopped = asyncio.create_task(stop.wait())
         try:
             await asyncio.wait({link_task, stopped, *workers}, return_when=asyncio.FIRST_COMPLETED)
+            if stopped.done() and not link_task.done():
+                await self._drain()
         finally:
+            halt.set()
             stopped.cancel()
             for t in workers:
                 t.cancel()
@@ -150,7 +160,31 @@ class WorkerService:
 
     # -- deliveries (pika callback: never block here) ----------------------------------------
 
+    async def _drain(self) -> None:
+        self.status = "draining"
+        log.info("substation %s draining", self.sid)
+        await self._stop_consuming()
+        await self._heartbeat()  # tell the dispatcher at once, not at the next interval
+        self._hand_back(self.sim.take_waiting(), "not started")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._empty.wait(), self.settings.drain_timeout_s)
+        self._hand_back(self.sim.reset(), "unfinished at the drain timeout")
+        self._update_gauges()
+        log.info("substation %s drained", self.sid)
+
+    def _hand_back(self, sessions: list[ChargingSession], why: str) -> None:
+        """Requeue these sessions' deliveries: the dispatcher sends them elsewhere."""
+        for s in sessions:
+            held = self._held.pop(s.key, None)
+            if held is not None:
+                held.delivery.nack(requeue=True)
+        if sessions:
+            log.info("handed back %d sessions (%s)", len(sessions), why)
+
     def _on_message(self, delivery: Delivery) -> None:
+        if self.status == "draining":
+            delivery.nack(requeue=True)  # arrived as we cancelled: someone else's now
+            return
         try:
             assignment = Assignment.model_validate_json(delivery.body)
         except ValidationError as exc:
@@ -272,6 +306,10 @@ class WorkerService:
     def _update_gauges(self) -> None:
         self.metrics.set_load(self.sim.load_kw, self.sim.capacity_kw)
         self.metrics.active_sessions.set(self.sim.active_count)
+        if self.sim.active_count or self.sim.waiting_count:
+            self._empty.clear()
+        else:
+            self._empty.set()
 
     # -- heartbeats --------------------------------------------------------------------------
 
@@ -316,7 +354,7 @@ class WorkerService:
             committed_kw=self.sim.committed_kw,
             active_sessions=self.sim.active_count,
             queued=queued,
-            status="up",
+            status=self.status,
             seq=self.seq,
             assignments_received=self.assignments_received,
             interval_s=self.settings.heartbeat_interval_s,

@@ -28,5 +28,12 @@ class WorkerSettings(AmqpSettings):
     charger_max_kw: float = Field(
         default=350.0, gt=0, le=1_000_000, description="Highest power one charger delivers, kW."
     )
+    drain_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, let active sessions finish this long (wall seconds), then hand "
+        "what is left back to the queue.",
+    )
     metrics_host: str = Field(default="127.0.0.1", description="Address of /metrics.")
     metrics_port: int = Field(default=9200, ge=0, le=65_535, description="0 disables /metrics.")

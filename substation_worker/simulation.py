@@ -165,6 +165,14 @@ class Substation:
         self.now_s += remaining_s
         return step
 
+    def take_waiting(self) -> list[ChargingSession]:
+        """Remove and return the sessions still waiting for a bay (to hand them back)."""
+        taken = list(self._waiting)
+        self._waiting.clear()
+        for session in taken:
+            self._keys.discard(session.key)
+        return taken
+
     def reset(self) -> list[ChargingSession]:
         """Drop every session held (active and waiting), e.g. when the broker took them back."""
         dropped = [*self._active, *self._waiting]

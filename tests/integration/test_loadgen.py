@@ -203,7 +203,7 @@ async def test_a_worker_stopped_half_way_is_accounted_for(
 
         killer = asyncio.create_task(stop_victim_half_way())
         options = RunOptions(
-            rate=25, requests=200, seed=5, settle_s=15, gateway_url=grid.gateway_url
+            rate=25, requests=200, seed=5, settle_s=60, gateway_url=grid.gateway_url
         )
         # When 200 requests go out over 8 s and the biggest worker is killed after 4 s
         result = await run_load(settings, options)

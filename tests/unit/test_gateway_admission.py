@@ -1,0 +1,138 @@
+"""Who gets in, how often, and retries: API key, rate limit, Idempotency-Key (no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from pydantic import ValidationError
+
+from gateway import create_app
+from gateway.idempotency import RecentRequests, request_id_for_key
+from gateway.ratelimit import TokenBucket, retry_after_header
+from messaging import BrokerUnavailable
+from tests.unit.test_gateway_http import (
+    JSON,
+    URL,
+    FakePublisher,
+    http,
+    raw_body,
+    settings,
+    valid_body,
+)
+
+KEY = "k" * 24
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"x-api-key": "wrong-wrong-wrong-wrong"}, 401),
+        ({"authorization": f"Basic {KEY}"}, 401),
+        ({"x-api-key": KEY}, 202),
+        ({"authorization": f"Bearer {KEY}"}, 202),
+    ],
+)
+async def test_api_key(headers: dict[str, str], status: int) -> None:
+    fake = FakePublisher()
+    async with http(create_app(settings(api_key=KEY), fake)) as client:
+        resp = await client.post(URL, content=raw_body(), headers=JSON | headers)
+        assert resp.status_code == status
+        # Health and metrics stay open for probes and Prometheus.
+        assert (await client.get("/healthz")).status_code == 200
+    assert len(fake.received) == (1 if status == 202 else 0)
+
+
+def test_off_loopback_needs_an_api_key_and_keys_are_not_trivial() -> None:
+    with pytest.raises(ValidationError, match="needs SMARTGRID_API_KEY"):
+        settings(http_host="0.0.0.0")
+    assert settings(http_host="0.0.0.0", api_key=KEY).api_key is not None
+    assert settings(http_host="0.0.0.0", allow_no_api_key=True).api_key is None
+    with pytest.raises(ValidationError, match="at least 16"):
+        settings(api_key="short")
+
+
+async def test_rate_limit_answers_429_with_retry_after() -> None:
+    fake = FakePublisher()
+    app = create_app(settings(rate_limit_per_s=1, rate_limit_burst=3), fake)
+    async with http(app) as client:
+        codes = [(await client.post(URL, content=raw_body(), headers=JSON)) for _ in range(5)]
+    assert [r.status_code for r in codes] == [202, 202, 202, 429, 429]
+    assert codes[3].headers["retry-after"] == "1"
+    assert len(fake.received) == 3
+
+
+def test_token_bucket_refills_at_its_rate() -> None:
+    bucket = TokenBucket(rate=10, burst=2, now=0.0)
+    assert [bucket.take(0.0), bucket.take(0.0)] == [0.0, 0.0]
+    assert bucket.take(0.0) == pytest.approx(0.1)
+    assert bucket.take(0.1) == 0.0  # one token came back in 0.1 s
+    assert bucket.take(10.0) == 0.0  # never more than the burst saved up
+    assert bucket.take(10.0) == 0.0
+    assert bucket.take(10.0) > 0
+    assert retry_after_header(0.01) == "1"
+    assert retry_after_header(2.2) == "3"
+
+
+async def test_idempotency_key_makes_a_retry_publish_once() -> None:
+    fake = FakePublisher()
+    async with http(create_app(settings(), fake)) as client:
+        headers = JSON | {"Idempotency-Key": "order-77/attempt"}
+        body = json.dumps({k: v for k, v in valid_body().items() if k != "request_id"})
+        first = await client.post(URL, content=body, headers=headers)
+        again = await client.post(URL, content=body, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["request_id"] == again.json()["request_id"]
+    assert first.json()["request_id"] == str(request_id_for_key("order-77/attempt"))
+    assert len(fake.received) == 1
+
+
+async def test_idempotency_key_that_contradicts_the_body_is_422() -> None:
+    fake = FakePublisher()
+    async with http(create_app(settings(), fake)) as client:
+        resp = await client.post(
+            URL, content=raw_body(), headers=JSON | {"Idempotency-Key": str(uuid.uuid4())}
+        )
+    assert resp.status_code == 422
+    assert fake.received == []
+
+
+def test_a_uuid_key_is_the_request_id_itself() -> None:
+    rid = uuid.uuid4()
+    assert request_id_for_key(str(rid)) == rid
+    assert request_id_for_key("abc") == request_id_for_key("abc") != request_id_for_key("abd")
+
+
+async def test_concurrent_retries_share_one_publish_and_failures_are_forgotten() -> None:
+    recent = RecentRequests(capacity=2)
+    rid = uuid.uuid4()
+    calls = 0
+    gate = asyncio.Event()
+
+    async def publish() -> None:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+
+    first = asyncio.create_task(recent.once(rid, publish))
+    second = asyncio.create_task(recent.once(rid, publish))
+    await asyncio.sleep(0)
+    gate.set()
+    assert sorted(await asyncio.gather(first, second)) == [False, True]
+    assert calls == 1
+    assert rid in recent
+
+    async def broken() -> None:
+        raise BrokerUnavailable("down")
+
+    other = uuid.uuid4()
+    with pytest.raises(BrokerUnavailable):
+        await recent.once(other, broken)
+    assert other not in recent  # so the client's retry publishes again
+    assert await recent.once(other, publish) is True
+    # Bounded: the oldest id is forgotten
+    assert await recent.once(uuid.uuid4(), publish) is True
+    assert rid not in recent
