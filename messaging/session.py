@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,7 @@ from messaging.errors import (
     PublishReturned,
 )
 from messaging.settings import AmqpSettings
+from messaging.tls import ssl_options
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,7 @@ class Session:
         params.stack_timeout = settings.connect_timeout_s * 2
         params.connection_attempts = 1
         params.client_properties = {"connection_name": connection_name, "product": "smartgrid"}
+        params.ssl_options = ssl_options(settings)
 
         opened: asyncio.Future[AsyncioConnection] = loop.create_future()
         holder: dict[str, Session] = {}
@@ -426,4 +429,21 @@ def _classify_open_error(exc: BaseException, settings: AmqpSettings) -> Exceptio
         return FatalBrokerError(f"{where} refused access to the vhost: {exc}")
     if isinstance(exc, pika.exceptions.ConnectionClosedByBroker) and exc.reply_code in (403, 530):
         return FatalBrokerError(f"{where} refused the connection: {exc.reply_text}")
+    bad_cert = next((e for e in _causes(exc) if isinstance(e, ssl.SSLCertVerificationError)), None)
+    if bad_cert is not None:
+        # The broker's certificate is not the one we trust: retrying will not change that.
+        return FatalBrokerError(f"{where}: TLS {bad_cert.verify_message or bad_cert}")
     return BrokerUnavailable(f"cannot connect to {where}: {str(exc) or repr(exc)}")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: pika nests the real error in its connection workflow's."""
+    found: list[BaseException] = []
+    todo = [exc]
+    while todo and len(found) < 20:
+        e = todo.pop()
+        found.append(e)
+        nested = [*(getattr(e, "exceptions", None) or []), getattr(e, "exception", None)]
+        nested += [*e.args, e.__cause__, e.__context__]
+        todo += [n for n in nested if isinstance(n, BaseException) and n not in found]
+    return found

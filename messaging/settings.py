@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import unquote, urlparse
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.topology import DEFAULT_NAMESPACE, NAMESPACE_PATTERN
@@ -56,6 +56,20 @@ class AmqpSettings(BaseSettings):
         default=15.0, gt=0, description="Longest wait between reconnect attempts, s."
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    amqp_ca_file: FilePath | None = Field(
+        default=None,
+        description="amqps: CA bundle (PEM) to verify the broker with; the system's if unset.",
+    )
+    amqp_cert_file: FilePath | None = Field(
+        default=None, description="amqps: client certificate (PEM), for brokers that ask for one."
+    )
+    amqp_key_file: FilePath | None = Field(
+        default=None, description="amqps: the client certificate's private key (PEM)."
+    )
+    amqp_tls_verify_hostname: bool = Field(
+        default=True,
+        description="amqps: check that the broker's certificate names the URL's host.",
+    )
 
     @field_validator("namespace")
     @classmethod
@@ -69,6 +83,11 @@ class AmqpSettings(BaseSettings):
         url = urlparse(self.amqp_url.get_secret_value())
         if url.scheme not in {"amqp", "amqps"}:
             raise ValueError("SMARTGRID_AMQP_URL must start with amqp:// or amqps://")
+        tls_files = (self.amqp_ca_file, self.amqp_cert_file, self.amqp_key_file)
+        if url.scheme == "amqp" and any(tls_files):
+            raise ValueError("TLS files are set but SMARTGRID_AMQP_URL is amqp://, not amqps://")
+        if (self.amqp_cert_file is None) != (self.amqp_key_file is None):
+            raise ValueError("SMARTGRID_AMQP_CERT_FILE and SMARTGRID_AMQP_KEY_FILE go together")
         password = unquote(url.password or "")
         if not is_loopback_host(url.hostname) and password in _PLACEHOLDER_PASSWORDS:
             raise ValueError(
