@@ -20,8 +20,16 @@ NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
 # A quorum queue hands a message back this many times (crash, requeue) before dead-lettering it;
 # RabbitMQ 4.x defaults to 20 and drops the message when no dead-letter exchange is set.
 DELIVERY_LIMIT = 20
+# A delivery unacked this long closes its consumer's channel (RabbitMQ's consumer_timeout). Workers
+# ack a session when it completes, so this must outlast the longest one: 300 kWh at 1 kW is 300
+# simulated hours, 5 wall hours at the default time scale of 60. The queue argument works on
+# RabbitMQ 3.12 and later; 3.10 ignores it and needs `consumer_timeout` in rabbitmq.conf.
+CONSUMER_TIMEOUT_MS = 24 * 3600 * 1000
 # Heartbeats are only worth reading while fresh; older ones are dropped by the broker.
 HEARTBEAT_TTL_MS = 5_000
+
+# A follower's durable event queue is deleted by the broker after this long without consumers.
+FOLLOWER_EXPIRES_MS = 10 * 60 * 1000
 
 ExchangeType = Literal["direct", "fanout", "topic"]
 
@@ -107,6 +115,7 @@ class Topology:
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
             "x-delivery-limit": DELIVERY_LIMIT,
+            "x-consumer-timeout": CONSUMER_TIMEOUT_MS,
         }
         if single_active_consumer:
             args["x-single-active-consumer"] = True
@@ -146,6 +155,13 @@ class Topology:
             exclusive=True,
             auto_delete=True,
         )
+
+    @staticmethod
+    def event_follower_queue_spec(name: str) -> QueueSpec:
+        """A follower's (loadgen, tests) copy of the events: durable, so that events published
+        while the follower reconnects (or the broker restarts) wait for it; it expires once
+        unused for a while, should the follower die without deleting it."""
+        return QueueSpec(name, {"x-expires": FOLLOWER_EXPIRES_MS})
 
     def core_queues(self) -> list[QueueSpec]:
         return [self.requests_queue_spec(), self.dead_queue_spec()]

@@ -63,6 +63,11 @@ class DispatcherMetrics:
             "Requests acked without dispatch: their request_id is in flight or was dispatched.",
             registry=registry,
         )
+        self.resent = Counter(
+            "smartgrid_dispatcher_resent_total",
+            "Requests sent again to the substation a copy may already be at (its worker drops it).",
+            registry=registry,
+        )
         self.reclaimed = Counter(
             "smartgrid_dispatcher_reclaimed_total",
             "Assignments taken back from a stale or draining substation's queue, to redispatch.",

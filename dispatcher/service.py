@@ -13,9 +13,11 @@ Failover: a substation whose heartbeats stopped (or that drains) gets nothing ne
 in its queue is taken back: the dispatcher consumes that queue itself and dispatches each
 assignment again elsewhere (``redispatched``), acking it only once the new one is confirmed.
 
-Duplicates: a request id dispatched recently (by this dispatcher, or by another one, learnt from
-the ``dispatched`` events) or still in flight here is acked without a second dispatch, so a
-client's retry or a redelivery after a crash does not start a second charging session.
+Duplicates: a request is announced (a confirmed ``dispatched`` event) before its assignment is
+published. A request id whose assignment this dispatcher saw confirmed, or that is in flight here,
+is acked without a second dispatch; one it only knows the intent of (announced by a dispatcher
+that died, say) is sent again to that same substation, whose worker drops the copy. So neither a
+client's retry nor a redelivery after a crash starts a second charging session.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import random
 import time
 import uuid
@@ -43,7 +46,7 @@ from dispatcher.metrics import DispatcherMetrics
 from dispatcher.policies import Policy, make_policy
 from dispatcher.settings import DispatcherSettings
 from messaging import BrokerLink, BrokerUnavailable, Delivery, PublishReturned, Session
-from messaging.publishing import dead_letter, publish_event
+from messaging.publishing import dead_letter, publish_event, publish_event_confirmed
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,14 @@ DRAIN_TIMEOUT_S = 5.0
 # Request ids remembered as dispatched, to drop duplicates (about 100 bytes each).
 RECENT_DISPATCHED = 200_000
 DISPATCH_EVENTS = ("event.dispatched", "event.redispatched")
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """Where a request was (or is being) dispatched; ``confirmed`` once the broker said so."""
+
+    substation_id: str
+    confirmed: bool
 
 
 @dataclass(slots=True)
@@ -81,9 +92,10 @@ class Dispatcher:
         self.table = LoadTable(settings.stale_after_intervals)
         self.held: deque[_Held] = deque()
         self.inflight = 0
+        self._confirms = 0
         # Request ids held or in flight here (from <ns>.requests), and recently dispatched ones.
         self._pending_ids: set[UUID] = set()
-        self._recent: OrderedDict[UUID, str] = OrderedDict()
+        self._recent: OrderedDict[UUID, _Route] = OrderedDict()
         # Substation id -> consumer tag of its queue, for substations being taken back.
         self._reclaiming: dict[str, str] = {}
         self._idle = asyncio.Event()  # set whenever no assignment awaits its confirm
@@ -202,8 +214,9 @@ class Dispatcher:
                 )
             return
         rid = request.request_id
-        if rid in self._pending_ids or rid in self._recent:
-            # Already dispatched, or about to be: a second dispatch could charge twice.
+        route = self._recent.get(rid)
+        if rid in self._pending_ids or (route is not None and route.confirmed):
+            # Held or in flight here, or its assignment confirmed: a second one is not needed.
             self.metrics.duplicates.inc()
             delivery.ack()
             return
@@ -212,15 +225,20 @@ class Dispatcher:
         self._pump()
 
     def _on_dispatch_event(self, delivery: Delivery) -> None:
+        """Another dispatcher's intent: where it sends (or sent) a request."""
         try:
             event = ChargeEvent.model_validate_json(delivery.body)
         except ValidationError:
             return
-        if event.substation_id is not None:
-            self._remember(event.request_id, event.substation_id)
+        if event.substation_id is None:
+            return
+        known = self._recent.get(event.request_id)
+        if known is not None and known.confirmed and known.substation_id == event.substation_id:
+            return  # our own intent, echoed after its assignment was confirmed
+        self._remember(event.request_id, _Route(event.substation_id, confirmed=False))
 
-    def _remember(self, request_id: UUID, substation_id: str) -> None:
-        self._recent[request_id] = substation_id
+    def _remember(self, request_id: UUID, route: _Route) -> None:
+        self._recent[request_id] = route
         self._recent.move_to_end(request_id)
         while len(self._recent) > RECENT_DISPATCHED:
             self._recent.popitem(last=False)
@@ -282,14 +300,21 @@ class Dispatcher:
             return
         now = self.clock()
         candidates = self.table.eligible(now)
+        eligible = {c.substation_id for c in candidates}
         while self.held:
             head = self.held[0]
             if not head.delivery.session.is_open:  # from a connection that is gone
                 self.held.popleft()
                 continue
-            started = time.perf_counter()
-            target = self.policy.choose(candidates, head.request.max_power_kw)
-            self.metrics.decision_seconds.observe(time.perf_counter() - started)
+            route = self._recent.get(head.request.request_id)
+            if route is not None and route.substation_id in eligible:
+                # Sticky: where a copy may already be, so that its worker drops this one.
+                target: str | None = route.substation_id
+                self.metrics.resent.inc()
+            else:
+                started = time.perf_counter()
+                target = self.policy.choose(candidates, head.request.max_power_kw)
+                self.metrics.decision_seconds.observe(time.perf_counter() - started)
             if target is None:
                 break
             self.held.popleft()
@@ -297,8 +322,14 @@ class Dispatcher:
         self.metrics.held.set(len(self.held))
 
     def _dispatch(self, session: Session, held: _Held, target: str, now: float) -> None:
+        """Announce the intent (confirmed), then publish the assignment (confirmed), then ack.
+
+        The announcement comes first so that a standby taking over after a crash anywhere in
+        between knows where a copy of this request may be, and sends it there again.
+        """
         state = self.table.get(target)
         assert state is not None
+        rid = held.request.request_id
         assignment = Assignment(
             request=held.request,
             substation_id=target,
@@ -307,58 +338,77 @@ class Dispatcher:
             attempt=held.attempt,
         )
         self.table.record_assignment(target, min(held.request.max_power_kw, state.capacity_kw))
+        fresh = held.reclaimed_from is None and held.attempt == 1
+        intent = ChargeEvent(
+            request_id=rid,
+            kind=EventKind.DISPATCHED if fresh else EventKind.REDISPATCHED,
+            substation_id=target,
+            attempt=held.attempt,
+        )
+        known = self._recent.get(rid)
+        if known is None or known.substation_id != target:
+            self._remember(rid, _Route(target, confirmed=False))
         try:
-            fut = session.publish(
-                self.topology.substations_exchange,
-                target,
-                assignment.model_dump_json().encode(),
-                message_id=str(held.request.request_id),
-            )
+            announced = publish_event_confirmed(session, self.topology, intent)
         except BrokerUnavailable:
             return  # the session is gone; the request is redelivered after reconnect
         self.inflight += 1
         self._idle.clear()
-        fut.add_done_callback(functools.partial(self._confirmed, held, assignment))
+        announced.add_done_callback(functools.partial(self._announced, session, held, assignment))
 
-    def _confirmed(self, held: _Held, assignment: Assignment, fut: asyncio.Future[None]) -> None:
+    def _announced(
+        self, session: Session, held: _Held, assignment: Assignment, fut: asyncio.Future[None]
+    ) -> None:
+        exc = fut.exception() if not fut.cancelled() else BrokerUnavailable("cancelled")
+        if exc is None:
+            try:
+                published = session.publish(
+                    self.topology.substations_exchange,
+                    assignment.substation_id,
+                    assignment.model_dump_json().encode(),
+                    message_id=str(held.request.request_id),
+                )
+            except BrokerUnavailable as gone:
+                exc = gone
+            else:
+                published.add_done_callback(functools.partial(self._confirmed, held, assignment))
+                return
+        self._failed(held, assignment, exc)
+
+    def _failed(self, held: _Held, assignment: Assignment, exc: BaseException) -> None:
+        self._settled()
+        reason = type(exc).__name__
+        self.metrics.republish_failures.labels(reason).inc()
+        log.warning(
+            "assignment to %s not confirmed (%s); requeueing", assignment.substation_id, exc
+        )
+        if isinstance(exc, PublishReturned):
+            # Its queue is gone: keep it out until it heartbeats (and redeclares) again.
+            state = self.table.get(assignment.substation_id)
+            if state is not None:
+                state.status = "unroutable"
+        if held.reclaimed_from is None:
+            self._pending_ids.discard(held.request.request_id)
+        held.delivery.nack(requeue=True)
+
+    def _settled(self) -> None:
         self.inflight = max(0, self.inflight - 1)
         if self.inflight == 0:
             self._idle.set()
+
+    def _confirmed(self, held: _Held, assignment: Assignment, fut: asyncio.Future[None]) -> None:
         exc = fut.exception() if not fut.cancelled() else BrokerUnavailable("cancelled")
         if exc is not None:
-            reason = type(exc).__name__
-            self.metrics.republish_failures.labels(reason).inc()
-            log.warning(
-                "assignment to %s not confirmed (%s); requeueing", assignment.substation_id, exc
-            )
-            if isinstance(exc, PublishReturned):
-                # Its queue is gone: keep it out until it heartbeats (and redeclares) again.
-                state = self.table.get(assignment.substation_id)
-                if state is not None:
-                    state.status = "unroutable"
-            if held.reclaimed_from is None:
-                self._pending_ids.discard(held.request.request_id)
-            held.delivery.nack(requeue=True)
+            self._failed(held, assignment, exc)
             return
+        self._settled()
         rid = held.request.request_id
-        self._remember(rid, assignment.substation_id)
+        self._remember(rid, _Route(assignment.substation_id, confirmed=True))
         self._pending_ids.discard(rid)
-        session = held.delivery.session
-        if session.is_open:
-            # Before the ack: a standby that takes over after a crash right here learns from
-            # this event that the redelivered request is already dispatched.
-            publish_event(
-                session,
-                self.topology,
-                ChargeEvent(
-                    request_id=rid,
-                    kind=EventKind.DISPATCHED
-                    if held.reclaimed_from is None and assignment.attempt == 1
-                    else EventKind.REDISPATCHED,
-                    substation_id=assignment.substation_id,
-                    attempt=assignment.attempt,
-                ),
-            )
+        self._confirms += 1
+        if self._confirms == self.settings.fault_exit_after_confirms:
+            log.error("fault injection: exiting between a confirm and its ack")
+            os._exit(137)
         held.delivery.ack()
         self.metrics.decisions.labels(assignment.substation_id, self.policy.name).inc()
         self.metrics.dispatch_seconds.observe(self.clock() - held.received)

@@ -28,6 +28,12 @@ class DispatcherSettings(AmqpSettings):
         default=1.0, gt=0, description="How often the requests queue depth is read, s."
     )
     seed: int | None = Field(default=None, description="Seed for the policy's random choices.")
+    fault_exit_after_confirms: int = Field(
+        default=0,
+        ge=0,
+        description="Testing only (chaos tests): exit abruptly after this many confirmed "
+        "assignments, between the confirm and the ack. 0: never.",
+    )
     metrics_host: str = Field(default="127.0.0.1", description="Address of /metrics.")
     metrics_port: int = Field(default=9100, ge=0, le=65535, description="0 disables /metrics.")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import socket
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -124,6 +125,14 @@ def _metrics_check(
     return check
 
 
+def _both(
+    first: Callable[[httpx.Client], str | None],
+    second: Callable[[httpx.Client], str | None],
+    client: httpx.Client,
+) -> str | None:
+    return first(client) or second(client)
+
+
 def _http_ok_check(url: str) -> Callable[[httpx.Client], str | None]:
     def check(client: httpx.Client) -> str | None:
         r = client.get(url)
@@ -175,7 +184,12 @@ class LocalGrid:
         startup_timeout_s: float = 60.0,
         log_level: str | None = None,
         python: str = sys.executable,
+        dispatchers: int = 1,
+        extra_env: Mapping[str, str] | None = None,
+        process_env: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
+        """``dispatchers`` > 1 starts standbys ("dispatcher-2", ...) on the same requests queue;
+        ``extra_env`` goes to every process, ``process_env[name]`` to one."""
         self.substations = [
             s if isinstance(s, SubstationSpec) else SubstationSpec(*s) for s in substations
         ]
@@ -193,6 +207,11 @@ class LocalGrid:
         self.startup_timeout_s = startup_timeout_s
         self.log_level = log_level or settings.log_level
         self.python = python
+        if dispatchers < 1:
+            raise ValueError("a grid needs at least one dispatcher")
+        self.dispatchers = dispatchers
+        self.extra_env = dict(extra_env or {})
+        self.process_env = {k: dict(v) for k, v in (process_env or {}).items()}
         self.processes: list[GridProcess] = []
         self.gateway_url = ""
 
@@ -206,13 +225,14 @@ class LocalGrid:
             SMARTGRID_LOG_LEVEL=self.log_level,
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.extra_env)
         return env
 
     def _plan(self) -> list[GridProcess]:
-        gw_port, disp_port, *worker_ports = free_ports(2 + len(self.substations))
+        gw_port, *ports = free_ports(1 + self.dispatchers + len(self.substations))
+        disp_ports, worker_ports = ports[: self.dispatchers], ports[self.dispatchers :]
         self.gateway_url = f"http://{HOST}:{gw_port}"
         base = self._base_env()
-        disp_metrics = f"http://{HOST}:{disp_port}/metrics"
         procs = [
             GridProcess(
                 "gateway",
@@ -223,29 +243,32 @@ class LocalGrid:
                 _http_ok_check(f"{self.gateway_url}/healthz"),
             ),
         ]
-        eligible = _metrics_check(
-            disp_metrics,
-            "smartgrid_dispatcher_substations",
-            float(len(self.substations)),
-            {"state": "eligible"},
-        )
-        connected = _metrics_check(disp_metrics, "smartgrid_dispatcher_broker_connected", 1.0)
-        procs.append(
-            GridProcess(
-                "dispatcher",
-                "dispatcher",
-                {
-                    **base,
-                    "SMARTGRID_POLICY": self.policy,
-                    "SMARTGRID_METRICS_HOST": HOST,
-                    "SMARTGRID_METRICS_PORT": str(disp_port),
-                },
-                self.log_dir / "dispatcher.log",
+        for i, disp_port in enumerate(disp_ports, start=1):
+            name = "dispatcher" if i == 1 else f"dispatcher-{i}"
+            disp_metrics = f"http://{HOST}:{disp_port}/metrics"
+            eligible = _metrics_check(
                 disp_metrics,
-                # Connected, and it has heard every substation: requests sent now are spread.
-                lambda c: connected(c) or eligible(c),
+                "smartgrid_dispatcher_substations",
+                float(len(self.substations)),
+                {"state": "eligible"},
             )
-        )
+            connected = _metrics_check(disp_metrics, "smartgrid_dispatcher_broker_connected", 1.0)
+            procs.append(
+                GridProcess(
+                    name,
+                    "dispatcher",
+                    {
+                        **base,
+                        "SMARTGRID_POLICY": self.policy,
+                        "SMARTGRID_METRICS_HOST": HOST,
+                        "SMARTGRID_METRICS_PORT": str(disp_port),
+                    },
+                    self.log_dir / f"{name}.log",
+                    disp_metrics,
+                    # Connected, and it has heard every substation: requests sent now are spread.
+                    functools.partial(_both, connected, eligible),
+                )
+            )
         for spec, port in zip(self.substations, worker_ports, strict=True):
             url = f"http://{HOST}:{port}/metrics"
             procs.append(
@@ -269,6 +292,8 @@ class LocalGrid:
                     ),
                 )
             )
+        for proc in procs:
+            proc.env.update(self.process_env.get(proc.name, {}))
         return procs
 
     # -- public ----------------------------------------------------------------------------

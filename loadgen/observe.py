@@ -1,7 +1,9 @@
 """Follow a grid over AMQP: heartbeats and lifecycle events into a ``GridState``.
 
-Each follower has exclusive, auto-delete queues of its own (gone with its connection), bound
-before anything is sent, so it sees every event published after ``start()`` returns.
+Each follower has queues of its own, bound before anything is sent, so it sees every event
+published after ``start()`` returns: heartbeats in an exclusive queue (only fresh ones matter),
+events in a durable one that outlives a reconnect or a broker restart (deleted by ``stop()``,
+or by the broker once unused for ten minutes).
 """
 
 from __future__ import annotations
@@ -15,9 +17,16 @@ from types import TracebackType
 from pydantic import ValidationError
 
 from contracts import ChargeEvent, Heartbeat, Topology
-from contracts.topology import BindingSpec, QueueSpec
+from contracts.topology import BindingSpec
 from loadgen.state import GridState
-from messaging import AmqpSettings, BrokerLink, BrokerUnavailable, Delivery, Session
+from messaging import (
+    AmqpSettings,
+    BrokerLink,
+    BrokerUnavailable,
+    Delivery,
+    MessagingError,
+    Session,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +68,7 @@ class GridObserver:
             await session.bind(BindingSpec(self.heartbeat_queue, t.heartbeats_exchange))
             await session.consume(self.heartbeat_queue, self._on_heartbeat, auto_ack=True)
         if self.events:
-            spec = QueueSpec(self.event_queue, durable=False, exclusive=True, auto_delete=True)
-            await session.declare_queue(spec)
+            await session.declare_queue(t.event_follower_queue_spec(self.event_queue))
             await session.bind(BindingSpec(self.event_queue, t.events_exchange, ALL_EVENTS))
             await session.consume(self.event_queue, self._on_event, auto_ack=True)
 
@@ -104,6 +112,10 @@ class GridObserver:
 
     async def stop(self) -> None:
         """Disconnect; re-raises what ended the link (a fatal refusal), if anything did."""
+        session = self._link.session
+        if self.events and session is not None and session.is_open:
+            with contextlib.suppress(MessagingError):
+                await session.delete_queue(self.event_queue)
         self._stop.set()
         task, self._task = self._task, None
         if task is not None:

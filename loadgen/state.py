@@ -89,7 +89,9 @@ class GridState:
     first_at: dict[UUID, dict[EventKind, datetime]] = field(default_factory=dict)
     # request id -> (substation, energy delivered) of its first completion
     completions: dict[UUID, tuple[str | None, float]] = field(default_factory=dict)
-    completed_events: Counter[UUID] = field(default_factory=Counter)
+    # request id -> event ids of its completions: one per charging session (a completion event
+    # said again after a lost ack keeps its event_id and is not a second charge)
+    completion_events: dict[UUID, set[UUID]] = field(default_factory=dict)
     failure_reasons: dict[UUID, str] = field(default_factory=dict)
     invalid_messages: int = 0
 
@@ -116,7 +118,7 @@ class GridState:
         if ev.kind not in times or ev.at < times[ev.kind]:
             times[ev.kind] = ev.at
         if ev.kind is EventKind.COMPLETED:
-            self.completed_events[ev.request_id] += 1
+            self.completion_events.setdefault(ev.request_id, set()).add(ev.event_id)
             self.completions.setdefault(ev.request_id, (ev.substation_id, ev.energy_kwh or 0.0))
         elif ev.kind in FAILED:
             self.failure_reasons.setdefault(ev.request_id, ev.reason or ev.kind.value)
@@ -163,7 +165,7 @@ class GridState:
     def duplicates(self) -> int:
         """Completions beyond the first of a request: a request charged more than once."""
         own = self.own_completions()
-        return sum(n - 1 for r, n in self.completed_events.items() if n > 1 and r in own)
+        return sum(len(ids) - 1 for r, ids in self.completion_events.items() if r in own)
 
     def all_accepted_completed(self) -> bool:
         return self.accepted <= self.by_kind[EventKind.COMPLETED]

@@ -26,6 +26,19 @@ def publish_event(session: Session, topology: Topology, event: ChargeEvent) -> N
     )
 
 
+def publish_event_confirmed(
+    session: Session, topology: Topology, event: ChargeEvent
+) -> asyncio.Future[None]:
+    """For events others rely on (the dispatcher's intent): resolves once the broker has it."""
+    return session.publish(
+        topology.events_exchange,
+        topology.event_routing_key(event.kind),
+        event.model_dump_json().encode(),
+        message_id=str(event.event_id),
+        mandatory=False,  # nobody may be listening; that is fine
+    )
+
+
 def dead_letter(
     session: Session, topology: Topology, delivery: Delivery, reason: str, source: str
 ) -> asyncio.Future[None]:
@@ -57,4 +70,11 @@ def dead_letter(
     return fut
 
 
-__all__ = ["REASON_HEADER", "SOURCE_HEADER", "MessagingError", "dead_letter", "publish_event"]
+__all__ = [
+    "REASON_HEADER",
+    "SOURCE_HEADER",
+    "MessagingError",
+    "dead_letter",
+    "publish_event",
+    "publish_event_confirmed",
+]

@@ -34,7 +34,8 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from contracts import Assignment, ChargeEvent, EventKind, Heartbeat, Topology
-from contracts.topology import HEARTBEAT_TTL_MS
+from contracts.messages import MAX_ENERGY_KWH, MIN_VEHICLE_POWER_KW
+from contracts.topology import CONSUMER_TIMEOUT_MS, HEARTBEAT_TTL_MS
 from messaging import BrokerLink, Delivery, MessagingError, Session
 from messaging.publishing import dead_letter, publish_event
 from messaging.runtime import start_metrics_server
@@ -75,7 +76,8 @@ class WorkerService:
         self.status: Literal["up", "draining"] = "up"
         self._empty = asyncio.Event()  # set while no session is held
         self._held: dict[str, _Held] = {}
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        # Request id -> its completed event (JSON), for requests completed here recently.
+        self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._session: Session | None = None
         self._consumer_tag: str | None = None
         self._last_tick = time.monotonic()
@@ -194,8 +196,13 @@ class WorkerService:
         self.metrics.assignments_received.inc()
         key = str(assignment.request.request_id)
         if self.sim.holds(key) or key in self._recent:
-            if key in self._recent:
+            completed = self._recent.get(key)
+            if completed is not None:
                 self._recent.move_to_end(key)
+                # Its completion may be redelivered because the ack, and perhaps the event,
+                # were lost with a connection: say it again, with the same event_id, so that
+                # followers count one completion.
+                self._emit(ChargeEvent.model_validate_json(completed), delivery.session)
             self.metrics.duplicates.inc()
             log.debug("duplicate assignment %s acked", key)
             delivery.ack()
@@ -269,14 +276,15 @@ class WorkerService:
         if held is None:
             return
         held.delivery.ack()  # the only ack of a served assignment: the work is done
-        self._remember(s.key)
+        event = self._event(held, EventKind.COMPLETED, energy_kwh=s.delivered_kwh)
+        self._remember(s.key, event)
         self.metrics.sessions_completed.inc()
         self.metrics.energy_delivered_joules.inc(s.delivered_kwh * KWH_TO_J)
         self.metrics.charge_duration_seconds.observe(s.charge_time_s)
-        self._emit(self._event(held, EventKind.COMPLETED, energy_kwh=s.delivered_kwh))
+        self._emit(event)
 
-    def _remember(self, key: str) -> None:
-        self._recent[key] = None
+    def _remember(self, key: str, completed: ChargeEvent) -> None:
+        self._recent[key] = completed.model_dump_json().encode()
         self._recent.move_to_end(key)
         while len(self._recent) > RECENT_IDS:
             self._recent.popitem(last=False)
@@ -399,6 +407,15 @@ async def serve(
 ) -> None:
     """The worker's main: metrics endpoint, then the service until ``stop``."""
     registry = registry if registry is not None else CollectorRegistry()
+    longest_s = MAX_ENERGY_KWH / MIN_VEHICLE_POWER_KW * 3600 / settings.time_scale
+    if longest_s * 1000 > CONSUMER_TIMEOUT_MS:
+        log.warning(
+            "at time scale %g the longest possible session lasts %.0f wall hours, beyond the "
+            "broker's consumer timeout (%.0f h): it would be redelivered before it completes",
+            settings.time_scale,
+            longest_s / 3600,
+            CONSUMER_TIMEOUT_MS / 3_600_000,
+        )
     service = WorkerService(settings, registry)
     start_metrics_server(settings.metrics_host, settings.metrics_port, registry)
     log.info(

@@ -52,8 +52,11 @@ def result() -> RunResult:
     for rid, sid in ((done_once, "a"), (done_twice, "b")):
         state.on_event(event(rid, EventKind.DISPATCHED, 1, substation_id=sid))
         state.on_event(event(rid, EventKind.STARTED, 2, substation_id=sid))
-        state.on_event(event(rid, EventKind.COMPLETED, 3, substation_id=sid, energy_kwh=10.0))
-    # At least once: the same completion delivered again, then a real second charge
+        completed = event(rid, EventKind.COMPLETED, 3, substation_id=sid, energy_kwh=10.0)
+        # At least once: the same completion event (same event_id) said twice is one charge
+        state.on_event(completed)
+        state.on_event(completed)
+    # A second charging session of the same request (another event) is a duplicate
     state.on_event(event(done_twice, EventKind.COMPLETED, 4, substation_id="b", energy_kwh=10.0))
     state.on_event(event(dead, EventKind.DEAD_LETTERED, 1, reason="invalid ChargeRequest: x"))
     state.on_heartbeat(heartbeat("a", 100, 50, 1))

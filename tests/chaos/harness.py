@@ -1,0 +1,219 @@
+"""What every chaos scenario shares: a grid, steady load with a fault injected part way, and the
+score, kept the way RabbitMQ's Jepsen test scores a queue.
+
+accepted = every 202 (or publisher confirm); at the end everything is drained; lost = accepted -
+completed - explicitly rejected, which must be 0; duplicates are allowed on the wire, but a
+request_id completes (is charged) once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from contracts import Topology
+from loadgen.grid import LocalGrid, SubstationSpec, metric_value
+from loadgen.report import Report, build_report
+from loadgen.run import RunOptions, RunResult, run_load
+from loadgen.settings import LoadgenSettings
+from messaging import AmqpSettings, Session
+
+SUBSTATIONS = (
+    SubstationSpec("s150", 150.0, 8),
+    SubstationSpec("s300", 300.0, 16),
+    SubstationSpec("s600", 600.0, 32),
+)
+IDS = [s.id for s in SUBSTATIONS]
+# Sessions last seconds at x3600, so a fault finds some charging and some waiting.
+TIME_SCALE = 3600.0
+HEARTBEAT_S = 0.5
+# Reconnects in the tests should not wait out the default 15 s cap.
+FAST_RECONNECT = {"SMARTGRID_RECONNECT_MAX_S": "2", "SMARTGRID_DRAIN_TIMEOUT_S": "3"}
+
+
+@dataclass
+class Score:
+    scenario: str
+    accepted: int
+    completed: int
+    rejected: int
+    duplicates: int
+    lost: int
+    recover_s: float | None
+    note: str = ""
+
+
+SCORES: list[Score] = []
+
+
+def score(scenario: str, report: Report, recover_s: float | None, note: str = "") -> Score:
+    s = Score(
+        scenario,
+        report.accepted,
+        report.completed,
+        report.rejected,
+        report.duplicates,
+        report.lost,
+        recover_s,
+        note,
+    )
+    SCORES.append(s)
+    return s
+
+
+def render_scores(scores: list[Score]) -> list[str]:
+    head = (
+        "scenario",
+        "accepted",
+        "completed",
+        "rejected",
+        "duplicates",
+        "lost",
+        "time to recover",
+    )
+    rows = [
+        (
+            s.scenario,
+            str(s.accepted),
+            str(s.completed),
+            str(s.rejected),
+            str(s.duplicates),
+            str(s.lost),
+            f"{'-' if s.recover_s is None else f'{s.recover_s:.2f}s'} {s.note}".strip(),
+        )
+        for s in scores
+    ]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    line = "  ".join
+    return [line(h.ljust(w) for h, w in zip(head, widths, strict=True))] + [
+        line(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows
+    ]
+
+
+@contextmanager
+def chaos_grid(
+    settings: AmqpSettings, topology: Topology, log_dir: Path, **kw: Any
+) -> Iterator[LocalGrid]:
+    env = {**FAST_RECONNECT, **kw.pop("extra_env", {})}
+    grid = LocalGrid(
+        SUBSTATIONS,
+        settings=settings.model_copy(update={"namespace": topology.namespace}),
+        time_scale=TIME_SCALE,
+        heartbeat_interval_s=HEARTBEAT_S,
+        log_dir=log_dir,
+        extra_env=env,
+        **kw,
+    )
+    with grid:
+        yield grid
+
+
+def loadgen_settings(grid: LocalGrid) -> LoadgenSettings:
+    return LoadgenSettings(amqp_url=grid.settings.amqp_url, namespace=grid.namespace)
+
+
+async def load_with_fault(
+    grid: LocalGrid,
+    fault: Callable[[], Awaitable[None]],
+    *,
+    after_s: float = 3.0,
+    rate: float = 25.0,
+    requests: int = 200,
+    via: str = "http",
+    settle_s: float = 90.0,
+) -> RunResult:
+    """Steady load; ``fault()`` runs ``after_s`` into it. Waits until every accepted request
+    finished (or ``settle_s``)."""
+
+    async def inject() -> None:
+        await asyncio.sleep(after_s)
+        await fault()
+
+    injector = asyncio.create_task(inject())
+    options = RunOptions(
+        via=via,  # type: ignore[arg-type]
+        rate=rate,
+        requests=requests,
+        seed=7,
+        settle_s=settle_s,
+        gateway_url=grid.gateway_url,
+    )
+    try:
+        return await run_load(loadgen_settings(grid), options)
+    finally:
+        await injector
+
+
+def metric(grid: LocalGrid, process: str, name: str, **labels: str) -> float:
+    try:
+        text = httpx.get(grid.metrics_urls[process], timeout=2).text
+    except httpx.HTTPError:
+        return float("nan")
+    return metric_value(text, name, labels or None) or 0.0
+
+
+def metric_sum(grid: LocalGrid, process: str, name: str) -> float:
+    """The sum of every series of ``name`` (all label values); NaN if the process is gone."""
+    try:
+        text = httpx.get(grid.metrics_urls[process], timeout=2).text
+    except httpx.HTTPError:
+        return float("nan")
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+async def wait_for(condition: Callable[[], bool], within_s: float, poll_s: float = 0.05) -> float:
+    """Seconds until ``condition()`` held; AssertionError after ``within_s``."""
+    start = time.monotonic()
+    while not await asyncio.to_thread(condition):
+        if time.monotonic() - start > within_s:
+            raise AssertionError(f"condition not met within {within_s}s")
+        await asyncio.sleep(poll_s)
+    return time.monotonic() - start
+
+
+async def drained(settings: AmqpSettings, topology: Topology) -> dict[str, int]:
+    """Ready messages left in the requests queue and every substation queue (should be 0)."""
+    session = await Session.open(settings, "smartgrid-chaos-check")
+    try:
+        queues = [topology.requests_queue, *(topology.substation_queue(s) for s in IDS)]
+        return {q: await session.queue_depth(q) for q in queues}
+    finally:
+        await session.close()
+
+
+def assert_nothing_lost(result: RunResult, report: Report) -> None:
+    assert report.accepted > 0
+    assert report.lost == 0, f"lost {report.lost}: {report.lost_ids[:5]}"
+    assert report.completed + sum(report.rejected_downstream.values()) == report.accepted
+    assert report.duplicates == 0, "a request was charged twice"
+    assert result.settled
+
+
+__all__ = [
+    "IDS",
+    "SCORES",
+    "Score",
+    "assert_nothing_lost",
+    "build_report",
+    "chaos_grid",
+    "drained",
+    "load_with_fault",
+    "metric",
+    "metric_sum",
+    "render_scores",
+    "score",
+    "wait_for",
+]

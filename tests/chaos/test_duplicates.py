@@ -1,0 +1,105 @@
+"""Duplicates on the wire, one charge each: the same request_id published twice, and a
+dispatcher that dies between the broker's confirm of an assignment and its ack of the request."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from contracts import ChargeRequest, EventKind, Topology
+from loadgen.observe import GridObserver
+from messaging import AmqpSettings, Session
+from tests.chaos.harness import (
+    IDS,
+    assert_nothing_lost,
+    build_report,
+    chaos_grid,
+    drained,
+    load_with_fault,
+    metric,
+    metric_sum,
+    score,
+)
+from tests.conftest import register_substations
+
+CRASH_AT = 120  # confirms, of 200 requests
+
+
+@pytest.mark.timeout(180)
+async def test_the_same_request_id_twice_completes_once(
+    amqp_settings: AmqpSettings, topology: Topology, tmp_path: Path
+) -> None:
+    register_substations(topology, IDS)
+    with chaos_grid(amqp_settings, topology, tmp_path) as grid:
+        async with GridObserver(grid.settings, topology) as observer:
+            session = await Session.open(grid.settings, "smartgrid-chaos-duplicates")
+            try:
+                twins = [
+                    ChargeRequest(vehicle_id=f"EV-TWIN-{i}", energy_kwh=20, max_power_kw=11)
+                    for i in range(20)
+                ]
+                # Given each request published twice at once, and again a second later
+                for request in twins:
+                    body = request.model_dump_json().encode()
+                    await asyncio.gather(
+                        session.publish(topology.requests_exchange, "", body),
+                        session.publish(topology.requests_exchange, "", body),
+                    )
+                await asyncio.sleep(1)
+                for request in twins:
+                    body = request.model_dump_json().encode()
+                    await session.publish(topology.requests_exchange, "", body)
+            finally:
+                await session.close()
+            state = observer.state
+            ids = {r.request_id for r in twins}
+            deadline = time.monotonic() + 60
+            while not ids <= state.by_kind[EventKind.COMPLETED] and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(2)  # time for a second completion, were there one
+        dropped = metric(grid, "dispatcher", "smartgrid_dispatcher_duplicates_total")
+        left = await drained(grid.settings, topology)
+    # Then every one completed, exactly once, and the dispatcher dropped the copies
+    assert ids <= state.by_kind[EventKind.COMPLETED]
+    assert {len(state.completion_events[r]) for r in ids} == {1}
+    assert dropped == 2 * len(twins)
+    assert set(left.values()) == {0}, left
+
+
+@pytest.mark.timeout(240)
+async def test_a_dispatcher_dying_between_confirm_and_ack_charges_once(
+    amqp_settings: AmqpSettings, topology: Topology, tmp_path: Path
+) -> None:
+    register_substations(topology, IDS)
+    # Both dispatchers carry the fault; the active one reaches it, the standby never does.
+    fault = {"SMARTGRID_FAULT_EXIT_AFTER_CONFIRMS": str(CRASH_AT)}
+    with chaos_grid(
+        amqp_settings,
+        topology,
+        tmp_path,
+        dispatchers=2,
+        process_env={"dispatcher": fault, "dispatcher-2": fault},
+    ) as grid:
+        crashed = [p for p in grid.processes if p.name.startswith("dispatcher")]
+
+        async def nothing() -> None:
+            return None
+
+        result = await load_with_fault(grid, nothing, requests=200)
+        codes = {p.name: (p.popen.poll() if p.popen else None) for p in crashed}
+        survivor = next(name for name, code in codes.items() if code is None)
+        dropped = metric_sum(grid, survivor, "smartgrid_dispatcher_duplicates_total")
+        resent = metric_sum(grid, survivor, "smartgrid_dispatcher_resent_total")
+        left = await drained(grid.settings, topology)
+    report = build_report(result, IDS)
+    score("dispatcher dies after confirm", report, None, f"{dropped + resent:.0f} came back")
+    # One dispatcher died at the fault, the other took over
+    assert sorted(c for c in codes.values() if c is not None) == [137], codes
+    # What it had announced but not acked came back to the standby, which sent it to the same
+    # substation (whose worker dropped the copy) rather than charge it somewhere else too
+    assert dropped + resent >= 1
+    assert_nothing_lost(result, report)
+    assert set(left.values()) == {0}, left

@@ -1,0 +1,114 @@
+"""Processes die under load: a worker killed, a worker stopped, the active dispatcher killed."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from contracts import Topology
+from messaging import AmqpSettings
+from tests.chaos.harness import (
+    IDS,
+    assert_nothing_lost,
+    build_report,
+    chaos_grid,
+    drained,
+    load_with_fault,
+    metric,
+    metric_sum,
+    score,
+    wait_for,
+)
+from tests.conftest import register_substations
+
+VICTIM = "s600"
+
+
+@pytest.mark.timeout(240)
+async def test_kill_9_a_worker_under_load(
+    amqp_settings: AmqpSettings, topology: Topology, tmp_path: Path
+) -> None:
+    register_substations(topology, IDS)
+    with chaos_grid(amqp_settings, topology, tmp_path) as grid:
+        out_of_rotation: list[float] = []
+
+        async def kill() -> None:
+            grid.send_signal(f"worker-{VICTIM}", signal.SIGKILL)
+            stale = "smartgrid_dispatcher_substations"
+            out_of_rotation.append(
+                await wait_for(lambda: metric(grid, "dispatcher", stale, state="stale") >= 1, 15)
+            )
+
+        # Given steady load, when the biggest worker is killed -9 three seconds in
+        result = await load_with_fault(grid, kill)
+        reclaimed = metric(
+            grid, "dispatcher", "smartgrid_dispatcher_reclaimed_total", substation=VICTIM
+        )
+        left = await drained(grid.settings, topology)
+    report = build_report(result, IDS)
+    score("kill -9 a worker", report, out_of_rotation[0], "out of rotation")
+    # Then every accepted request completed, once, and nothing is left in any queue
+    assert_nothing_lost(result, report)
+    assert set(left.values()) == {0}, left
+    # What waited at the victim, or was charging there, was taken back and completed elsewhere
+    assert reclaimed > 0
+    survivors = {r.substation_id: r.requests for r in report.substations}
+    assert survivors["s150"] + survivors["s300"] >= reclaimed
+
+
+@pytest.mark.timeout(240)
+async def test_sigterm_drains_a_worker_which_exits_0(
+    amqp_settings: AmqpSettings, topology: Topology, tmp_path: Path
+) -> None:
+    register_substations(topology, IDS)
+    with chaos_grid(amqp_settings, topology, tmp_path) as grid:
+        drain_s: list[float] = []
+        codes: list[int | None] = []
+
+        async def stop() -> None:
+            started = time.monotonic()
+            grid.send_signal(f"worker-{VICTIM}", signal.SIGTERM)
+            (proc,) = [p for p in grid.processes if p.name == f"worker-{VICTIM}"]
+            assert proc.popen is not None
+            codes.append(await asyncio.to_thread(proc.popen.wait, 30))
+            drain_s.append(time.monotonic() - started)
+
+        result = await load_with_fault(grid, stop)
+        left = await drained(grid.settings, topology)
+    report = build_report(result, IDS)
+    score("SIGTERM a worker", report, drain_s[0], "to drain and exit")
+    assert codes == [0]
+    assert_nothing_lost(result, report)
+    assert set(left.values()) == {0}, left
+
+
+@pytest.mark.timeout(240)
+async def test_kill_9_the_active_dispatcher_and_the_standby_takes_over(
+    amqp_settings: AmqpSettings, topology: Topology, tmp_path: Path
+) -> None:
+    register_substations(topology, IDS)
+    decisions = "smartgrid_dispatcher_decisions_total"
+    with chaos_grid(amqp_settings, topology, tmp_path, dispatchers=2) as grid:
+        takeover: list[float] = []
+
+        async def kill_active() -> None:
+            counts = {d: metric_sum(grid, d, decisions) for d in ("dispatcher", "dispatcher-2")}
+            active = max(counts, key=lambda d: counts[d])
+            standby = "dispatcher-2" if active == "dispatcher" else "dispatcher"
+            assert counts[active] > 0
+            assert counts[standby] == 0  # single active consumer: only one dispatches
+            grid.send_signal(active, signal.SIGKILL)
+            takeover.append(
+                await wait_for(lambda: metric_sum(grid, standby, decisions) > 0, 30, 0.02)
+            )
+
+        result = await load_with_fault(grid, kill_active)
+        left = await drained(grid.settings, topology)
+    report = build_report(result, IDS)
+    score("kill -9 the active dispatcher", report, takeover[0], "standby takeover")
+    assert_nothing_lost(result, report)
+    assert set(left.values()) == {0}, left
