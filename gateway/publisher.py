@@ -78,6 +78,11 @@ class AmqpRequestPublisher:
         session = self._link.session
         return session is not None and session.is_open
 
+    @property
+    def connections_made(self) -> int:
+        """Connections set up so far (more than one: it reconnected)."""
+        return self._link.connects
+
     async def _setup(self, session: Session) -> None:
         topo = self.topology
         await session.declare_all(topo.exchanges(), topo.core_queues(), topo.core_bindings())

@@ -128,6 +128,10 @@ class PrivateBroker:
         self._ctl("start_app")
         self.wait_open()
 
+    def memory_alarm(self, on: bool) -> None:
+        """Raise (or clear) a memory alarm: the broker blocks every publishing connection."""
+        self._ctl("set_vm_memory_high_watermark", "0.00001" if on else "0.4")
+
     def stop(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             self._ctl("stop")
