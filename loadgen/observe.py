@@ -8,7 +8,6 @@ or by the broker once unused for ten minutes).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import uuid
@@ -56,8 +55,6 @@ class GridObserver:
         self.heartbeat_queue = f"{topology.namespace}.loadgen.heartbeats.{tag}"
         self.event_queue = f"{topology.namespace}.loadgen.events.{tag}"
         self._link = BrokerLink(settings, f"smartgrid-loadgen-{tag}", self._setup)
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     async def _setup(self, session: Session) -> None:
         t = self.topology
@@ -92,18 +89,10 @@ class GridObserver:
         """
         probe = await Session.open(self.settings, "smartgrid-loadgen-probe")
         await probe.close()
-        self._task = asyncio.create_task(self._link.run(self._stop))
-        ready = asyncio.create_task(self._link.ready.wait())
-        done, _ = await asyncio.wait(
-            {self._task, ready}, timeout=self.connect_timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
-        if ready not in done:
-            ready.cancel()
-            await self.stop()  # re-raises a fatal refusal from the link, if that was it
-            raise BrokerUnavailable(
-                f"could not follow {self.topology.namespace} at {self.settings.redacted_url()}"
-                f" within {self.connect_timeout_s:.0f}s"
-            )
+        try:
+            await self._link.start(self.connect_timeout_s)
+        except BrokerUnavailable as exc:
+            raise BrokerUnavailable(f"could not follow {self.topology.namespace}: {exc}") from exc
         return self
 
     @property
@@ -116,11 +105,7 @@ class GridObserver:
         if self.events and session is not None and session.is_open:
             with contextlib.suppress(MessagingError):
                 await session.delete_queue(self.event_queue)
-        self._stop.set()
-        task, self._task = self._task, None
-        if task is not None:
-            with contextlib.suppress(TimeoutError):  # wait_for cancels it on timeout
-                await asyncio.wait_for(task, 10)
+        await self._link.stop()
 
     async def __aenter__(self) -> GridObserver:
         return await self.start()

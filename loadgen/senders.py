@@ -106,25 +106,16 @@ class AmqpSender:
         self.topology = topology
         self.timeout_s = timeout_s
         self._link = BrokerLink(settings, "smartgrid-loadgen-publisher", self._setup)
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     async def _setup(self, session: Session) -> None:
         t = self.topology
         await session.declare_all(t.exchanges(), t.core_queues(), t.core_bindings())
 
     async def __aenter__(self) -> AmqpSender:
-        self._task = asyncio.create_task(self._link.run(self._stop))
-        ready = asyncio.create_task(self._link.ready.wait())
-        done, _ = await asyncio.wait(
-            {self._task, ready}, timeout=CONNECT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
-        )
-        if ready not in done:
-            ready.cancel()
-            await self._close()
-            raise IngressUnreachable(
-                f"cannot publish to {self.settings.redacted_url()} within {CONNECT_TIMEOUT_S:.0f}s"
-            )
+        try:
+            await self._link.start(CONNECT_TIMEOUT_S)
+        except MessagingError as exc:
+            raise IngressUnreachable(f"cannot publish: {exc}") from exc
         return self
 
     async def __aexit__(
@@ -133,14 +124,8 @@ class AmqpSender:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._close()
-
-    async def _close(self) -> None:
-        self._stop.set()
-        task, self._task = self._task, None
-        if task is not None:
-            with contextlib.suppress(TimeoutError, MessagingError):
-                await asyncio.wait_for(task, 10)
+        with contextlib.suppress(MessagingError):
+            await self._link.stop()
 
     async def send(self, request_id: UUID, body: dict[str, Any]) -> str:
         session = self._link.session

@@ -39,6 +39,8 @@ class BrokerLink:
         self.session: Session | None = None
         self.ready = asyncio.Event()
         self.connects = 0
+        self._background: asyncio.Task[None] | None = None
+        self._stop_background = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set: stay connected. Raises FatalBrokerError on a fatal refusal."""
@@ -81,6 +83,34 @@ class BrokerLink:
                     self._on_lost()
             else:
                 await session.close()
+
+    async def start(self, within_s: float) -> None:
+        """Run in the background; return once connected and set up.
+
+        Raises BrokerUnavailable if that takes longer than ``within_s`` (the link is stopped
+        then), or what ended the link (FatalBrokerError) if it gave up first.
+        """
+        self._stop_background = asyncio.Event()
+        self._background = asyncio.create_task(self.run(self._stop_background))
+        ready = asyncio.create_task(self.ready.wait())
+        done, _ = await asyncio.wait(
+            {self._background, ready}, timeout=within_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if ready not in done:
+            ready.cancel()
+            await self.stop()  # re-raises a fatal refusal, if that is what ended the link
+            raise BrokerUnavailable(
+                f"no usable connection to {self._settings.redacted_url()} within {within_s:.0f}s"
+            )
+
+    async def stop(self, within_s: float = 10.0) -> None:
+        """Stop what ``start`` started; re-raises what ended the link, if anything did."""
+        task, self._background = self._background, None
+        if task is None:
+            return
+        self._stop_background.set()
+        with contextlib.suppress(TimeoutError):  # wait_for cancels it on timeout
+            await asyncio.wait_for(task, within_s)
 
     async def wait_ready(self, within_s: float) -> Session:
         await asyncio.wait_for(self.ready.wait(), within_s)
