@@ -13,7 +13,7 @@ help:
 	@echo "make install   create .venv and install smartgrid with its dev tools"
 	@echo "make test      make sure RabbitMQ answers (start a local one if needed), run pytest"
 	@echo "make demo      local grid of three substations, a burst of 600 requests, live view"
-	@echo "make lint      ruff check + ruff format --check"
+	@echo "make lint      ruff check + ruff format --check + mypy"
 	@echo "make schemas   write the messages' JSON Schemas to docs/schemas"
 
 install:
@@ -34,6 +34,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
 
 schemas: $(STAMP)
 	$(PY) -m contracts schema --out docs/schemas

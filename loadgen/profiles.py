@@ -84,7 +84,7 @@ def arrivals(
     span = duration_s if duration_s is not None else planned_duration(profile, rate, requests or 0)
     n = requests if requests is not None else _poisson(rng, mean_rate(profile, rate) * span)
     shape = _INTENSITY[profile]
-    times = []
+    times: list[float] = []
     while len(times) < n:
         # Thinning: uniform candidates kept with probability intensity/peak.
         x = rng.random()

@@ -6,7 +6,7 @@ by distinct ``request_id``; a second ``completed`` event for one id is a duplica
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
@@ -187,7 +187,7 @@ class GridState:
         ids = list(order or [])
         ids += sorted({*self.substations, *(s for s, _ in completions.values() if s)} - set(ids))
         requests: Counter[str] = Counter()
-        energy: Counter[str] = Counter()
+        energy: dict[str, float] = defaultdict(float)
         for sid, kwh in completions.values():
             if sid is not None:
                 requests[sid] += 1

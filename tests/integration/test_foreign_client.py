@@ -49,7 +49,7 @@ async def _follow(
 ) -> dict[EventKind, set[uuid.UUID]]:
     async with GridObserver(settings, topology) as observer:
         state = observer.state
-        request = {"request_id": str(valid), "vehicle_id": "C-CLIENT-1"}
+        request: dict[str, object] = {"request_id": str(valid), "vehicle_id": "C-CLIENT-1"}
         request |= {"energy_kwh": 20.5, "max_power_kw": 11}
         _publish(tool, settings, topology.requests_exchange, json.dumps(request))
         # energy_kwh missing: not a ChargeRequest
