@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # Rebuilt when pyproject.toml changes (new dependency) or when .venv is missing.
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test demo lint schemas
+.PHONY: help install test demo lint schemas env up down load prometheus
 
 help:
 	@echo "make install   create .venv and install smartgrid with its dev tools"
@@ -15,6 +15,11 @@ help:
 	@echo "make demo      local grid of three substations, a burst of 600 requests, live view"
 	@echo "make lint      ruff check + ruff format --check + mypy"
 	@echo "make schemas   write the messages' JSON Schemas to docs/schemas"
+	@echo "make env       deploy/.env from deploy/.env.example, with random passwords (once)"
+	@echo "make up        the whole stack in Docker: broker, grid, Prometheus, Grafana"
+	@echo "make load      rush-hour load against the Docker stack for 60 s"
+	@echo "make down      stop the Docker stack (volumes kept; down -v removes them)"
+	@echo "make prometheus  local Prometheus (Debian package) scraping the grid make demo starts"
 
 install:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,3 +43,29 @@ lint: $(STAMP)
 
 schemas: $(STAMP)
 	$(PY) -m contracts schema --out docs/schemas
+
+# -- the Docker stack (deploy/compose.yaml) ------------------------------------------------------
+COMPOSE := docker compose -f deploy/compose.yaml --env-file deploy/.env
+
+env: deploy/.env
+
+deploy/.env:
+	@python3 -c 'import re, secrets, sys; \
+	src = open("deploy/.env.example").read(); \
+	sys.stdout.write(re.sub(r"(?m)^([A-Z_]+)=$$", lambda m: m.group(1) + "=" + secrets.token_hex(24), src))' > $@
+	@chmod 600 $@
+	@echo "wrote $@ with random passwords; the Grafana one: grep GRAFANA $@"
+
+up: deploy/.env
+	$(COMPOSE) up -d --build --wait
+	@echo "gateway http://127.0.0.1:8000/docs  management UI http://127.0.0.1:15672 (admin)"
+	@echo "Prometheus http://127.0.0.1:9090  Grafana http://127.0.0.1:3000 (admin)"
+
+load: deploy/.env
+	$(COMPOSE) --profile load run --rm loadgen
+
+down:
+	$(COMPOSE) down
+
+prometheus: $(STAMP)
+	$(PY) -m loadgen prometheus

@@ -1,13 +1,17 @@
-"""``smartgrid-contracts schema``: print or write the JSON Schema of every message."""
+"""``smartgrid-contracts``: the JSON Schema of every message, and RabbitMQ definitions."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import typer
 
+from contracts.definitions import DefinitionsError, build_definitions, passwords_from_env, roles
 from contracts.messages import MESSAGES
 from contracts.schema import render
+from contracts.topology import DEFAULT_NAMESPACE, Topology
 
 app = typer.Typer(help="The smartgrid wire contract.", no_args_is_help=True, add_completion=False)
 
@@ -37,6 +41,35 @@ def schema(
     for n in names:
         (out / f"{n}.schema.json").write_text(render(n))
         typer.echo(f"wrote {out / f'{n}.schema.json'}")
+
+
+@app.command()
+def definitions(
+    out: Path = typer.Option(..., "--out", "-o", help="Write the definitions JSON here."),
+    namespace: str = typer.Option(DEFAULT_NAMESPACE, envvar="SMARTGRID_NAMESPACE"),
+    vhost: str = typer.Option("smartgrid", envvar="SMARTGRID_VHOST"),
+    user_prefix: str = typer.Option("", help="Prefix of every user name (tests use one)."),
+) -> None:
+    """Write RabbitMQ definitions: vhost, one least-privilege user per role, core topology.
+
+    Passwords come from the environment only (RABBITMQ_<ROLE>_PASSWORD); the file holds their
+    salted hashes. The broker loads it at boot (load_definitions in rabbitmq.conf)."""
+    topology = Topology(namespace)
+    try:
+        doc = build_definitions(
+            topology,
+            passwords_from_env(os.environ, topology),
+            vhost=vhost,
+            user_prefix=user_prefix,
+        )
+    except DefinitionsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Salted hashes only; the broker's container runs as another user and must read it.
+    out.write_text(json.dumps(doc, indent=2))
+    users = ", ".join(user_prefix + r.name for r in roles(topology))
+    typer.echo(f"wrote {out}: vhost {vhost}, users {users}")
 
 
 def main() -> None:

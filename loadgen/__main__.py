@@ -221,6 +221,7 @@ def run_cmd(
             settle_s=settle,
             request_timeout_s=request_timeout,
             gateway_url=settings.gateway_url,
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -318,6 +319,14 @@ def demo_cmd(
         envvar="LOADGEN_KEEP_NAMESPACE",
         help="Leave the demo's queues and exchanges for inspection.",
     ),
+    linger: float = typer.Option(
+        0.0,
+        "--linger",
+        envvar="LOADGEN_LINGER",
+        min=0,
+        max=24 * 3600,
+        help="Keep the grid up this many seconds after the burst (to look at it in Prometheus).",
+    ),
     amqp_url: str | None = AMQP_URL,
     log_level: str | None = LOG_LEVEL,
 ) -> None:
@@ -342,10 +351,46 @@ def demo_cmd(
         policy=policy,
         time_scale=time_scale,
         keep_namespace=keep_namespace,
+        linger_s=linger,
     )
     with _friendly_errors(console):
         code = run_demo(settings, opts, console)
     raise typer.Exit(code)
+
+
+@app.command("prometheus")
+def prometheus_cmd(
+    targets_dir: Path = typer.Option(
+        Path(".demo/prometheus"),
+        "--targets-dir",
+        help="Where grids write their targets (make demo: .demo/prometheus).",
+    ),
+    listen: str = typer.Option("127.0.0.1:9090", "--listen", help="Prometheus' web address."),
+    rabbitmq: str = typer.Option(
+        "127.0.0.1:15692", "--rabbitmq", help="RabbitMQ's Prometheus plugin (host:port)."
+    ),
+) -> None:
+    """Run a local Prometheus (Debian's `prometheus` package) on the demo grid's targets.
+
+    Same jobs, labels and alert rules as deploy/compose.yaml's; it follows grids as they start
+    and stop. Runs in the foreground until Ctrl-C."""
+    import os
+
+    from loadgen import local_prometheus
+
+    console = _console()
+    config_path = local_prometheus.write_config(targets_dir, rabbitmq=rabbitmq)
+    try:
+        cmd = local_prometheus.command(config_path, listen=listen)
+    except local_prometheus.PrometheusNotFound as exc:
+        from loadgen.view import print_error
+
+        print_error(console, str(exc))
+        raise typer.Exit(1) from None
+    console.print(
+        f"Prometheus on http://{listen} with {config_path}; targets follow {targets_dir}/*.json"
+    )
+    os.execv(cmd[0], cmd)
 
 
 @app.command("ensure-broker")

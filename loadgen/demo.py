@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,8 @@ class DemoOptions:
     substations: tuple[SubstationSpec, ...] = DEMO_SUBSTATIONS
     log_root: Path = Path(".demo")
     keep_namespace: bool = False
+    # Keep the grid up this long after the burst, e.g. to look at it in Prometheus.
+    linger_s: float = 0.0
 
 
 def run_demo(settings: AmqpSettings, opts: DemoOptions, console: Console) -> int:
@@ -65,6 +68,8 @@ def run_demo(settings: AmqpSettings, opts: DemoOptions, console: Console) -> int
         heartbeat_interval_s=opts.heartbeat_interval_s,
         log_dir=opts.log_root / namespace,
         log_level="INFO",
+        # `make prometheus` (loadgen.local_prometheus) scrapes whatever is listed here.
+        targets_dir=opts.log_root / "prometheus",
     )
     console.print(
         f"starting the grid in namespace [bold]{namespace}[/]: gateway, dispatcher "
@@ -90,6 +95,12 @@ def run_demo(settings: AmqpSettings, opts: DemoOptions, console: Console) -> int
             gateway_url=grid.gateway_url,
         )
         result = run_live(settings, options, console)
+        if opts.linger_s > 0 and not result.interrupted:
+            console.print(
+                f"the grid stays up for {opts.linger_s:g} s (Ctrl-C stops it); metrics: "
+                + ", ".join(grid.metrics_urls.values())
+            )
+            time.sleep(opts.linger_s)
     except KeyboardInterrupt:
         console.print("interrupted; stopping the grid")
     finally:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -187,9 +188,12 @@ class LocalGrid:
         dispatchers: int = 1,
         extra_env: Mapping[str, str] | None = None,
         process_env: Mapping[str, Mapping[str, str]] | None = None,
+        targets_dir: Path | None = None,
     ) -> None:
         """``dispatchers`` > 1 starts standbys ("dispatcher-2", ...) on the same requests queue;
-        ``extra_env`` goes to every process, ``process_env[name]`` to one."""
+        ``extra_env`` goes to every process, ``process_env[name]`` to one. With ``targets_dir``,
+        the processes' /metrics addresses are written there for Prometheus (file_sd, see
+        loadgen.local_prometheus) while the grid runs."""
         self.substations = [
             s if isinstance(s, SubstationSpec) else SubstationSpec(*s) for s in substations
         ]
@@ -212,6 +216,7 @@ class LocalGrid:
         self.dispatchers = dispatchers
         self.extra_env = dict(extra_env or {})
         self.process_env = {k: dict(v) for k, v in (process_env or {}).items()}
+        self.targets_dir = targets_dir
         self.processes: list[GridProcess] = []
         self.gateway_url = ""
 
@@ -328,6 +333,7 @@ class LocalGrid:
                     preexec_fn=preexec,  # only a prctl call, see _pdeathsig
                 )
             self._wait_ready()
+            self._write_targets(running=True)
         except BaseException:
             self.stop()
             raise
@@ -389,6 +395,25 @@ class LocalGrid:
                     p.log_file.close()
                     p.log_file = None
             _RUNNING.discard(self)
+            # Gone targets would read as substations down.
+            self._write_targets(running=False)
+
+    def prometheus_targets(self) -> dict[str, list[tuple[str, str]]]:
+        """Prometheus job -> [(host:port, process name)] of the running processes."""
+        jobs: dict[str, list[tuple[str, str]]] = {}
+        for p in self.processes:
+            job = "substation" if p.name.startswith("worker-") else p.name.split("-")[0]
+            jobs.setdefault(job, []).append((urlsplit(p.metrics_url).netloc, p.name))
+        return jobs
+
+    def _write_targets(self, *, running: bool) -> None:
+        if self.targets_dir is None:
+            return
+        from loadgen.local_prometheus import write_targets
+
+        write_targets(
+            self.targets_dir, self.namespace, self.prometheus_targets() if running else {}
+        )
 
     def send_signal(self, name: str, sig: signal.Signals) -> None:
         """Send ``sig`` to one process (e.g. "worker-s150") and its group; it is not restarted."""

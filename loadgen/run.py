@@ -44,6 +44,7 @@ class RunOptions:
     settle_s: float = 60.0
     request_timeout_s: float = 10.0
     gateway_url: str = "http://127.0.0.1:8000"
+    api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.via not in ("http", "amqp"):
@@ -126,7 +127,10 @@ def _sender(settings: AmqpSettings, topology: Topology, options: RunOptions) -> 
     if options.via == "amqp":
         return AmqpSender(settings, topology, timeout_s=options.request_timeout_s)
     return HttpSender(
-        options.gateway_url, concurrency=options.concurrency, timeout_s=options.request_timeout_s
+        options.gateway_url,
+        concurrency=options.concurrency,
+        timeout_s=options.request_timeout_s,
+        api_key=options.api_key,
     )
 
 

@@ -51,10 +51,13 @@ class HttpSender:
 
     via = "http"
 
-    def __init__(self, gateway_url: str, *, concurrency: int, timeout_s: float) -> None:
+    def __init__(
+        self, gateway_url: str, *, concurrency: int, timeout_s: float, api_key: str | None = None
+    ) -> None:
         self.base_url = gateway_url.rstrip("/")
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self._client = httpx.AsyncClient(limits=limits, timeout=timeout_s)
+        headers = {"X-API-Key": api_key} if api_key else None
+        self._client = httpx.AsyncClient(limits=limits, timeout=timeout_s, headers=headers)
 
     async def __aenter__(self) -> HttpSender:
         await self.check()

@@ -334,7 +334,9 @@ class Session:
                 self.channel.queue_bind,
                 queue=spec.queue,
                 exchange=spec.exchange,
-                routing_key=spec.routing_key or None,
+                # Explicit "": pika's None means "the queue's name", which is what the management
+                # UI would then show as the key of every fanout binding.
+                routing_key=spec.routing_key,
             )
         )
 

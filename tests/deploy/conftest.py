@@ -1,0 +1,54 @@
+"""Tools the deploy checks need: promtool, prometheus, docker compose. In CI (CI=true) a
+missing tool fails the test loudly; elsewhere the test is skipped with how to get it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing(what: str, how: str) -> None:
+    message = f"{what} is not installed ({how})"
+    if in_ci():
+        pytest.fail(message + "; .ci/run installs it", pytrace=False)
+    pytest.skip(message)
+
+
+def require(binary: str, how: str) -> str:
+    found = shutil.which(binary) or shutil.which(binary, path="/usr/bin:/usr/local/bin")
+    if found is None:
+        missing(binary, how)
+        raise AssertionError("unreachable")
+    return found
+
+
+def _works(cmd: list[str]) -> bool:
+    try:
+        out = subprocess.run([*cmd, "version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "v2." in out.stdout
+
+
+@pytest.fixture(scope="session")
+def compose() -> list[str]:
+    """The Compose v2 command: the docker CLI's plugin, or the standalone binary."""
+    for cmd in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(cmd[0]) and _works(cmd):
+            return cmd
+    missing(
+        "Docker Compose v2",
+        "the docker CLI's compose plugin, or a docker-compose v2 binary on PATH",
+    )
+    raise AssertionError("unreachable")
