@@ -9,6 +9,12 @@ Permissions are three regular expressions per user and vhost, matched against ex
 names: *configure* to declare or delete, *write* to publish to an exchange or bind a queue,
 *read* to consume from a queue or bind from an exchange. Each role's patterns list exactly what
 that process declares, binds, publishes and consumes (see its ``_setup``).
+
+RabbitMQ does not tell exchanges from queues of the same name, nor declaring from deleting: a
+process that binds ``<ns>.requests`` (queue) to ``<ns>.requests`` (exchange) needs *read* on that
+name, which also lets it consume the queue. Every process declares the core topology so that it
+works on an empty broker; that is the price (tests/integration/test_least_privilege.py shows
+what each role is refused).
 """
 
 from __future__ import annotations

@@ -1,0 +1,172 @@
+"""The compose stack's users, for real: the definitions ``smartgrid-contracts definitions``
+renders are imported into the broker (as at boot), and a whole grid runs with one user per
+role on a vhost of its own. Each role can do its job, and is refused what it has no business
+doing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+import pika
+import pika.exceptions
+import pytest
+from pydantic import SecretStr
+
+from contracts import Topology
+from contracts.definitions import build_definitions, roles
+from loadgen.grid import LocalGrid, SubstationSpec
+from loadgen.report import build_report
+from loadgen.run import RunOptions, run_load
+from loadgen.settings import LoadgenSettings
+from messaging import AmqpSettings
+from tests.management import management_client
+
+pytestmark = pytest.mark.integration
+
+SUBSTATIONS = (SubstationSpec("north", 150.0, 8), SubstationSpec("south", 600.0, 32))
+
+
+@dataclass
+class Deployment:
+    topology: Topology
+    vhost: str
+    urls: dict[str, str]  # role -> AMQP URL with its own user
+
+
+@pytest.fixture(scope="module")
+def deployment(amqp_settings: AmqpSettings) -> Iterator[Deployment]:
+    tag = uuid.uuid4().hex[:8]
+    topology = Topology(f"test-lp-{tag}")
+    vhost = f"test-lp-{tag}"
+    prefix = f"test-lp-{tag}-"
+    passwords = {r.name: secrets.token_hex(16) for r in roles(topology)}
+    doc = build_definitions(topology, passwords, vhost=vhost, user_prefix=prefix)
+    amqp = urlsplit(amqp_settings.amqp_url.get_secret_value())
+    urls = {
+        role: f"amqp://{prefix}{role}:{pw}@{amqp.hostname}:{amqp.port or 5672}/{quote(vhost)}"
+        for role, pw in passwords.items()
+    }
+    with management_client(amqp_settings) as api:
+        api.post("/definitions", json=doc).raise_for_status()
+        try:
+            yield Deployment(topology, vhost, urls)
+        finally:
+            # Deleting the vhost deletes every queue and exchange in it.
+            api.delete(f"/vhosts/{quote(vhost, safe='')}")
+            for user in doc["users"]:
+                api.delete(f"/users/{quote(user['name'], safe='')}")
+
+
+def settings_for(d: Deployment, role: str) -> AmqpSettings:
+    return AmqpSettings(amqp_url=SecretStr(d.urls[role]), namespace=d.topology.namespace)
+
+
+def test_definitions_import_the_core_topology(
+    deployment: Deployment, amqp_settings: AmqpSettings
+) -> None:
+    t = deployment.topology
+    with management_client(amqp_settings) as api:
+        queues = api.get(f"/queues/{quote(deployment.vhost, safe='')}").json()
+    by_name = {q["name"]: q for q in queues}
+    assert by_name[t.requests_queue]["type"] == "quorum"
+    assert by_name[t.requests_queue]["arguments"] == t.requests_queue_spec().arguments
+
+
+def test_a_grid_runs_with_one_least_privilege_user_per_role(
+    deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    d = deployment
+    ns = d.topology.namespace
+    process_env = {
+        "gateway": {"SMARTGRID_AMQP_URL": d.urls["gateway"]},
+        "dispatcher": {"SMARTGRID_AMQP_URL": d.urls["dispatcher"]},
+        **{f"worker-{s.id}": {"SMARTGRID_AMQP_URL": d.urls["substation"]} for s in SUBSTATIONS},
+    }
+    grid = LocalGrid(
+        SUBSTATIONS,
+        # Every process gets its own URL below; this one (the admin's) is never used by them.
+        settings=settings_for(d, "admin"),
+        time_scale=36_000.0,
+        heartbeat_interval_s=0.5,
+        log_dir=tmp_path_factory.mktemp("lp-grid"),
+        process_env=process_env,
+    )
+    loadgen = LoadgenSettings(amqp_url=SecretStr(d.urls["loadgen"]), namespace=ns)
+    with grid:
+        for via in ("http", "amqp"):
+            options = RunOptions(
+                via=via,  # type: ignore[arg-type]
+                profile="steady",
+                rate=100.0,
+                requests=150,
+                seed=3,
+                settle_s=60.0,
+                gateway_url=grid.gateway_url,
+            )
+            report = build_report(asyncio.run(run_load(loadgen, options)), ["north", "south"])
+            assert report.accepted == 150, via
+            assert report.completed == 150, via
+            assert report.lost == 0, via
+
+
+def refused(url: str, action: str, name: str) -> bool:
+    """True if the broker refuses ``action`` on ``name`` (403 ACCESS_REFUSED)."""
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        try:
+            if action == "publish":
+                ch.basic_publish(name, "x", b"{}", mandatory=False)
+            elif action == "consume":
+                # Not basic.get: quorum queues with a single active consumer refuse it (405).
+                ch.basic_cancel(ch.basic_consume(name, lambda *_: None))
+            elif action == "declare-queue":
+                ch.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+                ch.queue_delete(name)
+            else:
+                raise ValueError(action)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 403:
+                raise
+            return True
+        return False
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("role", "action", "suffix", "is_refused"),
+    [
+        # What each role needs works...
+        ("gateway", "publish", "requests", False),
+        ("dispatcher", "consume", "requests", False),
+        ("dispatcher", "publish", "substations", False),
+        ("substation", "publish", "heartbeats", False),
+        ("loadgen", "publish", "requests", False),
+        # ...and what it has no business doing is refused.
+        # RabbitMQ checks the permission before it looks for the queue.
+        ("gateway", "consume", "substation.north", True),
+        ("gateway", "consume", "heartbeats.dispatcher-0a1b2c3d", True),
+        ("gateway", "publish", "substations", True),
+        ("gateway", "declare-queue", "substation.rogue", True),
+        ("substation", "publish", "substations", True),
+        ("substation", "consume", "loadgen.events.x", True),
+        ("loadgen", "consume", "substation.north", True),
+        ("loadgen", "publish", "substations", True),
+        ("loadgen", "declare-queue", "substation.rogue", True),
+        ("dispatcher", "publish", "heartbeats", True),
+        ("substation", "declare-queue", "loadgen.events.rogue", True),
+    ],
+)
+def test_each_role_is_refused_what_it_does_not_need(
+    deployment: Deployment, role: str, action: str, suffix: str, is_refused: bool
+) -> None:
+    name = f"{deployment.topology.namespace}.{suffix}"
+    assert refused(deployment.urls[role], action, name) is is_refused
