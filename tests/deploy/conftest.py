@@ -44,7 +44,9 @@ def _works(cmd: list[str]) -> bool:
 @pytest.fixture(scope="session")
 def compose() -> list[str]:
     """The Compose v2 command: the docker CLI's plugin, or the standalone binary."""
-    for cmd in (["docker", "compose"], ["docker-compose"]):
+    # .ci/run puts the standalone binary in the venv where there is no docker CLI.
+    venv_binary = str(REPO / ".venv" / "bin" / "docker-compose")
+    for cmd in (["docker", "compose"], ["docker-compose"], [venv_binary]):
         if shutil.which(cmd[0]) and _works(cmd):
             return cmd
     missing(
