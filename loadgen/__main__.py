@@ -363,11 +363,20 @@ def prometheus_cmd(
     targets_dir: Path = typer.Option(
         Path(".demo/prometheus"),
         "--targets-dir",
+        envvar="LOADGEN_PROMETHEUS_TARGETS_DIR",
         help="Where grids write their targets (make demo: .demo/prometheus).",
     ),
-    listen: str = typer.Option("127.0.0.1:9090", "--listen", help="Prometheus' web address."),
+    listen: str = typer.Option(
+        "127.0.0.1:9090",
+        "--listen",
+        envvar="LOADGEN_PROMETHEUS_LISTEN",
+        help="Prometheus' web address.",
+    ),
     rabbitmq: str = typer.Option(
-        "127.0.0.1:15692", "--rabbitmq", help="RabbitMQ's Prometheus plugin (host:port)."
+        "127.0.0.1:15692",
+        "--rabbitmq",
+        envvar="LOADGEN_RABBITMQ_PROMETHEUS",
+        help="RabbitMQ's Prometheus plugin (host:port).",
     ),
 ) -> None:
     """Run a local Prometheus (Debian's `prometheus` package) on the demo grid's targets.

@@ -148,7 +148,7 @@ def test_env_example_holds_no_values() -> None:
 # A literal secret: key=value or key: value where the key names a password, key or secret and
 # the value is not empty, an interpolation, or guest (RabbitMQ's loopback-only default).
 SECRET_ASSIGNMENT = re.compile(
-    r"""(?ix)(password|passwd|secret|api_key|apikey)[a-z_]*\s*[:=]\s*["']?
+    r"""(?ix)(password|passwd|secret|api_key|apikey)[a-z_]*[ \t]*[:=][ \t]*["']?
         (?!\$\{|["']|\s|$|guest\b|none\b|null\b|<)(\S{6,})"""
 )
 URL_WITH_PASSWORD = re.compile(r"amqps?://[^:/\s]+:([^@\s]+)@")
