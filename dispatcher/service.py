@@ -52,6 +52,17 @@ log = logging.getLogger(__name__)
 
 # A substation silent this long is dropped from the table (and from the metrics).
 FORGET_AFTER_S = 300.0
+
+
+def silent_while_connected(
+    last_seen: float, connected_at: float, now: float, window: float
+) -> bool:
+    """A substation's queue is taken back only if it was silent for ``window`` while this
+    dispatcher could hear it: right after a reconnect every heartbeat looks old, and moving every
+    healthy substation's queue then would only churn (and duplicate) work."""
+    return now - max(last_seen, connected_at) > window
+
+
 DRAIN_TIMEOUT_S = 5.0
 # Request ids remembered as dispatched, to drop duplicates (about 100 bytes each).
 RECENT_DISPATCHED = 200_000
@@ -103,6 +114,8 @@ class Dispatcher:
         self.heartbeat_queue = f"{self.topology.heartbeats_exchange}.dispatcher-{instance}"
         self.events_queue = f"{self.topology.events_exchange}.dispatcher-{instance}"
         self._requests_consumer: str | None = None
+        # While disconnected no heartbeat arrives: silence only counts from (re)connecting.
+        self._connected_at: float | None = None
         self.link = BrokerLink(
             settings, f"smartgrid-dispatcher-{instance}", self._setup, self._lost
         )
@@ -151,8 +164,10 @@ class Dispatcher:
         await session.set_prefetch(self.settings.prefetch)
         self._requests_consumer = await session.consume(t.requests_queue, self._on_request)
         self.metrics.connected.set(1)
+        self._connected_at = self.clock()
 
     def _lost(self) -> None:
+        self._connected_at = None
         # Their delivery tags died with the channel; the broker requeued them.
         self.held.clear()
         self._pending_ids.clear()
@@ -246,11 +261,18 @@ class Dispatcher:
     # -- taking work back from substations that are gone ---------------------------------------
 
     def _should_reclaim(self, now: float) -> set[str]:
+        connected_at = self._connected_at
+        if connected_at is None:
+            return set()
+        window = self.table.stale_after_intervals
         return {
             s.substation_id
             for s in self.table
             if s.status != "unroutable"
-            and (s.status == "draining" or not self.table.is_fresh(s, now))
+            and (
+                s.status == "draining"
+                or silent_while_connected(s.last_seen, connected_at, now, window * s.interval_s)
+            )
         }
 
     async def _sync_reclaims(self, session: Session, now: float) -> None:

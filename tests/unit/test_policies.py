@@ -154,3 +154,14 @@ def test_promised_ratio_takes_the_dimension_that_binds() -> None:
                         last_seen=0, sent_at_ts=0)  # fmt: skip
     assert promised_ratio(s) == pytest.approx(1.0)  # 2 of 2 bays
     assert promised_ratio(s, 150, 0) == pytest.approx(2.0)  # 200 kW of 100
+
+
+def test_silence_counts_only_while_connected() -> None:
+    from dispatcher.service import silent_while_connected
+
+    # Last heard at t=0, window 3 s.
+    assert silent_while_connected(0.0, connected_at=0.0, now=4.0, window=3.0)
+    assert not silent_while_connected(0.0, connected_at=0.0, now=2.0, window=3.0)
+    # Reconnected at t=10 after an outage: not stale until 3 s of silence after that.
+    assert not silent_while_connected(0.0, connected_at=10.0, now=12.0, window=3.0)
+    assert silent_while_connected(0.0, connected_at=10.0, now=13.5, window=3.0)
