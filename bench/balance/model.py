@@ -179,17 +179,20 @@ class Substation:
 
 
 class Omniscient:
-    """The ideal: sees every substation's true state at every instant (no heartbeat, no
-    staleness). It places a request on the least promised substation with a free bay (would-be
-    demand against capacity, sessions against bays, as headroom scores) and otherwise holds it
-    at the dispatcher, so the grid's waiting room is one pooled FIFO queue and nothing waits at
-    one substation while a bay is free at another. It is asked again on every completion."""
+    """The ideal: smartgrid's rule with perfect, instant knowledge. It sees every substation's
+    true state at every instant (no heartbeat, no staleness) and places a request on the least
+    promised substation with a free bay (would-be demand against capacity, sessions against
+    bays, as headroom scores); beyond ``hold_factor`` x capacity, or with no bay free, it holds
+    the request at the dispatcher, so the grid's waiting room is one pooled FIFO queue and
+    nothing waits at one substation while a bay is free at another. It is asked again on every
+    completion. The gap between headroom and this is what stale heartbeats cost."""
 
     name = "omniscient"
     repoll_on_change = True
 
-    def __init__(self, truth: Sequence[Substation]) -> None:
+    def __init__(self, truth: Sequence[Substation], hold_factor: float = 2.0) -> None:
         self._truth = truth
+        self.hold_factor = hold_factor
 
     def choose(self, candidates: Sequence[SubstationState], request_kw: float) -> str | None:
         best: Substation | None = None
@@ -202,7 +205,9 @@ class Omniscient:
             score = max(kw / s.capacity_kw, (sessions + 1) / s.bays)
             if score < best_score:
                 best, best_score = s, score
-        return None if best is None else best.substation_id
+        if best is None or (best_score > self.hold_factor and not best.idle):
+            return None
+        return best.substation_id
 
 
 PolicyFactory = Callable[[random.Random, "Simulation"], Policy]
