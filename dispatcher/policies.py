@@ -15,11 +15,26 @@ capacity idles substations between heartbeats (DESIGN.md's reference simulation:
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from dispatcher.load_table import SubstationState
+from dispatcher.load_table import LoadTable, SubstationState, promised_ratio
+
+__all__ = [
+    "POLICIES",
+    "Headroom",
+    "IndexedPolicy",
+    "LeastLoaded",
+    "Policy",
+    "PowerOfTwo",
+    "RandomChoice",
+    "RoundRobin",
+    "decider",
+    "make_policy",
+    "promised_ratio",
+]
 
 
 class Policy(Protocol):
@@ -30,13 +45,30 @@ class Policy(Protocol):
         ...
 
 
-def promised_ratio(s: SubstationState, extra_kw: float = 0.0, extra_sessions: int = 0) -> float:
-    """Share of the substation already promised: power against capacity or sessions against
-    bays, whichever binds. What waits in its queue counts as sessions; its power is unknown to
-    the worker, so only the power of sessions it holds and of our pending assignments counts."""
-    kw = s.committed_kw + s.pending_kw + extra_kw
-    sessions = s.active_sessions + s.queued + s.pending_count + extra_sessions
-    return max(kw / s.capacity_kw, sessions / s.bays)
+@runtime_checkable
+class IndexedPolicy(Protocol):
+    """A policy that can decide from the load table's index, without the O(n) eligible list."""
+
+    def choose_in(self, table: LoadTable, now: float, request_kw: float) -> str | None:
+        """The same pick as ``choose(table.eligible(now), request_kw)``."""
+        ...
+
+
+def decider(policy: Policy, table: LoadTable, now: float) -> Callable[[float], str | None]:
+    """``choose(request_kw)`` for one round of decisions at ``now``: the index's fast path when
+    the policy has one; otherwise the eligible list, built once for the round (assignments
+    recorded meanwhile update the states it holds)."""
+    if isinstance(policy, IndexedPolicy):
+        return functools.partial(policy.choose_in, table, now)
+    candidates: list[SubstationState] | None = None
+
+    def choose(request_kw: float) -> str | None:
+        nonlocal candidates
+        if candidates is None:
+            candidates = table.eligible(now)
+        return policy.choose(candidates, request_kw)
+
+    return choose
 
 
 class Headroom:
@@ -64,10 +96,18 @@ class Headroom:
                 or (score == best_score and self._rng.random() < 0.5)
             ):
                 best, best_score = s, score
+        return self._unless_held(best, best_score)
+
+    def choose_in(self, table: LoadTable, now: float, request_kw: float) -> str | None:
+        """``choose`` from the table's index: O(log n) instead of a scan of every substation."""
+        found = table.least_promised(now, request_kw)
+        return None if found is None else self._unless_held(*found)
+
+    def _unless_held(self, best: SubstationState | None, score: float) -> str | None:
         if best is None:
             return None
         idle = best.committed_kw + best.pending_kw == 0 and best.active_sessions == 0
-        if best_score > self.hold_factor and not idle:
+        if score > self.hold_factor and not idle:
             return None
         return best.substation_id
 

@@ -10,7 +10,8 @@ Deterministic discrete-event simulation in simulated seconds, no broker, no cloc
   dispatcher's picture is stale by up to H, never more.
 - The dispatcher is the real one's loop (``dispatcher.service.Dispatcher._pump``) without I/O:
   requests are held in FIFO order; on every arrival and every heartbeat it offers the head to the
-  REAL policy object with ``LoadTable.eligible(now)`` as candidates, records each assignment with
+  REAL policy object through ``dispatcher.policies.decider`` (the load table's index for
+  headroom, ``LoadTable.eligible(now)`` as candidates for the others), records each assignment with
   ``LoadTable.record_assignment(id, min(car max, capacity))``, and stops at the first hold. An
   assignment reaches its substation at once.
 
@@ -31,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from bench.balance.traces import CHARGER_MAX_KW, SECONDS_PER_HOUR, Grid, SubstationSpec, Trace
 from contracts import Heartbeat
 from dispatcher.load_table import LoadTable, SubstationState
-from dispatcher.policies import Policy
+from dispatcher.policies import Policy, decider
 from substation_worker.power import share_power
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -264,7 +265,7 @@ class Simulation:
         self.heartbeat_s = heartbeat_wall_s * time_scale
         self.subs = [Substation(i, spec) for i, spec in enumerate(grid.substations)]
         self.by_id = {s.substation_id: s for s in self.subs}
-        self.table = LoadTable()
+        self.table = LoadTable(rng=random.Random(seed + 2))
         self.policy = policy_factory(random.Random(seed), self)
         self._repoll = bool(getattr(self.policy, "repoll_on_change", False))
         self._phase_rng = random.Random(seed + 1)
@@ -330,11 +331,10 @@ class Simulation:
         """dispatcher.service.Dispatcher._pump without the broker."""
         if not self.held:
             return
-        now = t / self.time_scale
-        candidates = self.table.eligible(now)
+        choose = decider(self.policy, self.table, t / self.time_scale)
         while self.held:
             session = self.held[0]
-            target = self.policy.choose(candidates, session.car_kw)
+            target = choose(session.car_kw)
             if target is None:
                 break
             self.held.popleft()
