@@ -187,6 +187,45 @@ class LoadTable:
         capacity) and one more session — ``promised_ratio(s, min(request_kw, capacity), 1)``,
         the smallest there is, ties broken at random — and that score; None if none is eligible.
         The same answer as scanning ``eligible(now)``, in O(k + log n)."""
+        while self._heaps:
+            # A heap's top has the least promised power of its capacity, live or dead: a
+            # bound on every live entry's score. So the least bound is the answer when its
+            # entry is live and power binds there (the usual case); a dead top is popped.
+            capacity, heap = min(
+                self._heaps.items(), key=lambda ch: (ch[1][0][0] + min(request_kw, ch[0])) / ch[0]
+            )
+            kw, _, number, s = heap[0]
+            if not self._live(heap, number, s, now):
+                continue
+            extra = min(request_kw, capacity)
+            power = (kw + extra) / capacity
+            if (s.active_sessions + s.queued + s.pending_count + 1) / s.bays <= power:
+                return s, power
+            return self._least_promised_exhaustive(now, request_kw)
+        return None
+
+    def _live(self, heap: list[_Entry], number: int, s: SubstationState, now: float) -> bool:
+        """Whether ``heap``'s top (``number``, ``s``) is live; if not, pop it."""
+        if (
+            self._current.get(s.substation_id) == number
+            and s.status == "up"
+            and self.is_fresh(s, now)
+        ):
+            return True
+        heapq.heappop(heap)
+        self._entries -= 1
+        if self._current.get(s.substation_id) == number:
+            # Stale or no longer up: out until its next heartbeat re-indexes it.
+            del self._current[s.substation_id]
+        if not heap:
+            del self._heaps[s.capacity_kw]
+        return False
+
+    def _least_promised_exhaustive(
+        self, now: float, request_kw: float
+    ) -> tuple[SubstationState, float] | None:
+        """``least_promised`` where sessions bind (a substation with few bays for its power):
+        each heap is walked in power order until its power share alone exceeds the best."""
         best: SubstationState | None = None
         best_score = best_salt = float("inf")
         for capacity, heap in list(self._heaps.items()):
@@ -195,16 +234,7 @@ class LoadTable:
             passed: list[_Entry] = []
             while heap:
                 kw, salt, number, s = heap[0]
-                if (
-                    self._current.get(s.substation_id) != number
-                    or s.status != "up"
-                    or not self.is_fresh(s, now)
-                ):
-                    heapq.heappop(heap)
-                    self._entries -= 1
-                    if self._current.get(s.substation_id) == number:
-                        # Stale or no longer up: out until its next heartbeat re-indexes it.
-                        del self._current[s.substation_id]
+                if not self._live(heap, number, s, now):
                     continue
                 power = (kw + extra) / capacity
                 if power > best_score or (power == best_score and salt >= best_salt):
@@ -216,8 +246,11 @@ class LoadTable:
                 if sessions <= power:
                     break  # power binds: no later entry of this capacity scores lower
                 passed.append(heapq.heappop(heap))
-            for entry in passed:
-                heapq.heappush(heap, entry)
-            if not heap:
-                del self._heaps[capacity]
+            if passed:
+                if heap:
+                    for entry in passed:
+                        heapq.heappush(heap, entry)
+                else:
+                    self._heaps[capacity] = passed
+                    heapq.heapify(passed)
         return None if best is None else (best, best_score)

@@ -67,22 +67,46 @@ def held(s: SubstationState, score: float, hold_factor: float) -> bool:
     return score > hold_factor and not idle
 
 
+REQUEST_KW = st.sampled_from([1.0, 7.0, 11.0, 50.0, 149.0, 150.0, 400.0])
+# A heartbeat between decisions: (which substation, its committed kW, its status).
+BEAT = st.tuples(
+    st.integers(0, 29), st.sampled_from([0.0, 20.0, 500.0]), st.sampled_from(["up", "draining"])
+)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     specs=st.lists(substations(), max_size=30),
-    requests=st.lists(st.sampled_from([1.0, 7.0, 11.0, 50.0, 149.0, 150.0, 400.0]), max_size=25),
+    steps=st.lists(REQUEST_KW | BEAT, max_size=30),
     hold_factor=st.sampled_from([0.5, 1.0, 2.0]),
     seed=st.integers(0, 2**16),
 )
 def test_fast_path_picks_what_the_scan_picks(
-    specs: list[dict[str, object]], requests: list[float], hold_factor: float, seed: int
+    specs: list[dict[str, object]],
+    steps: list[float | tuple[int, float, str]],
+    hold_factor: float,
+    seed: int,
 ) -> None:
     # Given a table of fresh, stale and draining substations with assignments pending
     now = 100.0
     table = build(specs, now, seed)
     policy = Headroom(random.Random(seed), hold_factor)
-    # When a burst of requests is dispatched, one decision at a time
-    for kw in requests:
+    # When requests are dispatched one decision at a time, heartbeats arriving in between
+    for n, kw in enumerate(steps):
+        if isinstance(kw, tuple):
+            i, committed, status = kw
+            if i < len(specs):
+                table.observe(
+                    Heartbeat(
+                        substation_id=f"s{i}", capacity_kw=specs[i]["capacity"],
+                        bays=specs[i]["bays"], load_kw=0.0, committed_kw=committed,
+                        active_sessions=0, queued=0, status=status, seq=2 + n,
+                        assignments_received=0, interval_s=1.0,
+                        sent_at=T0 + timedelta(days=1, seconds=n),
+                    ),  # type: ignore[arg-type]
+                    now,
+                )  # fmt: skip
+            continue
         least, argmin = scan(table, now, kw)
         found = table.least_promised(now, kw)
         pick = policy.choose_in(table, now, kw)
