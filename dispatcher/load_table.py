@@ -191,9 +191,12 @@ class LoadTable:
             # A heap's top has the least promised power of its capacity, live or dead: a
             # bound on every live entry's score. So the least bound is the answer when its
             # entry is live and power binds there (the usual case); a dead top is popped.
-            capacity, heap = min(
-                self._heaps.items(), key=lambda ch: (ch[1][0][0] + min(request_kw, ch[0])) / ch[0]
-            )
+            least = float("inf")
+            capacity, heap = 0.0, []
+            for cap, entries in self._heaps.items():  # a plain loop: the hot path
+                bound = (entries[0][0] + (request_kw if request_kw < cap else cap)) / cap
+                if bound < least:
+                    least, capacity, heap = bound, cap, entries
             kw, _, number, s = heap[0]
             if not self._live(heap, number, s, now):
                 continue

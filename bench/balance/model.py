@@ -36,7 +36,10 @@ from dispatcher.policies import Policy, decider
 from substation_worker.power import share_power
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
-# Would-be demand above this many times capacity counts as overload (see Substation.advance).
+# Would-be demand (every charging car at its max) above capacity is not a fault by itself: the
+# worker shares power, and holding at 1 x capacity idles substations between heartbeats
+# (DESIGN.md), so smartgrid promises up to its hold factor, 2 x. Above this many times capacity
+# counts as overload: promised beyond the hold limit, cars at under half their power on average.
 OVERLOAD_RATIO = 2.0
 # A session this close to its end (simulated seconds) is done: integrating leaves float crumbs.
 _DONE_S = 1e-6
