@@ -197,6 +197,8 @@ class LoadTable:
                 bound = (entries[0][0] + (request_kw if request_kw < cap else cap)) / cap
                 if bound < least:
                     least, capacity, heap = bound, cap, entries
+            if not heap:  # every bound infinite (a heartbeat reporting inf kW committed)
+                return self._least_promised_exhaustive(now, request_kw)
             kw, _, number, s = heap[0]
             if not self._live(heap, number, s, now):
                 continue

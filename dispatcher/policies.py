@@ -11,6 +11,11 @@ capacity promised. A factor above 1 matters: sessions share power and draw less 
 maximum, and freed capacity is only learnt at the next heartbeat, so holding at exactly 1 x
 capacity idles substations between heartbeats (DESIGN.md's reference simulation: 2 x finished a
 600-request burst in 20.7 s against 31.7 s at 1 x).
+
+Every policy chooses from a list of eligible substations (``choose``). Headroom also decides
+from the load table's index (``choose_in``, the same pick in O(log n) for a grid of a few
+capacity ratings), which ``decider`` uses when a policy has it: the dispatcher then never
+builds the O(n) eligible list, neither per request nor per heartbeat.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Callable, Sequence
-from typing import Protocol, cast, runtime_checkable
+from typing import Protocol, cast
 
 from dispatcher.load_table import LoadTable, SubstationState, promised_ratio
 
@@ -45,7 +50,6 @@ class Policy(Protocol):
         ...
 
 
-@runtime_checkable
 class IndexedPolicy(Protocol):
     """A policy that can decide from the load table's index, without the O(n) eligible list."""
 
@@ -59,8 +63,7 @@ def decider(policy: Policy, table: LoadTable, now: float) -> Callable[[float], s
     the policy has one; otherwise the eligible list, built once for the round (assignments
     recorded meanwhile update the states it holds)."""
     # getattr, not isinstance: a runtime-checkable Protocol costs microseconds per check.
-    choose_in = getattr(policy, "choose_in", None)
-    if choose_in is not None:
+    if getattr(policy, "choose_in", None) is not None:
         return functools.partial(cast(IndexedPolicy, policy).choose_in, table, now)
     candidates: list[SubstationState] | None = None
 
