@@ -6,11 +6,16 @@ requests at 300/s, time x3600. Deterministic (seeded), about a second.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from bench.balance.__main__ import main as balance_main
 from bench.balance.model import RunResult, simulate
 from bench.balance.suite import IDEAL, POLICIES, SMARTGRID, STRICT
 from bench.balance.traces import GRIDS, burst
+from bench.scale.measure import measure
 
 SEED = 20261124
 
@@ -76,3 +81,24 @@ def test_the_simulation_is_deterministic(runs: dict[str, RunResult]) -> None:
     grid = GRIDS["150/300/600"]()
     again = simulate(grid, burst(grid, SEED), POLICIES[SMARTGRID], heartbeat_wall_s=1.0, seed=SEED)
     assert again == runs[SMARTGRID]
+
+
+def test_the_quick_benchmark_writes_its_table_as_json(tmp_path: Path) -> None:
+    out = tmp_path / "balance.json"
+    assert balance_main(["--quick", "--jobs", "1", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["part"] == "balance"
+    policies = {row["policy"] for row in doc["rows"]}
+    assert {"round-robin", "random", "least-loaded", "power-of-two", SMARTGRID, IDEAL} <= policies
+    ideal = [row for row in doc["rows"] if row["policy"] == IDEAL]
+    assert all(row["peak_over_ideal"]["1"] == 1.0 for row in ideal)
+    assert len(doc["targets"]) == 4
+
+
+def test_the_scale_measurement_runs_on_a_small_table() -> None:
+    # Figures only: timings are never asserted.
+    r = measure(10, seed=1, decisions=50, heartbeats=50)
+    assert r.substations == 10
+    assert r.decisions == 50
+    assert r.decision_median_us > 0
+    assert r.heartbeats_per_s > 0
