@@ -171,8 +171,18 @@ def targets(table: list[Row]) -> list[Target]:
     mine = [r for r in table if r.policy == SMARTGRID]
     p2c = {(r.grid, r.trace): r for r in table if r.policy == "power-of-two"}
     h = TARGET_H
-    worst_overload = max(mine, key=lambda r: r.overload_pct.get(h, 0.0))
+    # Overload is checked at every heartbeat interval, not only at H = 1 s.
+    worst_overload = max(mine, key=lambda r: max(r.overload_pct.values(), default=0.0))
+    overload = max(worst_overload.overload_pct.values(), default=0.0)
     worst_over_cap = max(mine, key=lambda r: r.over_capacity_pct.get(h, 0.0))
+    # What the literal 1 x reading costs: the ideal, bound by the same hold rule, is above it
+    # too, and headroom holding at 1 x stays below it at a price in utilization.
+    ideal_over_cap = max(
+        (r.over_capacity_pct.get(h, 0.0) for r in table if r.policy == IDEAL), default=0.0
+    )
+    strict_peak = min(
+        (r.peak_over_ideal.get(h, 1.0) for r in table if r.policy == STRICT), default=1.0
+    )
     worst_peak = min(mine, key=lambda r: r.peak_over_ideal.get(h, 1.0))
     p99 = [
         (r, p2c[(r.grid, r.trace)]) for r in mine if (r.grid, r.trace) in p2c and h in r.p99_wait_s
@@ -184,16 +194,16 @@ def targets(table: list[Row]) -> list[Target]:
 
     out = [
         Target(
-            "overload (would-be demand above 2 x capacity, the hold limit) is 0",
-            worst_overload.overload_pct.get(h, 0.0) == 0.0,
-            f"worst {worst_overload.overload_pct.get(h, 0.0):.2f}% of the run"
-            f" ({where(worst_overload)})",
+            "overload (would-be demand above 2 x capacity, the hold limit) is 0 at every H",
+            overload == 0.0,
+            f"worst {overload:.2f}% of the run ({where(worst_overload)})",
         ),
         Target(
             "would-be demand above 1 x capacity is 0",
             worst_over_cap.over_capacity_pct.get(h, 0.0) == 0.0,
             f"worst {worst_over_cap.over_capacity_pct.get(h, 0.0):.1f}% of the run"
-            f" ({where(worst_over_cap)})",
+            f" ({where(worst_over_cap)}); the ideal's worst {ideal_over_cap:.1f}%;"
+            f" {STRICT} has 0% at {strict_peak:.2f} of the ideal's peak",
         ),
         Target(
             "peak utilization within 10% of omniscient at H=1 s",
