@@ -11,15 +11,35 @@ capacity promised. A factor above 1 matters: sessions share power and draw less 
 maximum, and freed capacity is only learnt at the next heartbeat, so holding at exactly 1 x
 capacity idles substations between heartbeats (DESIGN.md's reference simulation: 2 x finished a
 600-request burst in 20.7 s against 31.7 s at 1 x).
+
+Every policy chooses from a list of eligible substations (``choose``). Headroom also decides
+from the load table's index (``choose_in``, the same pick in O(log n) for a grid of a few
+capacity ratings), which ``decider`` uses when a policy has it: the dispatcher then never
+builds the O(n) eligible list, neither per request nor per heartbeat.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
-from dispatcher.load_table import SubstationState
+from dispatcher.load_table import LoadTable, SubstationState, promised_ratio
+
+__all__ = [
+    "POLICIES",
+    "Headroom",
+    "IndexedPolicy",
+    "LeastLoaded",
+    "Policy",
+    "PowerOfTwo",
+    "RandomChoice",
+    "RoundRobin",
+    "decider",
+    "make_policy",
+    "promised_ratio",
+]
 
 
 class Policy(Protocol):
@@ -30,13 +50,30 @@ class Policy(Protocol):
         ...
 
 
-def promised_ratio(s: SubstationState, extra_kw: float = 0.0, extra_sessions: int = 0) -> float:
-    """Share of the substation already promised: power against capacity or sessions against
-    bays, whichever binds. What waits in its queue counts as sessions; its power is unknown to
-    the worker, so only the power of sessions it holds and of our pending assignments counts."""
-    kw = s.committed_kw + s.pending_kw + extra_kw
-    sessions = s.active_sessions + s.queued + s.pending_count + extra_sessions
-    return max(kw / s.capacity_kw, sessions / s.bays)
+class IndexedPolicy(Protocol):
+    """A policy that can decide from the load table's index, without the O(n) eligible list."""
+
+    def choose_in(self, table: LoadTable, now: float, request_kw: float) -> str | None:
+        """The same pick as ``choose(table.eligible(now), request_kw)``."""
+        ...
+
+
+def decider(policy: Policy, table: LoadTable, now: float) -> Callable[[float], str | None]:
+    """``choose(request_kw)`` for one round of decisions at ``now``: the index's fast path when
+    the policy has one; otherwise the eligible list, built once for the round (assignments
+    recorded meanwhile update the states it holds)."""
+    # getattr, not isinstance: a runtime-checkable Protocol costs microseconds per check.
+    if getattr(policy, "choose_in", None) is not None:
+        return functools.partial(cast(IndexedPolicy, policy).choose_in, table, now)
+    candidates: list[SubstationState] | None = None
+
+    def choose(request_kw: float) -> str | None:
+        nonlocal candidates
+        if candidates is None:
+            candidates = table.eligible(now)
+        return policy.choose(candidates, request_kw)
+
+    return choose
 
 
 class Headroom:
@@ -64,10 +101,18 @@ class Headroom:
                 or (score == best_score and self._rng.random() < 0.5)
             ):
                 best, best_score = s, score
+        return self._unless_held(best, best_score)
+
+    def choose_in(self, table: LoadTable, now: float, request_kw: float) -> str | None:
+        """``choose`` from the table's index: O(log n) instead of a scan of every substation."""
+        found = table.least_promised(now, request_kw)
+        return None if found is None else self._unless_held(*found)
+
+    def _unless_held(self, best: SubstationState | None, score: float) -> str | None:
         if best is None:
             return None
         idle = best.committed_kw + best.pending_kw == 0 and best.active_sessions == 0
-        if best_score > self.hold_factor and not idle:
+        if score > self.hold_factor and not idle:
             return None
         return best.substation_id
 

@@ -43,7 +43,7 @@ from contracts import Assignment, ChargeEvent, ChargeRequest, EventKind, Heartbe
 from contracts.topology import BindingSpec
 from dispatcher.load_table import LoadTable
 from dispatcher.metrics import DispatcherMetrics
-from dispatcher.policies import Policy, make_policy
+from dispatcher.policies import Policy, decider, make_policy
 from dispatcher.settings import DispatcherSettings
 from messaging import BrokerLink, BrokerUnavailable, Delivery, PublishReturned, Session
 from messaging.publishing import dead_letter, publish_event, publish_event_confirmed
@@ -321,21 +321,20 @@ class Dispatcher:
             self.metrics.held.set(len(self.held))
             return
         now = self.clock()
-        candidates = self.table.eligible(now)
-        eligible = {c.substation_id for c in candidates}
+        choose = decider(self.policy, self.table, now)
         while self.held:
             head = self.held[0]
             if not head.delivery.session.is_open:  # from a connection that is gone
                 self.held.popleft()
                 continue
             route = self._recent.get(head.request.request_id)
-            if route is not None and route.substation_id in eligible:
+            if route is not None and self.table.is_eligible(route.substation_id, now):
                 # Sticky: where a copy may already be, so that its worker drops this one.
                 target: str | None = route.substation_id
                 self.metrics.resent.inc()
             else:
                 started = time.perf_counter()
-                target = self.policy.choose(candidates, head.request.max_power_kw)
+                target = choose(head.request.max_power_kw)
                 self.metrics.decision_seconds.observe(time.perf_counter() - started)
             if target is None:
                 break

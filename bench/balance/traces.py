@@ -4,10 +4,12 @@ the same grid and the same arrivals, so every policy runs on exactly the same lo
 Times are simulated seconds. Rates that DESIGN.md states in wall terms (a burst "at 300/s") are
 converted with ``time_scale`` (simulated seconds per wall second; 3600 = an hour per second).
 
-Sessions come from loadgen's own mix (``loadgen.demand``): energy triangular over 10-60 kWh with
-its mode at 30 kWh (mean 33.3 kWh); the car's max power is AC 7-11 kW uniform (70%) or DC
-50-150 kW uniform (30%), so the mean max power is about 36 kW. A bay's charger gives at most
-``CHARGER_MAX_KW``; a session's max power is min(car, charger).
+Arrivals follow loadgen's own profiles (``loadgen.profiles.arrivals``: steady, rush-hour, spike),
+their rate set against the grid's capacity. Sessions come from loadgen's own mix
+(``loadgen.demand``): energy triangular over 10-60 kWh with its mode at 30 kWh (mean 33.3 kWh);
+the car's max power is AC 7-11 kW uniform (70%) or DC 50-150 kW uniform (30%), so the mean max
+power is about 36 kW. A bay's charger gives at most ``CHARGER_MAX_KW``; a session's max power is
+min(car, charger).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from loadgen.demand import DEFAULT_MIX, DemandMix, sample_demand
+from loadgen.profiles import arrivals
 
 CHARGER_MAX_KW = 350.0
 SECONDS_PER_HOUR = 3600.0
@@ -103,47 +106,48 @@ def _sessions(times: list[float], rng: random.Random, mix: DemandMix) -> tuple[A
     return tuple(out)
 
 
-def steady(
-    grid: Grid, seed: int, *, load: float = 0.85, hours: float = 24.0, warmup_h: float = 4.0
+def _profile(
+    name: str,
+    profile: str,
+    grid: Grid,
+    seed: int,
+    *,
+    peak_load: float,
+    hours: float,
+    warmup_h: float,
 ) -> Trace:
-    """Poisson arrivals at ``load`` x capacity in expected power (rate x mean energy)."""
+    """loadgen's own arrival profile, its peak rate ``peak_load`` x the grid's capacity."""
     rng = random.Random(seed)
-    rate = load * capacity_rate_per_s(grid)
-    end = hours * SECONDS_PER_HOUR
-    times: list[float] = []
-    t = rng.expovariate(rate)
-    while t < end:
-        times.append(t)
-        t += rng.expovariate(rate)
-    return Trace("steady 85%", _sessions(times, rng, DEFAULT_MIX), warmup_h * SECONDS_PER_HOUR)
+    times = arrivals(
+        profile,
+        peak_load * capacity_rate_per_s(grid),
+        rng,
+        duration_s=hours * SECONDS_PER_HOUR,
+    )
+    return Trace(name, _sessions(times, rng, DEFAULT_MIX), warmup_h * SECONDS_PER_HOUR)
 
 
-def rush_hour(
-    grid: Grid, seed: int, *, base: float = 0.3, peak: float = 1.3, hours: float = 12.0
-) -> Trace:
-    """Non-homogeneous Poisson (thinning): the load ramps linearly from ``base`` to ``peak`` x
-    capacity at mid-trace and back; above 1 x for about a fifth of the trace."""
-    rng = random.Random(seed)
-    full = capacity_rate_per_s(grid)
-    end = hours * SECONDS_PER_HOUR
-    top = peak * full
-
-    def rate(t: float) -> float:
-        ramp = 1.0 - abs(2.0 * t / end - 1.0)  # 0 at the ends, 1 at mid-trace
-        return (base + (peak - base) * ramp) * full
-
-    times: list[float] = []
-    t = 0.0
-    while True:
-        t += rng.expovariate(top)
-        if t >= end:
-            break
-        if rng.random() * top < rate(t):
-            times.append(t)
-    return Trace("rush hour", _sessions(times, rng, DEFAULT_MIX))
+def steady(grid: Grid, seed: int, *, load: float = 0.85, hours: float = 12.0) -> Trace:
+    """loadgen's ``steady``: evenly spaced arrivals at ``load`` x capacity in expected power
+    (rate x mean energy); the first quarter is warm-up (the grid starts empty)."""
+    return _profile("steady 85%", "steady", grid, seed, peak_load=load, hours=hours,
+                    warmup_h=hours / 4)  # fmt: skip
 
 
-def spike(
+def rush_hour(grid: Grid, seed: int, *, peak: float = 1.3, hours: float = 12.0) -> Trace:
+    """loadgen's ``rush-hour``: Poisson, its rate ramping from a fifth of ``peak`` x capacity
+    to the peak at mid-trace and back (mean 0.6 x peak); above capacity for about a third."""
+    return _profile("rush hour", "rush-hour", grid, seed, peak_load=peak, hours=hours,
+                    warmup_h=0.0)  # fmt: skip
+
+
+def spike(grid: Grid, seed: int, *, peak: float = 2.5, hours: float = 12.0) -> Trace:
+    """loadgen's ``spike``: Poisson at a fifth of ``peak`` x capacity, stepping to the peak
+    for the middle fifth of the trace (2.5 x capacity for 2.4 hours by default)."""
+    return _profile("spike", "spike", grid, seed, peak_load=peak, hours=hours, warmup_h=0.0)
+
+
+def burst(
     grid: Grid, seed: int, *, n: int = 600, per_wall_s: float = 300.0, time_scale: float = 3600
 ) -> Trace:
     """A burst of ``n`` requests, evenly spaced at ``per_wall_s`` (DESIGN.md: 600 at 300/s)."""
@@ -152,8 +156,8 @@ def spike(
     return Trace(f"burst {n}", _sessions([i * step for i in range(n)], rng, DEFAULT_MIX))
 
 
-TRACES: dict[str, Callable[[Grid, int, float], Trace]] = {
-    "steady": lambda g, seed, scale: steady(g, seed),
-    "rush": lambda g, seed, scale: rush_hour(g, seed),
-    "burst": lambda g, seed, scale: spike(g, seed, time_scale=scale),
+TRACES: dict[str, Callable[[Grid, int], Trace]] = {
+    "steady": steady,
+    "rush-hour": rush_hour,
+    "spike": spike,
 }

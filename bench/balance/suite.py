@@ -1,0 +1,237 @@
+"""The balance benchmark: every policy on the same grids, traces and seeds, at each heartbeat
+interval, and the figures as ratios to the omniscient ideal of the same case.
+
+Pure and deterministic: the same seed gives the same table on any machine (only the time it
+takes varies). Cases run in worker processes when more than one CPU is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+
+from bench.balance.model import Omniscient, RunResult, Simulation, simulate
+from bench.balance.traces import GRIDS, TRACES, Grid, Trace
+from dispatcher.policies import Headroom, Policy, make_policy
+
+HEARTBEATS_WALL_S = (0.1, 1.0, 5.0)
+# The interval the targets are stated at (issue 6).
+TARGET_H = 1.0
+IDEAL = "omniscient"
+SMARTGRID = "headroom"
+# headroom holding the moment committed power reaches capacity: never a would-be demand above
+# capacity, at the price DESIGN.md describes (substations idle between heartbeats).
+STRICT = "headroom hold=1"
+
+
+def _policy(name: str) -> Callable[[random.Random, Simulation], Policy]:
+    def factory(rng: random.Random, sim: Simulation) -> Policy:
+        return make_policy(name, rng)
+
+    return factory
+
+
+def _strict(rng: random.Random, sim: Simulation) -> Policy:
+    policy = Headroom(rng, hold_factor=1.0)
+    policy.name = STRICT
+    return policy
+
+
+def _omniscient(rng: random.Random, sim: Simulation) -> Policy:
+    return Omniscient(sim.subs)
+
+
+# Side by side, in the order the table shows them.
+POLICIES: dict[str, Callable[[random.Random, Simulation], Policy]] = {
+    "round-robin": _policy("round-robin"),
+    "random": _policy("random"),
+    "least-loaded": _policy("least-loaded"),
+    "power-of-two": _policy("power-of-two"),
+    SMARTGRID: _policy(SMARTGRID),
+    STRICT: _strict,
+    IDEAL: _omniscient,
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    grid: str
+    trace: str
+    heartbeat_wall_s: float
+    policy: str
+    seed: int
+
+
+def cases(quick: bool, seed: int) -> list[Case]:
+    grids = ["150/300/600/1200"] if quick else ["150/300/600/1200", "random-100"]
+    beats = (TARGET_H,) if quick else HEARTBEATS_WALL_S
+    return [Case(g, t, h, p, seed) for g in grids for t in TRACES for h in beats for p in POLICIES]
+
+
+def _trace(grid: Grid, name: str, seed: int) -> Trace:
+    # Every policy of a case sees this very trace: it depends on the grid and seed only.
+    return TRACES[name](grid, seed)
+
+
+def run_case(case: Case) -> RunResult:
+    grid = GRIDS[case.grid]()
+    return simulate(
+        grid,
+        _trace(grid, case.trace, case.seed),
+        POLICIES[case.policy],
+        heartbeat_wall_s=case.heartbeat_wall_s,
+        seed=case.seed,
+    )
+
+
+def run_all(todo: Iterable[Case], jobs: int) -> list[RunResult]:
+    todo = list(todo)
+    if jobs <= 1:
+        return [run_case(c) for c in todo]
+    # Longest first (the 100-substation grid) so the pool does not end on one straggler.
+    order = sorted(range(len(todo)), key=lambda i: todo[i].grid != "random-100")
+    with ProcessPoolExecutor(jobs) as pool:
+        done = dict(zip(order, pool.map(run_case, [todo[i] for i in order]), strict=True))
+    return [done[i] for i in range(len(todo))]
+
+
+def default_jobs() -> int:
+    return max(1, min(2, len(os.sched_getaffinity(0))))
+
+
+# -- figures ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One policy on one grid and trace, across heartbeat intervals (keys: H in wall seconds)."""
+
+    grid: str
+    trace: str
+    policy: str
+    peak_over_ideal: dict[float, float]
+    over_capacity_pct: dict[float, float]
+    overload_pct: dict[float, float]
+    p95_wait_s: dict[float, float]
+    p99_wait_s: dict[float, float]
+    share_min: dict[float, float]
+    share_max: dict[float, float]
+
+
+def _pct_of_run(seconds: float, r: RunResult) -> float:
+    return 100.0 * seconds / r.finish_s if r.finish_s > 0 else 0.0
+
+
+def rows(results: list[RunResult]) -> list[Row]:
+    by_key = {(r.grid, r.trace, r.heartbeat_wall_s, r.policy): r for r in results}
+    out: list[Row] = []
+    seen: set[tuple[str, str, str]] = set()
+    for r in results:
+        key = (r.grid, r.trace, r.policy)
+        if key in seen:
+            continue
+        seen.add(key)
+        mine = [x for x in results if (x.grid, x.trace, x.policy) == key]
+        peak: dict[float, float] = {}
+        for x in mine:
+            ideal = by_key.get((x.grid, x.trace, x.heartbeat_wall_s, IDEAL))
+            if ideal is not None and ideal.peak_utilization > 0:
+                peak[x.heartbeat_wall_s] = x.peak_utilization / ideal.peak_utilization
+        out.append(
+            Row(
+                grid=r.grid,
+                trace=r.trace,
+                policy=r.policy,
+                peak_over_ideal=peak,
+                over_capacity_pct={
+                    x.heartbeat_wall_s: _pct_of_run(x.over_capacity_s, x) for x in mine
+                },
+                overload_pct={x.heartbeat_wall_s: _pct_of_run(x.overload_s, x) for x in mine},
+                p95_wait_s={x.heartbeat_wall_s: x.p95_wait_s for x in mine},
+                p99_wait_s={x.heartbeat_wall_s: x.p99_wait_s for x in mine},
+                share_min={x.heartbeat_wall_s: x.share_ratio_min for x in mine},
+                share_max={x.heartbeat_wall_s: x.share_ratio_max for x in mine},
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Target:
+    what: str
+    met: bool
+    figure: str
+
+
+def targets(table: list[Row]) -> list[Target]:
+    """Issue 6's targets for smartgrid's policy, checked on every grid and trace at H = 1 s."""
+    mine = [r for r in table if r.policy == SMARTGRID]
+    p2c = {(r.grid, r.trace): r for r in table if r.policy == "power-of-two"}
+    h = TARGET_H
+    # Overload is checked at every heartbeat interval, not only at H = 1 s.
+    worst_overload = max(mine, key=lambda r: max(r.overload_pct.values(), default=0.0))
+    overload = max(worst_overload.overload_pct.values(), default=0.0)
+    worst_over_cap = max(mine, key=lambda r: r.over_capacity_pct.get(h, 0.0))
+    # What the literal 1 x reading costs: the ideal, bound by the same hold rule, is above it
+    # too, and headroom holding at 1 x stays below it at a price in utilization.
+    ideal_over_cap = max(
+        (r.over_capacity_pct.get(h, 0.0) for r in table if r.policy == IDEAL), default=0.0
+    )
+    strict_peak = min(
+        (r.peak_over_ideal.get(h, 1.0) for r in table if r.policy == STRICT), default=1.0
+    )
+    worst_peak = min(mine, key=lambda r: r.peak_over_ideal.get(h, 1.0))
+    p99 = [
+        (r, p2c[(r.grid, r.trace)]) for r in mine if (r.grid, r.trace) in p2c and h in r.p99_wait_s
+    ]
+    worst_p99 = max(p99, key=lambda rp: rp[0].p99_wait_s[h] - rp[1].p99_wait_s[h], default=None)
+
+    def where(r: Row) -> str:
+        return f"{r.grid}, {r.trace}"
+
+    out = [
+        Target(
+            "overload (would-be demand above 2 x capacity, the hold limit) is 0 at every H",
+            overload == 0.0,
+            f"worst {overload:.2f}% of the run ({where(worst_overload)})",
+        ),
+        Target(
+            "would-be demand above 1 x capacity is 0",
+            worst_over_cap.over_capacity_pct.get(h, 0.0) == 0.0,
+            f"worst {worst_over_cap.over_capacity_pct.get(h, 0.0):.1f}% of the run"
+            f" ({where(worst_over_cap)}); the ideal's worst {ideal_over_cap:.1f}%;"
+            f" {STRICT} has 0% at {strict_peak:.2f} of the ideal's peak",
+        ),
+        Target(
+            "peak utilization within 10% of omniscient at H=1 s",
+            worst_peak.peak_over_ideal.get(h, 0.0) >= 0.9,
+            f"worst {worst_peak.peak_over_ideal.get(h, 0.0):.3f} of the ideal"
+            f" ({where(worst_peak)})",
+        ),
+    ]
+    if worst_p99 is not None:
+        r, q = worst_p99
+        out.append(
+            Target(
+                "p99 wait below power-of-two's on every trace",
+                all(a.p99_wait_s[h] < b.p99_wait_s[h] for a, b in p99),
+                f"closest {r.p99_wait_s[h]:.2f} s vs {q.p99_wait_s[h]:.2f} s ({where(r)})",
+            )
+        )
+    return out
+
+
+def results_json(results: list[RunResult], table: list[Row]) -> dict[str, object]:
+    return {
+        "runs": [asdict(r) for r in results],
+        "rows": [{k: _keyed(x) for k, x in asdict(row).items()} for row in table],
+        "targets": [asdict(t) for t in targets(table)],
+    }
+
+
+def _keyed(x: object) -> object:
+    """JSON keys must be strings: {1.0: ...} becomes {"1": ...}."""
+    return {f"{h:g}": v for h, v in x.items()} if isinstance(x, dict) else x
