@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -44,7 +44,14 @@ def _port_open(port: int) -> bool:
 class PrivateBroker:
     """``amqp_port`` (and ``amqps_port`` when TLS files are given) on 127.0.0.1."""
 
-    def __init__(self, tls: tuple[Path, Path, Path] | None = None) -> None:
+    def __init__(
+        self,
+        tls: tuple[Path, Path, Path] | None = None,
+        extra_conf: Sequence[str] = (),
+        files: Mapping[str, str] | None = None,
+    ) -> None:
+        """``files`` are written into the node's own folder (readable by the rabbitmq user);
+        ``{dir}`` in an ``extra_conf`` line is that folder."""
         server, ctl = _tool("rabbitmq-server"), _tool("rabbitmqctl")
         if server is None or ctl is None:
             reason = "a private broker needs Debian's rabbitmq-server (apt-get install it)"
@@ -67,6 +74,9 @@ class PrivateBroker:
                 "ssl_options.verify = verify_peer",
                 "ssl_options.fail_if_no_peer_cert = false",
             ]
+        for name, content in (files or {}).items():
+            (self.dir / name).write_text(content)
+        conf += [line.format(dir=self.dir) for line in extra_conf]
         (self.dir / "rabbitmq.conf").write_text("\n".join(conf) + "\n")
         (self.dir / "enabled_plugins").write_text("[].\n")
         self.env = os.environ | {
@@ -139,8 +149,12 @@ class PrivateBroker:
 
 
 @contextlib.contextmanager
-def private_broker(tls: tuple[Path, Path, Path] | None = None) -> Iterator[PrivateBroker]:
-    broker = PrivateBroker(tls)
+def private_broker(
+    tls: tuple[Path, Path, Path] | None = None,
+    extra_conf: Sequence[str] = (),
+    files: Mapping[str, str] | None = None,
+) -> Iterator[PrivateBroker]:
+    broker = PrivateBroker(tls, extra_conf, files)
     try:
         yield broker.start()
     finally:

@@ -7,6 +7,7 @@ doing.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -25,7 +26,9 @@ from loadgen.report import build_report
 from loadgen.run import RunOptions, run_load
 from loadgen.settings import LoadgenSettings
 from messaging import AmqpSettings
+from tests.deploy.conftest import DEPLOY
 from tests.management import management_client
+from tests.private_broker import private_broker
 
 pytestmark = pytest.mark.integration
 
@@ -170,3 +173,35 @@ def test_each_role_is_refused_what_it_does_not_need(
 ) -> None:
     name = f"{deployment.topology.namespace}.{suffix}"
     assert refused(deployment.urls[role], action, name) is is_refused
+
+
+def test_the_compose_broker_config_loads_the_definitions_at_boot() -> None:
+    """deploy/rabbitmq/rabbitmq.conf on a private node: the definitions load at boot, the
+    users work with their passwords, and no guest user is created."""
+    topology = Topology()
+    passwords = {r.name: secrets.token_hex(16) for r in roles(topology)}
+    doc = build_definitions(topology, passwords)  # as the compose stack: vhost smartgrid
+    conf = []
+    for line in (DEPLOY / "rabbitmq" / "rabbitmq.conf").read_text().splitlines():
+        if line.startswith("load_definitions"):
+            line = "load_definitions = {dir}/definitions.json"
+        elif line.startswith("prometheus."):
+            continue  # the container enables rabbitmq_prometheus; this node does not
+        conf.append(line)
+    with private_broker(extra_conf=conf, files={"definitions.json": json.dumps(doc)}) as node:
+        base = f"127.0.0.1:{node.amqp_port}"
+        conn = pika.BlockingConnection(
+            pika.URLParameters(f"amqp://gateway:{passwords['gateway']}@{base}/smartgrid")
+        )
+        try:
+            ch = conn.channel()
+            ok = ch.queue_declare("smartgrid.requests", passive=True)
+            assert ok.method.queue == "smartgrid.requests"
+        finally:
+            conn.close()
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            pika.BlockingConnection(pika.URLParameters(f"amqp://guest:guest@{base}/%2F"))
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            pika.BlockingConnection(
+                pika.URLParameters(f"amqp://gateway:wrong-password-123@{base}/smartgrid")
+            )
