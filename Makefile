@@ -7,13 +7,14 @@ PY := $(VENV)/bin/python
 # Rebuilt when pyproject.toml changes (new dependency) or when .venv is missing.
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test demo lint schemas env up down load prometheus
+.PHONY: help install test demo lint schemas env up down load prometheus bench
 
 help:
 	@echo "make install   create .venv and install smartgrid with its dev tools"
 	@echo "make test      make sure RabbitMQ answers (start a local one if needed), run pytest"
 	@echo "make demo      local grid of three substations, a burst of 600 requests, live view"
 	@echo "make lint      ruff check + ruff format --check + mypy"
+	@echo "make bench     benchmarks: load-table scale, balance simulation, throughput (JSON in bench/results/)"
 	@echo "make schemas   write the messages' JSON Schemas to docs/schemas"
 	@echo "make env       deploy/.env from deploy/.env.example, with random passwords (once)"
 	@echo "make up        the whole stack in Docker: broker, grid, Prometheus, Grafana"
@@ -35,6 +36,14 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m loadgen demo
+
+# Figures are ratios to baselines measured in the same run; each part prints its table and writes
+# bench/results/<part>.json. The throughput part needs the broker (and wrk for the gateway).
+bench: $(STAMP)
+	$(PY) -m loadgen ensure-broker
+	$(PY) -m bench.scale
+	$(PY) -m bench.balance
+	$(PY) -m bench.throughput
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
