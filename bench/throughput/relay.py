@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import statistics
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.throughput.broker import (
@@ -146,8 +148,10 @@ async def dispatcher_round(
         spy: asyncio.subprocess.Process | None = None
         try:
             if profile:
+                py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+                fmt = "raw" if profile.endswith(".txt") else "flamegraph"
                 spy = await asyncio.create_subprocess_exec(
-                    "py-spy", "record", "-o", profile, "-r", "200", "-p", str(proc.pid),
+                    py_spy, "record", "-o", profile, "-f", fmt, "-r", "200", "-p", str(proc.pid),
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
                 )  # fmt: skip
             samples = await watch_depth(session, queues, n, timeout_s=90)
