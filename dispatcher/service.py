@@ -107,9 +107,7 @@ class Dispatcher:
         self.heartbeat_queue = f"{self.topology.heartbeats_exchange}.dispatcher-{instance}"
         self.events_queue = f"{self.topology.events_exchange}.dispatcher-{instance}"
         self._requests_consumer: str | None = None
-        self.link = BrokerLink(
-            settings, self.instance, self._setup, self._lost
-        )
+        self.link = BrokerLink(settings, self.instance, self._setup, self._lost)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -40,21 +40,21 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     }
     started = time.perf_counter()
     if parts & {"ceiling", "dispatcher"}:
-        from bench.throughput import relay
+        from bench.throughput.relay import run as run_relay
 
-        figs, tables = await relay.run(settings, quick=args.quick, profile=args.profile)
+        figs, tables = await run_relay(settings, quick=args.quick, profile=args.profile)
         out["relay"] = figs.to_json()
         _print(tables)
     if "gateway" in parts:
-        from bench.throughput import gateway
+        from bench.throughput.gateway import run as run_gateway
 
-        gw, tables = await gateway.run(settings, quick=args.quick)
+        gw, tables = await run_gateway(settings, quick=args.quick)
         out["gateway"] = gw
         _print(tables)
     if "e2e" in parts:
-        from bench.throughput import e2e
+        from bench.throughput.e2e import run as run_e2e
 
-        res, tables = await e2e.run(settings, quick=args.quick)
+        res, tables = await run_e2e(settings, quick=args.quick)
         out["e2e"] = res
         _print(tables)
     out["wall_s"] = time.perf_counter() - started
