@@ -9,6 +9,8 @@ one JSON line with what it measured:
 * ``relay``: the Shovel pattern, pipelined: consume with manual ack (prefetch ~1000), republish
   persistent + mandatory on a confirm channel, ack the source once the republish is confirmed
   (acks batched with ``multiple`` where the confirms allow it). The dispatcher's ceiling.
+* ``intent``: the dispatcher's own protocol, bare: a confirmed ``dispatched`` event first, then
+  on its confirm the assignment, then on that confirm the ack. The ceiling of that protocol.
 * ``naive``: the same relay waiting for each confirm (BlockingConnection + confirm_delivery).
 
 This module is the baseline, not product code: it uses pika directly on purpose.
@@ -17,6 +19,7 @@ This module is the baseline, not product code: it uses pika directly on purpose.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -30,7 +33,7 @@ import pika.frame
 import pika.spec
 from pika.adapters.select_connection import SelectConnection
 
-from contracts import Assignment, ChargeRequest
+from contracts import Assignment, ChargeEvent, ChargeRequest, EventKind
 from contracts.messages import LoadSnapshot
 
 PERSISTENT_JSON = pika.BasicProperties(content_type="application/json", delivery_mode=2)
@@ -57,6 +60,14 @@ def assignment_body() -> bytes:
     )
     a = Assignment(request=request, substation_id="s1", snapshot=snapshot, policy="headroom")
     return a.model_dump_json().encode()
+
+
+def event_body() -> bytes:
+    """A real serialized ``dispatched`` ChargeEvent: the intent-first relay's announcement."""
+    event = ChargeEvent(
+        request_id=uuid.uuid4(), kind=EventKind.DISPATCHED, substation_id="s1", attempt=1
+    )
+    return event.model_dump_json().encode()
 
 
 class _Confirms:
@@ -242,6 +253,101 @@ def relay(
     }
 
 
+def intent_relay(
+    url: str,
+    queue: str,
+    exchange: str,
+    keys: list[str],
+    events_exchange: str,
+    count: int,
+    prefetch: int,
+    timeout_s: float,
+) -> dict[str, Any]:
+    """The dispatcher's protocol, bare: announce (a confirmed event), then on its confirm the
+    assignment, then on that confirm the ack (coalesced with ``multiple`` where possible)."""
+    body, announcement = assignment_body(), event_body()
+    next_tag = [1]
+    # publish tag -> (is the assignment, source delivery tag), in publish order
+    waiting: dict[int, tuple[bool, int]] = {}
+    delivered: deque[int] = deque()
+    done: set[int] = set()
+    state = {"relayed": 0, "returned": 0, "nacked": 0, "acks": 0}
+    clock = {"t0": 0.0, "t1": 0.0}
+    holder: dict[str, Any] = {}
+
+    def publish(ch: pika.channel.Channel, assignment: bool, dtag: int) -> None:
+        waiting[next_tag[0]] = (assignment, dtag)
+        next_tag[0] += 1
+        if assignment:
+            key = keys[dtag % len(keys)]
+            ch.basic_publish(exchange, key, body, PERSISTENT_JSON, mandatory=True)
+        else:
+            ch.basic_publish(events_exchange, "event.dispatched", announcement, PERSISTENT_JSON)
+
+    def on_message(ch: pika.channel.Channel, method: Any, _props: Any, _body: bytes) -> None:
+        if not clock["t0"]:
+            clock["t0"] = time.perf_counter()
+        delivered.append(method.delivery_tag)
+        publish(ch, False, method.delivery_tag)
+
+    def on_confirm(frame: pika.frame.Method) -> None:
+        ch = holder["ch"]
+        m = frame.method
+        if isinstance(m, pika.spec.Basic.Nack):
+            state["nacked"] += 1
+        if m.multiple:
+            tags = list(itertools.takewhile(lambda t: t <= m.delivery_tag, waiting))
+        else:
+            tags = [m.delivery_tag] if m.delivery_tag in waiting else []
+        for t in tags:
+            assignment, dtag = waiting.pop(t)
+            if assignment:
+                done.add(dtag)
+            else:
+                publish(ch, True, dtag)
+        last = 0
+        while delivered and delivered[0] in done:
+            last = delivered.popleft()
+            done.discard(last)
+            state["relayed"] += 1
+        if last:
+            ch.basic_ack(last, multiple=True)
+            state["acks"] += 1
+        if state["relayed"] >= count:
+            clock["t1"] = time.perf_counter()
+            holder["conn"].close()
+
+    def on_return(*_a: Any) -> None:
+        state["returned"] += 1
+
+    def on_channel(ch: pika.channel.Channel) -> None:
+        holder["ch"] = ch
+        ch.add_on_return_callback(on_return)
+
+        def consume(_f: Any) -> None:
+            ch.basic_consume(queue, on_message)
+
+        ch.confirm_delivery(
+            on_confirm, callback=lambda _f: ch.basic_qos(prefetch_count=prefetch, callback=consume)
+        )
+
+    conn = _connection(url, lambda c: c.channel(on_open_callback=on_channel), "bench-intent")
+    holder["conn"] = conn
+    _run(conn, timeout_s)
+    elapsed = (clock["t1"] or time.perf_counter()) - clock["t0"]
+    return {
+        "what": "intent",
+        "count": count,
+        "bytes": len(body),
+        "relayed": state["relayed"],
+        "seconds": elapsed,
+        "rate": state["relayed"] / elapsed if elapsed > 0 else 0.0,
+        "acks_sent": state["acks"],
+        "nacked": state["nacked"],
+        "returned": state["returned"],
+    }
+
+
 def naive(
     url: str,
     queue: str,
@@ -286,7 +392,8 @@ def naive(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("what", choices=["publish", "relay", "naive"])
+    p.add_argument("what", choices=["publish", "relay", "intent", "naive"])
+    p.add_argument("--events-exchange", default="", help="intent: where announcements go")
     p.add_argument("--url", required=True)
     p.add_argument("--exchange", required=True)
     p.add_argument("--queue", default="")
@@ -301,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
         result = publish(a.url, a.exchange, a.count, a.window, a.timeout)
     elif a.what == "relay":
         result = relay(a.url, a.queue, a.exchange, keys, a.count, a.prefetch, a.timeout)
+    elif a.what == "intent":
+        result = intent_relay(
+            a.url, a.queue, a.exchange, keys, a.events_exchange, a.count, a.prefetch, a.timeout
+        )
     else:
         result = naive(a.url, a.queue, a.exchange, keys, a.count, a.prefetch, a.timeout)
     print(json.dumps(result), flush=True)

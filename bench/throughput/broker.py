@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,28 +51,65 @@ async def total_depth(session: Session, queues: Sequence[str]) -> int:
     return sum(depths)
 
 
+def process_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) a process has used so far; NaN if it cannot be read."""
+    if pid is None:
+        return math.nan
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return math.nan
+    # After "(comm)": state is field 3, utime 14 and stime 15 (1-based, man 5 proc).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_pid() -> int | None:
+    """The RabbitMQ node on this machine (the longest-running beam.smp), if it can be seen."""
+    found: list[tuple[int, int]] = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().strip() != "beam.smp":
+                continue
+            started = int((proc / "stat").read_text().rpartition(")")[2].split()[19])
+        except (OSError, ValueError, IndexError):
+            continue
+        found.append((started, int(proc.name)))
+    return min(found)[1] if found else None
+
+
+@dataclass
+class Watch:
+    """Depth samples, and beside each the CPU seconds used so far by each watched process."""
+
+    samples: list[Sample] = field(default_factory=list)
+    cpu: list[tuple[float, ...]] = field(default_factory=list)
+
+
 async def watch_depth(
     session: Session,
     queues: Sequence[str],
     target: int,
     timeout_s: float,
     interval_s: float = 0.05,
-) -> list[Sample]:
+    pids: Sequence[int | None] = (),
+) -> Watch:
     """Sample the total ready depth of ``queues`` until it reaches ``target`` (or time is up)."""
-    samples: list[Sample] = []
+    watch = Watch()
     start = time.perf_counter()
     while True:
         depth = await total_depth(session, queues)
         now = time.perf_counter() - start
-        samples.append((now, float(depth)))
+        watch.samples.append((now, float(depth)))
+        watch.cpu.append(tuple(process_cpu_s(p) for p in pids))
         if depth >= target or now > timeout_s:
-            return samples
+            return watch
         await asyncio.sleep(interval_s)
 
 
-async def run_bare(settings: AmqpSettings, what: str, *args: str) -> dict[str, Any]:
-    """Run ``bench.throughput.bare <what>`` in its own process; its JSON result."""
-    proc = await asyncio.create_subprocess_exec(
+async def start_bare(settings: AmqpSettings, what: str, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bench.throughput.bare",
@@ -82,11 +121,19 @@ async def run_bare(settings: AmqpSettings, what: str, *args: str) -> dict[str, A
         stderr=asyncio.subprocess.PIPE,
         cwd=REPO_ROOT,
     )
+
+
+async def bare_result(proc: asyncio.subprocess.Process, what: str) -> dict[str, Any]:
     out, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"bare {what} failed ({proc.returncode}): {err.decode()[-2000:]}")
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     return result
+
+
+async def run_bare(settings: AmqpSettings, what: str, *args: str) -> dict[str, Any]:
+    """Run ``bench.throughput.bare <what>`` in its own process; its JSON result."""
+    return await bare_result(await start_bare(settings, what, *args), what)
 
 
 async def prefill(settings: AmqpSettings, topo: Topology, count: int) -> dict[str, Any]:

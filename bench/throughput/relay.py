@@ -1,8 +1,11 @@
 """Parts 1 and 2: the bare ceiling (publisher, relays) and the real dispatcher on the same load.
 
-Both relays drain the same pre-filled quorum queue ``<ns>.requests`` (N real ChargeRequests) into
-K bound quorum substation queues, and both are measured the same way: the total depth of the
-substation queues, sampled every 50 ms, from 10 % to 90 % of N (start-up and tail left out).
+Every relay drains the same kind of pre-filled quorum queue ``<ns>.requests`` (N real
+ChargeRequests) into K bound quorum substation queues, and all are measured the same way: the
+total depth of the substation queues, sampled every 50 ms, from 10 % to 90 % of N (start-up and
+tail left out). Beside each sample the CPU time used so far by the relay process and by the broker
+is read from /proc, so each row also says what a message costs in CPU, a figure that the other
+load on a shared machine disturbs much less than the rate.
 """
 
 from __future__ import annotations
@@ -21,101 +24,137 @@ from typing import Any
 
 from bench.throughput.broker import (
     REPO_ROOT,
+    Watch,
+    bare_result,
+    broker_pid,
     heartbeats,
     namespace,
     prefill,
     run_bare,
+    start_bare,
     watch_depth,
 )
-from bench.throughput.report import Table, fmt_ratio, ratio, window_rate
+from bench.throughput.report import Table, fmt, fmt_ratio, ratio, window_cpu_us, window_rate
 from messaging import AmqpSettings
 
 SUBSTATIONS = ("s1", "s2", "s3")
 DISPATCHER_TARGET = 0.7
+RELAYS = ("relay", "intent", "dispatcher")
+
+
+@dataclass
+class Measured:
+    """One relay over the rounds: rates, and CPU µs per message of it and of the broker."""
+
+    rates: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+    broker_cpu_us: list[float] = field(default_factory=list)
+
+    def add(self, watch: Watch, n: int) -> None:
+        rate = window_rate(watch.samples, n)
+        if rate is not None:
+            self.rates.append(rate)
+        own, broker = window_cpu_us(watch.samples, watch.cpu, n)
+        if own is not None:
+            self.cpu_us.append(own)
+        if broker is not None:
+            self.broker_cpu_us.append(broker)
+
+    @property
+    def best(self) -> float | None:
+        return max(self.rates) if self.rates else None
+
+    @staticmethod
+    def _median(values: list[float]) -> float | None:
+        return statistics.median(values) if values else None
+
+    @property
+    def cpu(self) -> float | None:
+        return self._median(self.cpu_us)
+
+    @property
+    def broker_cpu(self) -> float | None:
+        return self._median(self.broker_cpu_us)
+
+    def runs(self) -> str:
+        return " / ".join(f"{v:,.0f}" for v in self.rates)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "runs": self.rates,
+            "best": self.best,
+            "cpu_us_per_msg": self.cpu_us,
+            "broker_cpu_us_per_msg": self.broker_cpu_us,
+        }
 
 
 @dataclass
 class RelayFigures:
+    n: int
     publish: list[float] = field(default_factory=list)
-    relay: list[float] = field(default_factory=list)
     relay_internal: list[float] = field(default_factory=list)
     naive: list[float] = field(default_factory=list)
-    dispatcher: list[float] = field(default_factory=list)
+    measured: dict[str, Measured] = field(default_factory=lambda: {k: Measured() for k in RELAYS})
     request_bytes: int = 0
     assignment_bytes: int = 0
-    n: int = 0
-
-    @staticmethod
-    def best(values: list[float]) -> float | None:
-        return max(values) if values else None
 
     def to_json(self) -> dict[str, Any]:
-        def summary(values: list[float]) -> dict[str, Any]:
-            return {
-                "runs": values,
-                "best": self.best(values),
-                "median": statistics.median(values) if values else None,
-            }
-
+        relay, disp, intent = (self.measured[k] for k in ("relay", "dispatcher", "intent"))
         return {
             "messages": self.n,
             "request_bytes": self.request_bytes,
             "assignment_bytes": self.assignment_bytes,
-            "publish_pipelined": summary(self.publish),
-            "relay_pipelined": summary(self.relay),
-            "relay_pipelined_internal": summary(self.relay_internal),
-            "relay_naive": summary(self.naive),
-            "dispatcher": summary(self.dispatcher),
-            "dispatcher_over_relay": ratio(self.best(self.dispatcher), self.best(self.relay)),
+            "publish_pipelined": {"runs": self.publish, "best": _max(self.publish)},
+            "relay_pipelined_own_clock": {"runs": self.relay_internal},
+            "relay_naive": {"runs": self.naive, "best": _max(self.naive)},
+            **{k: m.to_json() for k, m in self.measured.items()},
+            "dispatcher_over_relay": ratio(disp.best, relay.best),
+            "dispatcher_over_intent_relay": ratio(disp.best, intent.best),
             "target": DISPATCHER_TARGET,
         }
 
 
-async def bare_round(settings: AmqpSettings, n: int, naive_n: int, figs: RelayFigures) -> None:
-    async with namespace(settings, "relay", SUBSTATIONS) as (topo, session):
+def _max(values: list[float]) -> float | None:
+    return max(values) if values else None
+
+
+def _relay_args(topo_queue: str, exchange: str, n: int) -> list[str]:
+    return [
+        "--queue", topo_queue, "--exchange", exchange, "--keys", ",".join(SUBSTATIONS),
+        "--count", str(n), "--timeout", "60",
+    ]  # fmt: skip
+
+
+async def _bare_relay(
+    settings: AmqpSettings, what: str, n: int, figs: RelayFigures, *extra: str
+) -> dict[str, Any]:
+    async with namespace(settings, what, SUBSTATIONS) as (topo, session):
         pub = await prefill(settings, topo, n)
         figs.publish.append(pub["rate"])
         figs.request_bytes = pub["bytes"]
         queues = [topo.substation_queue(s) for s in SUBSTATIONS]
-        watcher = asyncio.create_task(watch_depth(session, queues, n, timeout_s=60))
-        rel = await run_bare(
-            settings,
-            "relay",
-            "--queue",
-            topo.requests_queue,
-            "--exchange",
-            topo.substations_exchange,
-            "--keys",
-            ",".join(SUBSTATIONS),
-            "--count",
-            str(n),
-            "--timeout",
-            "60",
-        )
-        samples = await watcher
-        figs.assignment_bytes = rel["bytes"]
-        if rel["relayed"] != n or rel["returned"] or rel["nacked"]:
-            raise RuntimeError(f"bare relay incomplete: {rel}")
-        figs.relay_internal.append(rel["rate"])
-        rate = window_rate(samples, n)
-        if rate is not None:
-            figs.relay.append(rate)
-        # The naive relay is ~10x slower: a smaller batch of the same messages.
+        args = _relay_args(topo.requests_queue, topo.substations_exchange, n)
+        if what == "intent":
+            args += ["--events-exchange", topo.events_exchange]
+        proc = await start_bare(settings, what, *args)
+        watch = await watch_depth(session, queues, n, timeout_s=60, pids=[proc.pid, broker_pid()])
+        result = await bare_result(proc, what)
+        if result["relayed"] != n or result["returned"] or result["nacked"]:
+            raise RuntimeError(f"bare {what} incomplete: {result}")
+        figs.measured[what].add(watch, n)
+        return result
+
+
+async def bare_round(settings: AmqpSettings, n: int, naive_n: int, figs: RelayFigures) -> None:
+    rel = await _bare_relay(settings, "relay", n, figs)
+    figs.assignment_bytes = rel["bytes"]
+    figs.relay_internal.append(rel["rate"])
+    await _bare_relay(settings, "intent", n, figs)
+    async with namespace(settings, "naive", SUBSTATIONS) as (topo, _session):
+        # ~10x slower: a smaller batch of the same messages.
         await prefill(settings, topo, naive_n)
-        nai = await run_bare(
-            settings,
-            "naive",
-            "--queue",
-            topo.requests_queue,
-            "--exchange",
-            topo.substations_exchange,
-            "--keys",
-            ",".join(SUBSTATIONS),
-            "--count",
-            str(naive_n),
-            "--timeout",
-            "60",
-        )
+        args = _relay_args(topo.requests_queue, topo.substations_exchange, naive_n)
+        nai = await run_bare(settings, "naive", *args)
         figs.naive.append(nai["rate"])
 
 
@@ -149,12 +188,14 @@ async def dispatcher_round(
         try:
             if profile:
                 py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-                fmt = "raw" if profile.endswith(".txt") else "flamegraph"
+                fmt_ = "raw" if profile.endswith(".txt") else "flamegraph"
                 spy = await asyncio.create_subprocess_exec(
-                    py_spy, "record", "-o", profile, "-f", fmt, "-r", "200", "-p", str(proc.pid),
+                    py_spy, "record", "-o", profile, "-f", fmt_, "-r", "200", "-p", str(proc.pid),
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
                 )  # fmt: skip
-            samples = await watch_depth(session, queues, n, timeout_s=90)
+            watch = await watch_depth(
+                session, queues, n, timeout_s=90, pids=[proc.pid, broker_pid()]
+            )
         finally:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
@@ -168,24 +209,24 @@ async def dispatcher_round(
                     await asyncio.wait_for(spy.wait(), 15)
             stop_beats.set()
             await beats
-        moved = samples[-1][1] if samples else 0
+        moved = watch.samples[-1][1] if watch.samples else 0
         if moved < n:
             log.seek(0)
             tail = log.read().decode(errors="replace")[-2000:]
+            log.close()
             raise RuntimeError(f"dispatcher moved {moved:.0f} of {n} in time; its log:\n{tail}")
-        rate = window_rate(samples, n)
-        if rate is not None:
-            figs.dispatcher.append(rate)
+        log.close()
+        figs.measured["dispatcher"].add(watch, n)
 
 
 async def run(
     settings: AmqpSettings, *, quick: bool, profile: str | None = None
 ) -> tuple[RelayFigures, list[Table]]:
-    n = 10_000 if quick else 30_000
-    naive_n = 1_500 if quick else 3_000
+    n = 10_000 if quick else 20_000
+    naive_n = 1_000 if quick else 2_000
     rounds = 1 if quick else 2
     figs = RelayFigures(n=n)
-    # Interleaved, so that drift in what else runs on the machine hits both alike.
+    # Interleaved, so that drift in what else runs on the machine hits all of them alike.
     for _ in range(rounds):
         await bare_round(settings, n, naive_n, figs)
         await dispatcher_round(settings, n, figs, profile=profile)
@@ -193,48 +234,71 @@ async def run(
 
 
 def tables(figs: RelayFigures) -> list[Table]:
-    relay = figs.best(figs.relay)
+    relay, intent, disp = (figs.measured[k] for k in RELAYS)
+    rounds = len(relay.rates)
     ceiling = Table(
         f"1. Ceiling: bare pika on this machine ({figs.n:,} msgs; request {figs.request_bytes} B, "
-        f"assignment {figs.assignment_bytes} B; best of {len(figs.relay)})",
-        ["what", "msg/s", "runs", "vs relay"],
+        f"assignment {figs.assignment_bytes} B; best of {rounds})",
+        ["what", "msg/s", "runs", "vs relay", "CPU us/msg", "broker us/msg"],
     )
-    rows = [
-        ("publish, confirms pipelined (window 1000)", figs.publish),
-        ("relay, confirms pipelined (prefetch 1000)", figs.relay),
-        ("relay, same, its own clock (whole run)", figs.relay_internal),
-        ("relay waiting for each confirm (Blocking)", figs.naive),
-    ]
-    for name, values in rows:
-        best = figs.best(values)
+    ceiling.add(
+        "publish, confirms pipelined (window 1000)",
+        _max(figs.publish),
+        " / ".join(f"{v:,.0f}" for v in figs.publish),
+        fmt_ratio(ratio(_max(figs.publish), relay.best)),
+        "",
+        "",
+    )
+    for name, m in (
+        ("relay, confirms pipelined (prefetch 1000)", relay),
+        ("intent-first relay (event, then assignment)", intent),
+    ):
         ceiling.add(
-            name,
-            best,
-            " / ".join(f"{v:,.0f}" for v in values),
-            fmt_ratio(ratio(best, relay)),
-        )
-    ceiling.notes.append(
-        "quorum queues as in the product; relays drain a full <ns>.requests into 3 substation "
-        "queues, measured from 10% to 90% of the messages"
+            name, m.best, m.runs(), fmt_ratio(ratio(m.best, relay.best)),
+            fmt(m.cpu), fmt(m.broker_cpu),
+        )  # fmt: skip
+    ceiling.add(
+        "relay waiting for each confirm (Blocking)",
+        _max(figs.naive),
+        " / ".join(f"{v:,.0f}" for v in figs.naive),
+        fmt_ratio(ratio(_max(figs.naive), relay.best)),
+        "",
+        "",
     )
-    disp = figs.best(figs.dispatcher)
-    r = ratio(disp, relay)
+    ceiling.notes += [
+        "quorum queues as in the product; each relay drains a full <ns>.requests into 3 "
+        "substation queues, rate from 10% to 90% of the messages (relay on its own clock, whole "
+        "run: " + " / ".join(f"{v:,.0f}" for v in figs.relay_internal) + ")",
+        "intent-first: the dispatcher's protocol without the dispatcher (no parsing, no policy)",
+    ]
+    r = ratio(disp.best, relay.best)
     dispatcher = Table(
         "2. Dispatcher: real smartgrid-dispatcher draining the same pre-filled queue",
-        ["what", "msg/s", "runs", "vs bare relay", "target", "met"],
+        ["what", "msg/s", "runs", "vs bare relay", "CPU us/msg", "broker us/msg", "target", "met"],
     )
-    runs = " / ".join(f"{v:,.0f}" for v in figs.relay)
-    dispatcher.add("bare relay (ceiling)", relay, runs, "1.00x", "", "")
+    dispatcher.add(
+        "bare relay (ceiling)", relay.best, relay.runs(), "1.00x",
+        fmt(relay.cpu), fmt(relay.broker_cpu), "", "",
+    )  # fmt: skip
+    dispatcher.add(
+        "bare intent-first relay", intent.best, intent.runs(),
+        fmt_ratio(ratio(intent.best, relay.best)), fmt(intent.cpu), fmt(intent.broker_cpu), "", "",
+    )  # fmt: skip
     dispatcher.add(
         "smartgrid-dispatcher (headroom, 3 live substations)",
-        disp,
-        " / ".join(f"{v:,.0f}" for v in figs.dispatcher),
+        disp.best,
+        disp.runs(),
         fmt_ratio(r),
+        fmt(disp.cpu),
+        fmt(disp.broker_cpu),
         f">= {DISPATCHER_TARGET:.2f}x",
         "yes" if r is not None and r >= DISPATCHER_TARGET else "NO",
     )
-    dispatcher.notes.append(
-        "each request: a confirmed `dispatched` event, then the confirmed assignment, then the "
-        "ack (the bare relay publishes once)"
-    )
+    dispatcher.notes += [
+        "the dispatcher against its own protocol's ceiling (bare intent-first relay): "
+        + fmt_ratio(ratio(disp.best, intent.best)),
+        "each request: a confirmed `dispatched` event (which also comes back to the dispatcher's "
+        "own intent queue), then the confirmed assignment, then the ack; the bare relay "
+        "publishes once",
+    ]
     return [ceiling, dispatcher]

@@ -39,6 +39,32 @@ def window_rate(
     return (hi - lo) * total / (t_hi - t_lo)
 
 
+def first_reaching(samples: Sequence[Sample], level: float) -> int | None:
+    """Index of the first sample at or above ``level``."""
+    return next((i for i, (_, v) in enumerate(samples) if v >= level), None)
+
+
+def window_cpu_us(
+    samples: Sequence[Sample],
+    cpu: Sequence[Sequence[float]],
+    total: float,
+    lo: float = 0.1,
+    hi: float = 0.9,
+) -> list[float | None]:
+    """CPU microseconds per message of each watched process, over the same window as
+    ``window_rate`` (between the samples that first reached ``lo`` and ``hi`` of ``total``)."""
+    i, j = first_reaching(samples, lo * total), first_reaching(samples, hi * total)
+    width = len(cpu[0]) if cpu else 0
+    if i is None or j is None or j <= i:
+        return [None] * width
+    moved = samples[j][1] - samples[i][1]
+    out: list[float | None] = []
+    for k in range(width):
+        used = cpu[j][k] - cpu[i][k]
+        out.append(None if math.isnan(used) or moved <= 0 else used / moved * 1e6)
+    return out
+
+
 def ratio(num: float | None, den: float | None) -> float | None:
     if num is None or den is None or den <= 0:
         return None
