@@ -2,10 +2,10 @@
 
 * peak: ``wrk -t1 -c64`` (closed loop) POSTing valid ChargeRequests, a fresh request_id each
   (Lua), against each server in turn, same run;
-* half rate: wrk2 is not packaged, so wrk paces itself: 16 connections, each pausing
-  ``16 / (peak / 2)`` s between its requests (the Lua ``delay()`` hook), which approximates an
-  open-loop half-peak rate while the server keeps up (latency is small against the pause); the
-  rate achieved is reported next to the target;
+* half rate: wrk2 is not packaged, so wrk paces itself: 16 connections, each pausing between
+  an answer and its next request (the Lua ``delay()`` hook) for ``16 / (peak / 2)`` s less the
+  time a request takes (measured by a 2 s probe run), which approximates an open-loop half-peak
+  rate while the server keeps up; the rate achieved is reported next to the target;
 * every 202 confirmed: after the runs, the depth of ``<ns>.requests`` (nothing consumes it) must
   equal the gateway's own count of 202 answers, and be at least the 202s wrk saw (wrk drops the
   answers still in flight when its time is up).
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import random
 import shutil
@@ -22,12 +23,21 @@ import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from bench.throughput.broker import REPO_ROOT, namespace
-from bench.throughput.report import WRK_LUA, Table, WrkResult, fmt_ratio, parse_wrk, ratio
+from bench.throughput.broker import REPO_ROOT, broker_pid, namespace, process_cpu_s
+from bench.throughput.report import (
+    WRK_LUA,
+    Table,
+    WrkResult,
+    fmt,
+    fmt_ratio,
+    parse_wrk,
+    ratio,
+)
 from loadgen.grid import free_ports, metric_value
 from messaging import AmqpSettings
 
@@ -50,7 +60,9 @@ def wrk_path() -> str:
 
 
 @contextlib.asynccontextmanager
-async def server(args: list[str], env: dict[str, str], url: str) -> AsyncIterator[None]:
+async def server(
+    args: list[str], env: dict[str, str], url: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
     log = tempfile.TemporaryFile()  # noqa: SIM115 (closed below, after the process)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, *args, env=env, cwd=REPO_ROOT, stdout=log, stderr=log,
@@ -70,7 +82,7 @@ async def server(args: list[str], env: dict[str, str], url: str) -> AsyncIterato
         if proc.returncode is not None:
             log.seek(0)
             raise RuntimeError(f"{' '.join(args)} exited: {log.read().decode()[-2000:]}")
-        yield
+        yield proc
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -80,6 +92,32 @@ async def server(args: list[str], env: dict[str, str], url: str) -> AsyncIterato
                 proc.kill()
                 await proc.wait()
         log.close()
+
+
+@dataclass
+class Measured:
+    wrk: WrkResult
+    cpu_us: float | None  # the HTTP server's CPU per request
+    broker_cpu_us: float | None  # the broker's (everything it did meanwhile, per request)
+
+
+async def measure(
+    url: str,
+    pids: tuple[int, int | None],
+    *,
+    connections: int,
+    seconds: float,
+    seed: int,
+    delay_ms: float = 0.0,
+) -> Measured:
+    before = [process_cpu_s(p) for p in pids]
+    result = await wrk(url, connections=connections, seconds=seconds, seed=seed, delay_ms=delay_ms)
+    after = [process_cpu_s(p) for p in pids]
+    per = [
+        None if math.isnan(b - a) or not result.requests else (b - a) / result.requests * 1e6
+        for a, b in zip(before, after, strict=True)
+    ]
+    return Measured(result, per[0], per[1])
 
 
 async def wrk(
@@ -115,7 +153,8 @@ async def gateway_202s(url: str) -> float:
     return metric_value(text, "smartgrid_gateway_requests_total", {"status": "202"}) or 0.0
 
 
-def _row(t: Table, name: str, r: WrkResult, vs: float | None, target: str = "") -> None:
+def _row(t: Table, name: str, m: Measured, vs: float | None, target: str = "") -> None:
+    r = m.wrk
     lat = r.latency_ms
     ok = r.statuses.get("202", 0)
     t.add(
@@ -126,6 +165,8 @@ def _row(t: Table, name: str, r: WrkResult, vs: float | None, target: str = "") 
         ok,
         r.requests - ok,
         fmt_ratio(vs),
+        fmt(m.cpu_us),
+        fmt(m.broker_cpu_us),
         target,
     )
 
@@ -144,29 +185,55 @@ async def run(settings: AmqpSettings, *, quick: bool) -> tuple[dict[str, Any], l
             SMARTGRID_LOG_LEVEL="WARNING",
         )
         nb_args = ["-m", "bench.throughput.nobroker", "--port", str(port_nb)]
-        async with server(["-m", "gateway"], env, url_gw), server(nb_args, env, url_nb):
+        beam = broker_pid()
+        async with (
+            server(["-m", "gateway"], env, url_gw) as gw,
+            server(nb_args, env, url_nb) as nb,
+        ):
             # Peaks, one server after the other (both idle while the other is measured).
-            nobroker = await wrk(url_nb, connections=PEAK_CONNECTIONS, seconds=seconds, seed=seed)
-            peak = await wrk(url_gw, connections=PEAK_CONNECTIONS, seconds=seconds, seed=seed + 1)
-            half_target = peak.rate / 2
-            half = await wrk(
-                url_gw,
-                connections=HALF_CONNECTIONS,
-                seconds=seconds,
-                delay_ms=pause_for(half_target, HALF_CONNECTIONS),
-                seed=seed + 2,
+            nobroker = await measure(
+                url_nb, (nb.pid, beam), connections=PEAK_CONNECTIONS, seconds=seconds, seed=seed
             )
+            peak = await measure(
+                url_gw, (gw.pid, beam), connections=PEAK_CONNECTIONS, seconds=seconds, seed=seed + 1
+            )
+            half_target = peak.wrk.rate / 2
+            # Pace: each connection waits so that all offer half the peak; one short run
+            # measures how long a request itself takes, which the pause then leaves out.
+            pause = pause_for(half_target, HALF_CONNECTIONS)
+            probe = await wrk(
+                url_gw, connections=HALF_CONNECTIONS, seconds=min(2.0, seconds), seed=seed + 2,
+                delay_ms=pause,
+            )  # fmt: skip
+            if probe.rate > 0:
+                per_request_ms = 1000.0 * HALF_CONNECTIONS / probe.rate - pause
+                pause = max(0.0, pause - per_request_ms)
+            half = await measure(
+                url_gw, (gw.pid, beam), connections=HALF_CONNECTIONS, seconds=seconds,
+                seed=seed + 3, delay_ms=pause,
+            )  # fmt: skip
             counted = await gateway_202s(url_gw)
         await asyncio.sleep(0.5)
         depth = await session.queue_depth(topo.requests_queue)
-    seen = peak.statuses.get("202", 0) + half.statuses.get("202", 0)
-    r = ratio(peak.rate, nobroker.rate)
-    p99 = half.latency_ms.get("99")
+    seen = sum(m.statuses.get("202", 0) for m in (peak.wrk, probe, half.wrk))
+    r = ratio(peak.wrk.rate, nobroker.wrk.rate)
+    p99 = half.wrk.latency_ms.get("99")
     confirmed_ok = depth == int(counted) and depth >= seen
     t = Table(
         f"3. Gateway: wrk POST {PATH} (valid ChargeRequests, distinct request_ids), "
         f"{seconds:g} s each",
-        ["what", "req/s", "p50 ms", "p99 ms", "202", "other", "vs no-broker", "target / met"],
+        [
+            "what",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "202",
+            "other",
+            "vs no-broker",
+            "CPU us/req",
+            "broker us/req",
+            "target / met",
+        ],
     )
     _row(t, f"same HTTP stack, no broker (c={PEAK_CONNECTIONS})", nobroker, 1.0)
     _row(
@@ -180,7 +247,7 @@ async def run(settings: AmqpSettings, *, quick: bool) -> tuple[dict[str, Any], l
         t,
         f"gateway at half its peak ({half_target:,.0f}/s offered, c={HALF_CONNECTIONS})",
         half,
-        ratio(half.rate, nobroker.rate),
+        ratio(half.wrk.rate, nobroker.wrk.rate),
         f"p99 < {P99_TARGET_MS:g} ms {'yes' if p99 is not None and p99 < P99_TARGET_MS else 'NO'}",
     )
     t.notes.append(
@@ -189,15 +256,19 @@ async def run(settings: AmqpSettings, *, quick: bool) -> tuple[dict[str, Any], l
         f"{'yes' if confirmed_ok else 'NO'}"
     )
     t.notes.append(
-        f"half rate: wrk paced by its Lua delay() ({pause_for(half_target, HALF_CONNECTIONS):.1f}"
-        " ms between requests per connection; wrk2 is not packaged), so achieved < offered by "
-        "the latency share"
+        f"half rate: wrk2 is not packaged; wrk paced by its Lua delay(): {pause:.1f} ms between "
+        f"a connection's answer and its next request ({HALF_CONNECTIONS} connections; the pause "
+        "calibrated by a 2 s probe run), closed loop, so a slow answer delays the next request"
+    )
+    t.notes.append(
+        "CPU us/req from /proc: the HTTP server process, and the broker (which also serves the "
+        "other users of this shared broker meanwhile)"
     )
     result = {
         "seconds_per_run": seconds,
         "nobroker": _json(nobroker),
         "gateway_peak": _json(peak),
-        "gateway_half": {**_json(half), "offered_rate": half_target},
+        "gateway_half": {**_json(half), "offered_rate": half_target, "pause_ms": pause},
         "gateway_over_nobroker": r,
         "ratio_target": RATIO_TARGET,
         "p99_target_ms": P99_TARGET_MS,
@@ -209,8 +280,11 @@ async def run(settings: AmqpSettings, *, quick: bool) -> tuple[dict[str, Any], l
     return result, [t]
 
 
-def _json(r: WrkResult) -> dict[str, Any]:
+def _json(m: Measured) -> dict[str, Any]:
+    r = m.wrk
     return {
+        "cpu_us_per_request": m.cpu_us,
+        "broker_cpu_us_per_request": m.broker_cpu_us,
         "requests": r.requests,
         "seconds": r.seconds,
         "rate": r.rate,
