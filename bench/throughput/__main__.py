@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -26,6 +27,10 @@ DEFAULT_JSON = Path("bench/results/throughput.json")
 PARTS = ("ceiling", "dispatcher", "gateway", "e2e")
 
 
+def _load() -> str:
+    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def _print(tables: list[Table]) -> None:
     for t in tables:
         print(t.render(), end="\n\n", flush=True)
@@ -37,7 +42,15 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(),
         "quick": args.quick,
+        "cpus": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
     }
+    print(
+        f"bench.throughput on {os.cpu_count()} CPUs, load average {_load()} at the start "
+        "(the machine is shared: compare the ratios, and the CPU per message, more than the "
+        "rates)",
+        flush=True,
+    )
     started = time.perf_counter()
     if parts & {"ceiling", "dispatcher"}:
         from bench.throughput.relay import run as run_relay
@@ -58,7 +71,8 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         out["e2e"] = res
         _print(tables)
     out["wall_s"] = time.perf_counter() - started
-    print(f"bench.throughput: {out['wall_s']:.0f}s wall", flush=True)
+    out["load_average_at_end"] = os.getloadavg()
+    print(f"bench.throughput: {out['wall_s']:.0f}s wall; load average {_load()} at the end")
     return out
 
 
