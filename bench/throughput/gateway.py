@@ -172,7 +172,8 @@ def _row(t: Table, name: str, m: Measured, vs: float | None, target: str = "") -
 
 
 async def run(settings: AmqpSettings, *, quick: bool) -> tuple[dict[str, Any], list[Table]]:
-    seconds = 4.0 if quick else 8.0
+    seconds = 4.0 if quick else 6.0
+    rounds = 1 if quick else 2
     seed = random.randrange(1, 2**31)
     port_gw, port_nb = free_ports(2)
     url_gw, url_nb = f"http://127.0.0.1:{port_gw}", f"http://127.0.0.1:{port_nb}"
@@ -190,13 +191,25 @@ async def run(settings: AmqpSettings, *, quick: bool) -> tuple[dict[str, Any], l
             server(["-m", "gateway"], env, url_gw) as gw,
             server(nb_args, env, url_nb) as nb,
         ):
-            # Peaks, one server after the other (both idle while the other is measured).
-            nobroker = await measure(
-                url_nb, (nb.pid, beam), connections=PEAK_CONNECTIONS, seconds=seconds, seed=seed
-            )
-            peak = await measure(
-                url_gw, (gw.pid, beam), connections=PEAK_CONNECTIONS, seconds=seconds, seed=seed + 1
-            )
+            # Peaks, one server after the other (both idle while the other is measured),
+            # alternated so that what else runs on the machine hits both alike; best of each.
+            nb_runs: list[Measured] = []
+            gw_runs: list[Measured] = []
+            for i in range(rounds):
+                nb_runs.append(
+                    await measure(
+                        url_nb, (nb.pid, beam), connections=PEAK_CONNECTIONS, seconds=seconds,
+                        seed=seed + 10 * i,
+                    )
+                )  # fmt: skip
+                gw_runs.append(
+                    await measure(
+                        url_gw, (gw.pid, beam), connections=PEAK_CONNECTIONS, seconds=seconds,
+                        seed=seed + 10 * i + 1,
+                    )
+                )  # fmt: skip
+            nobroker = max(nb_runs, key=lambda m: m.wrk.rate)
+            peak = max(gw_runs, key=lambda m: m.wrk.rate)
             half_target = peak.wrk.rate / 2
             # Pace: each connection waits so that all offer half the peak; one short run
             # measures how long a request itself takes, which the pause then leaves out.
@@ -215,13 +228,13 @@ async def run(settings: AmqpSettings, *, quick: bool) -> tuple[dict[str, Any], l
             counted = await gateway_202s(url_gw)
         await asyncio.sleep(0.5)
         depth = await session.queue_depth(topo.requests_queue)
-    seen = sum(m.statuses.get("202", 0) for m in (peak.wrk, probe, half.wrk))
+    seen = sum(m.statuses.get("202", 0) for m in (*(g.wrk for g in gw_runs), probe, half.wrk))
     r = ratio(peak.wrk.rate, nobroker.wrk.rate)
     p99 = half.wrk.latency_ms.get("99")
     confirmed_ok = depth == int(counted) and depth >= seen
     t = Table(
         f"3. Gateway: wrk POST {PATH} (valid ChargeRequests, distinct request_ids), "
-        f"{seconds:g} s each",
+        f"{seconds:g} s each; peaks best of {rounds}, alternated",
         [
             "what",
             "req/s",
@@ -251,6 +264,12 @@ async def run(settings: AmqpSettings, *, quick: bool) -> tuple[dict[str, Any], l
         f"p99 < {P99_TARGET_MS:g} ms {'yes' if p99 is not None and p99 < P99_TARGET_MS else 'NO'}",
     )
     t.notes.append(
+        "peak runs, req/s: no broker "
+        + " / ".join(f"{m.wrk.rate:,.0f}" for m in nb_runs)
+        + "; gateway "
+        + " / ".join(f"{m.wrk.rate:,.0f}" for m in gw_runs)
+    )
+    t.notes.append(
         f"every 202 stored: <ns>.requests holds {depth:,}; the gateway counted {counted:,.0f} "
         f"202s, wrk saw {seen:,} (the rest were in flight when wrk stopped): "
         f"{'yes' if confirmed_ok else 'NO'}"
@@ -268,6 +287,8 @@ async def run(settings: AmqpSettings, *, quick: bool) -> tuple[dict[str, Any], l
         "seconds_per_run": seconds,
         "nobroker": _json(nobroker),
         "gateway_peak": _json(peak),
+        "nobroker_runs": [m.wrk.rate for m in nb_runs],
+        "gateway_peak_runs": [m.wrk.rate for m in gw_runs],
         "gateway_half": {**_json(half), "offered_rate": half_target, "pause_ms": pause},
         "gateway_over_nobroker": r,
         "ratio_target": RATIO_TARGET,
