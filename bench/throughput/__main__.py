@@ -55,13 +55,15 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     if parts & {"ceiling", "dispatcher"}:
         from bench.throughput.relay import run as run_relay
 
-        figs, tables = await run_relay(settings, quick=args.quick, profile=args.profile)
+        figs, tables = await run_relay(
+            settings, quick=args.quick, profile=args.profile, baseline_src=args.baseline_src
+        )
         out["relay"] = figs.to_json()
         _print(tables)
     if "gateway" in parts:
         from bench.throughput.gateway import run as run_gateway
 
-        gw, tables = await run_gateway(settings, quick=args.quick)
+        gw, tables = await run_gateway(settings, quick=args.quick, baseline_src=args.baseline_src)
         out["gateway"] = gw
         _print(tables)
     if "e2e" in parts:
@@ -81,7 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller loads, about a minute")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the figures")
     p.add_argument("--only", default="", help=f"comma-separated parts of: {', '.join(PARTS)}")
-    p.add_argument("--profile", default=None, help="py-spy SVG of the dispatcher (part 2)")
+    p.add_argument(
+        "--profile", default=None, help="py-spy of the dispatcher (part 2): .svg, or .txt (raw)"
+    )
+    p.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="another checkout (e.g. `git archive main | tar -x -C DIR`): its dispatcher and "
+        "gateway are measured too, in the same run, for before/after figures",
+    )
     args = p.parse_args(argv)
     unknown = set(filter(None, args.only.split(","))) - set(PARTS)
     if unknown:

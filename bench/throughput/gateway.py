@@ -24,6 +24,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -61,11 +62,11 @@ def wrk_path() -> str:
 
 @contextlib.asynccontextmanager
 async def server(
-    args: list[str], env: dict[str, str], url: str
+    args: list[str], env: dict[str, str], url: str, cwd: Path = REPO_ROOT
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     log = tempfile.TemporaryFile()  # noqa: SIM115 (closed below, after the process)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, *args, env=env, cwd=REPO_ROOT, stdout=log, stderr=log,
+        sys.executable, *args, env=env, cwd=cwd, stdout=log, stderr=log,
         start_new_session=True,
     )  # fmt: skip
     try:
@@ -171,12 +172,16 @@ def _row(t: Table, name: str, m: Measured, vs: float | None, target: str = "") -
     )
 
 
-async def run(settings: AmqpSettings, *, quick: bool) -> tuple[dict[str, Any], list[Table]]:
+async def run(
+    settings: AmqpSettings, *, quick: bool, baseline_src: Path | None = None
+) -> tuple[dict[str, Any], list[Table]]:
     seconds = 4.0 if quick else 6.0
     rounds = 1 if quick else 2
     seed = random.randrange(1, 2**31)
-    port_gw, port_nb = free_ports(2)
+    port_gw, port_nb, port_base = free_ports(3)
     url_gw, url_nb = f"http://127.0.0.1:{port_gw}", f"http://127.0.0.1:{port_nb}"
+    url_base = f"http://127.0.0.1:{port_base}"
+    base_runs: list[Measured] = []
     async with namespace(settings, "gateway") as (topo, session):
         env = dict(os.environ)
         env.update(
@@ -193,6 +198,7 @@ async def run(settings: AmqpSettings, *, quick: bool) -> tuple[dict[str, Any], l
         ):
             # Peaks, one server after the other (both idle while the other is measured),
             # alternated so that what else runs on the machine hits both alike; best of each.
+            counted = 0.0
             nb_runs: list[Measured] = []
             gw_runs: list[Measured] = []
             for i in range(rounds):
@@ -208,6 +214,19 @@ async def run(settings: AmqpSettings, *, quick: bool) -> tuple[dict[str, Any], l
                         seed=seed + 10 * i + 1,
                     )
                 )  # fmt: skip
+            if baseline_src is not None:
+                # The gateway of another checkout (e.g. before a change), same namespace.
+                base_env = dict(env, SMARTGRID_HTTP_PORT=str(port_base))
+                base_env["PYTHONPATH"] = str(baseline_src)
+                async with server(["-m", "gateway"], base_env, url_base, baseline_src) as bg:
+                    for i in range(rounds):
+                        base_runs.append(
+                            await measure(
+                                url_base, (bg.pid, beam), connections=PEAK_CONNECTIONS,
+                                seconds=seconds, seed=seed + 10 * i + 5,
+                            )
+                        )  # fmt: skip
+                    counted += await gateway_202s(url_base)
             nobroker = max(nb_runs, key=lambda m: m.wrk.rate)
             peak = max(gw_runs, key=lambda m: m.wrk.rate)
             half_target = peak.wrk.rate / 2
@@ -225,10 +244,11 @@ async def run(settings: AmqpSettings, *, quick: bool) -> tuple[dict[str, Any], l
                 url_gw, (gw.pid, beam), connections=HALF_CONNECTIONS, seconds=seconds,
                 seed=seed + 3, delay_ms=pause,
             )  # fmt: skip
-            counted = await gateway_202s(url_gw)
+            counted += await gateway_202s(url_gw)
         await asyncio.sleep(0.5)
         depth = await session.queue_depth(topo.requests_queue)
-    seen = sum(m.statuses.get("202", 0) for m in (*(g.wrk for g in gw_runs), probe, half.wrk))
+    runs = (*(g.wrk for g in (*gw_runs, *base_runs)), probe, half.wrk)
+    seen = sum(m.statuses.get("202", 0) for m in runs)
     r = ratio(peak.wrk.rate, nobroker.wrk.rate)
     p99 = half.wrk.latency_ms.get("99")
     confirmed_ok = depth == int(counted) and depth >= seen
@@ -263,6 +283,20 @@ async def run(settings: AmqpSettings, *, quick: bool) -> tuple[dict[str, Any], l
         ratio(half.wrk.rate, nobroker.wrk.rate),
         f"p99 < {P99_TARGET_MS:g} ms {'yes' if p99 is not None and p99 < P99_TARGET_MS else 'NO'}",
     )
+    if base_runs:
+        base = max(base_runs, key=lambda m: m.wrk.rate)
+        _row(
+            t,
+            f"gateway from {baseline_src} (c={PEAK_CONNECTIONS})",
+            base,
+            ratio(base.wrk.rate, nobroker.wrk.rate),
+        )
+        t.notes.append(
+            f"this checkout's gateway against {baseline_src}'s: "
+            f"{fmt_ratio(ratio(peak.wrk.rate, base.wrk.rate))} the rate, "
+            f"{fmt_ratio(ratio(peak.cpu_us, base.cpu_us))} the CPU per request "
+            "(runs: " + " / ".join(f"{m.wrk.rate:,.0f}" for m in base_runs) + ")"
+        )
     t.notes.append(
         "peak runs, req/s: no broker "
         + " / ".join(f"{m.wrk.rate:,.0f}" for m in nb_runs)
@@ -289,6 +323,7 @@ async def run(settings: AmqpSettings, *, quick: bool) -> tuple[dict[str, Any], l
         "gateway_peak": _json(peak),
         "nobroker_runs": [m.wrk.rate for m in nb_runs],
         "gateway_peak_runs": [m.wrk.rate for m in gw_runs],
+        "baseline_gateway_runs": [_json(m) for m in base_runs],
         "gateway_half": {**_json(half), "offered_rate": half_target, "pause_ms": pause},
         "gateway_over_nobroker": r,
         "ratio_target": RATIO_TARGET,

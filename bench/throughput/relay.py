@@ -39,7 +39,7 @@ from messaging import AmqpSettings
 
 SUBSTATIONS = ("s1", "s2", "s3")
 DISPATCHER_TARGET = 0.7
-RELAYS = ("relay", "intent", "dispatcher")
+RELAYS = ("relay", "intent", "dispatcher", "baseline")
 
 
 @dataclass
@@ -100,6 +100,7 @@ class RelayFigures:
 
     def to_json(self) -> dict[str, Any]:
         relay, disp, intent = (self.measured[k] for k in ("relay", "dispatcher", "intent"))
+        base = self.measured["baseline"]
         return {
             "messages": self.n,
             "request_bytes": self.request_bytes,
@@ -110,6 +111,7 @@ class RelayFigures:
             **{k: m.to_json() for k, m in self.measured.items()},
             "dispatcher_over_relay": ratio(disp.best, relay.best),
             "dispatcher_over_intent_relay": ratio(disp.best, intent.best),
+            "dispatcher_over_baseline": ratio(disp.best, base.best),
             "target": DISPATCHER_TARGET,
         }
 
@@ -159,8 +161,14 @@ async def bare_round(settings: AmqpSettings, n: int, naive_n: int, figs: RelayFi
 
 
 async def dispatcher_round(
-    settings: AmqpSettings, n: int, figs: RelayFigures, *, profile: str | None = None
+    settings: AmqpSettings,
+    n: int,
+    figs: RelayFigures,
+    *,
+    profile: str | None = None,
+    src: Path | None = None,
 ) -> None:
+    """The dispatcher of this checkout, or (``src``) of another one, e.g. before a change."""
     async with namespace(settings, "dispatch", SUBSTATIONS) as (topo, session):
         await prefill(settings, topo, n)
         stop_beats = asyncio.Event()
@@ -173,13 +181,15 @@ async def dispatcher_round(
             SMARTGRID_METRICS_PORT="0",
             SMARTGRID_LOG_LEVEL="WARNING",
         )
+        if src is not None:
+            env["PYTHONPATH"] = str(src)  # ahead of this checkout's editable install
         log = tempfile.TemporaryFile()  # noqa: SIM115 (read on failure, closed with the round)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "dispatcher",
             env=env,
-            cwd=REPO_ROOT,
+            cwd=src or REPO_ROOT,
             stdout=log,
             stderr=log,
             start_new_session=True,
@@ -216,11 +226,15 @@ async def dispatcher_round(
             log.close()
             raise RuntimeError(f"dispatcher moved {moved:.0f} of {n} in time; its log:\n{tail}")
         log.close()
-        figs.measured["dispatcher"].add(watch, n)
+        figs.measured["dispatcher" if src is None else "baseline"].add(watch, n)
 
 
 async def run(
-    settings: AmqpSettings, *, quick: bool, profile: str | None = None
+    settings: AmqpSettings,
+    *,
+    quick: bool,
+    profile: str | None = None,
+    baseline_src: Path | None = None,
 ) -> tuple[RelayFigures, list[Table]]:
     n = 10_000 if quick else 20_000
     naive_n = 1_000 if quick else 2_000
@@ -230,11 +244,13 @@ async def run(
     for _ in range(rounds):
         await bare_round(settings, n, naive_n, figs)
         await dispatcher_round(settings, n, figs, profile=profile)
-    return figs, tables(figs)
+        if baseline_src is not None:
+            await dispatcher_round(settings, n, figs, src=baseline_src)
+    return figs, tables(figs, baseline_src)
 
 
-def tables(figs: RelayFigures) -> list[Table]:
-    relay, intent, disp = (figs.measured[k] for k in RELAYS)
+def tables(figs: RelayFigures, baseline_src: Path | None = None) -> list[Table]:
+    relay, intent, disp, base = (figs.measured[k] for k in RELAYS)
     rounds = len(relay.rates)
     ceiling = Table(
         f"1. Ceiling: bare pika on this machine ({figs.n:,} msgs; request {figs.request_bytes} B, "
@@ -294,6 +310,16 @@ def tables(figs: RelayFigures) -> list[Table]:
         f">= {DISPATCHER_TARGET:.2f}x",
         "yes" if r is not None and r >= DISPATCHER_TARGET else "NO",
     )
+    if baseline_src is not None:
+        dispatcher.add(
+            f"the same from {baseline_src}", base.best, base.runs(),
+            fmt_ratio(ratio(base.best, relay.best)), fmt(base.cpu), fmt(base.broker_cpu), "", "",
+        )  # fmt: skip
+        dispatcher.notes.append(
+            f"this checkout's dispatcher against {baseline_src}'s: "
+            f"{fmt_ratio(ratio(disp.best, base.best))} the rate, "
+            f"{fmt_ratio(ratio(disp.cpu, base.cpu))} the CPU per message"
+        )
     dispatcher.notes += [
         "the dispatcher against its own protocol's ceiling (bare intent-first relay): "
         + fmt_ratio(ratio(disp.best, intent.best)),
