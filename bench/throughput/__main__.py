@@ -1,11 +1,14 @@
 """``python -m bench.throughput [--quick] [--json PATH] [--only PARTS]``: throughput, 4 parts.
 
-1. ceiling: bare pika (pipelined publisher, pipelined relay, relay waiting for each confirm);
-2. dispatcher: the real smartgrid-dispatcher against the bare relay, same load, same run;
+1. ceiling: bare pika (pipelined publisher, pipelined relay, intent-first relay, relay waiting
+   for each confirm);
+2. dispatcher: the real smartgrid-dispatcher against the bare relays, same load, same run;
 3. gateway: wrk against the real gateway and against the same HTTP stack without a broker;
-4. end to end: loadgen against a LocalGrid at increasing rates.
+4. end to end: loadgen against a LocalGrid at increasing rates, via HTTP and via AMQP.
 
 Every part uses namespaces of its own and deletes them; every load is bounded in count and time.
+Needs wrk (``apt-get install -y wrk``) for part 3. ``--baseline-src DIR`` also measures the
+dispatcher and gateway of another checkout in the same run (before/after a change).
 """
 
 from __future__ import annotations
