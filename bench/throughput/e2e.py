@@ -11,7 +11,9 @@ loadgen follows the answers and events: waiting for a 202, queued, held or charg
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.throughput.broker import new_namespace
@@ -132,12 +134,14 @@ async def run(settings: AmqpSettings, *, quick: bool) -> tuple[dict[str, Any], l
     seconds = 5.0 if quick else 10.0
     ns = new_namespace("e2e").namespace
     grid_settings = settings.model_copy(update={"namespace": ns})
+    logs = tempfile.TemporaryDirectory(prefix=f"smartgrid-{ns}-")
     grid = LocalGrid(
         SUBSTATIONS,
         settings=grid_settings,
         namespace=ns,
         time_scale=TIME_SCALE,
         log_level="WARNING",
+        log_dir=Path(logs.name),
     )
     steps: list[Step] = []
     try:
@@ -151,6 +155,7 @@ async def run(settings: AmqpSettings, *, quick: bool) -> tuple[dict[str, Any], l
     finally:
         grid.stop()
         await delete_namespace(grid_settings, Topology(ns), [s.id for s in SUBSTATIONS])
+        logs.cleanup()
     best = {
         via: max((s.rate for s in steps if s.sustained and s.via == via), default=None)
         for via, _ in ladders
