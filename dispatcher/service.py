@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import UUID
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from contracts import Assignment, ChargeEvent, ChargeRequest, EventKind, Heartbeat, Topology
@@ -110,15 +110,17 @@ class Dispatcher:
         # Substation id -> consumer tag of its queue, for substations being taken back.
         self._reclaiming: dict[str, str] = {}
         self._idle = asyncio.Event()  # set whenever no assignment awaits its confirm
+        self._pump_scheduled = False
+        # Children of the decisions counter by substation (labels() costs a lookup per call).
+        self._decided: dict[str, Counter] = {}
         instance = uuid.uuid4().hex[:8]
+        self.instance = f"smartgrid-dispatcher-{instance}"
         self.heartbeat_queue = f"{self.topology.heartbeats_exchange}.dispatcher-{instance}"
         self.events_queue = f"{self.topology.events_exchange}.dispatcher-{instance}"
         self._requests_consumer: str | None = None
         # While disconnected no heartbeat arrives: silence only counts from (re)connecting.
         self._connected_at: float | None = None
-        self.link = BrokerLink(
-            settings, f"smartgrid-dispatcher-{instance}", self._setup, self._lost
-        )
+        self.link = BrokerLink(settings, self.instance, self._setup, self._lost)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -237,10 +239,13 @@ class Dispatcher:
             return
         self._pending_ids.add(rid)
         self.held.append(_Held(delivery, request, self.clock(), delivery.delivery_count + 1))
-        self._pump()
+        self._pump_soon()
 
     def _on_dispatch_event(self, delivery: Delivery) -> None:
         """Another dispatcher's intent: where it sends (or sent) a request."""
+        if delivery.properties.app_id == self.instance:
+            # Our own, coming back: _dispatch remembered it already (before publishing it).
+            return
         try:
             event = ChargeEvent.model_validate_json(delivery.body)
         except ValidationError:
@@ -314,6 +319,16 @@ class Dispatcher:
 
     # -- dispatching -------------------------------------------------------------------------
 
+    def _pump_soon(self) -> None:
+        """Pump once at the end of this loop turn, for every request delivered during it."""
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_pump)
+
+    def _scheduled_pump(self) -> None:
+        self._pump_scheduled = False
+        self._pump()
+
     def _pump(self) -> None:
         """Dispatch held requests in arrival order until the policy holds."""
         session = self.link.session
@@ -370,20 +385,25 @@ class Dispatcher:
         if known is None or known.substation_id != target:
             self._remember(rid, _Route(target, confirmed=False))
         try:
-            announced = publish_event_confirmed(session, self.topology, intent)
+            publish_event_confirmed(
+                session,
+                self.topology,
+                intent,
+                functools.partial(self._announced, session, held, assignment),
+                app_id=self.instance,
+            )
         except BrokerUnavailable:
             return  # the session is gone; the request is redelivered after reconnect
         self.inflight += 1
         self._idle.clear()
-        announced.add_done_callback(functools.partial(self._announced, session, held, assignment))
 
     def _announced(
-        self, session: Session, held: _Held, assignment: Assignment, fut: asyncio.Future[None]
+        self, session: Session, held: _Held, assignment: Assignment, exc: BaseException | None
     ) -> None:
-        exc = fut.exception() if not fut.cancelled() else BrokerUnavailable("cancelled")
         if exc is None:
             try:
-                published = session.publish(
+                session.publish_then(
+                    functools.partial(self._confirmed, held, assignment),
                     self.topology.substations_exchange,
                     assignment.substation_id,
                     assignment.model_dump_json().encode(),
@@ -392,7 +412,6 @@ class Dispatcher:
             except BrokerUnavailable as gone:
                 exc = gone
             else:
-                published.add_done_callback(functools.partial(self._confirmed, held, assignment))
                 return
         self._failed(held, assignment, exc)
 
@@ -417,8 +436,7 @@ class Dispatcher:
         if self.inflight == 0:
             self._idle.set()
 
-    def _confirmed(self, held: _Held, assignment: Assignment, fut: asyncio.Future[None]) -> None:
-        exc = fut.exception() if not fut.cancelled() else BrokerUnavailable("cancelled")
+    def _confirmed(self, held: _Held, assignment: Assignment, exc: BaseException | None) -> None:
         if exc is not None:
             self._failed(held, assignment, exc)
             return
@@ -431,7 +449,11 @@ class Dispatcher:
             log.error("fault injection: exiting between a confirm and its ack")
             os._exit(137)
         held.delivery.ack()
-        self.metrics.decisions.labels(assignment.substation_id, self.policy.name).inc()
+        sid = assignment.substation_id
+        decided = self._decided.get(sid)
+        if decided is None:
+            decided = self._decided[sid] = self.metrics.decisions.labels(sid, self.policy.name)
+        decided.inc()
         self.metrics.dispatch_seconds.observe(self.clock() - held.received)
 
 

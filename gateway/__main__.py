@@ -17,6 +17,7 @@ from messaging.runtime import EXIT_BROKER_REFUSED, EXIT_FAILURE, EXIT_OK, die
 
 if TYPE_CHECKING:
     import uvicorn
+    from fastapi import FastAPI
 
 # Graceful shutdown waits this much beyond the confirm timeout for in-flight requests.
 SHUTDOWN_GRACE_S = 5.0
@@ -49,13 +50,30 @@ def _server_class() -> type[uvicorn.Server]:
     return GatewayServer
 
 
+def uvicorn_config(app: FastAPI, settings: GatewaySettings) -> uvicorn.Config:
+    """How the gateway serves HTTP (also what bench.throughput serves its no-broker twin with)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_config=None,  # keep the process's own logging format
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.confirm_timeout_s + SHUTDOWN_GRACE_S),
+    )
+
+
 def run(settings: GatewaySettings) -> int:
     """Serve until SIGINT/SIGTERM (graceful: in-flight requests finish) or a fatal broker error.
 
     uvicorn runs the app on uvloop; the broker connection lives on that same loop (pika's
     AsyncioConnection), so there are no threads. Returns the exit code.
     """
-    import uvicorn
 
     from gateway.app import create_app
     from gateway.publisher import AmqpRequestPublisher
@@ -64,20 +82,7 @@ def run(settings: GatewaySettings) -> int:
     configure_logging(settings.log_level)
     publisher = AmqpRequestPublisher(settings)
     app = create_app(settings, publisher)
-    server = _server_class()(
-        uvicorn.Config(
-            app,
-            host=settings.http_host,
-            port=settings.http_port,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            log_config=None,  # keep the process's own logging format
-            log_level=settings.log_level.lower(),
-            access_log=False,
-            timeout_graceful_shutdown=int(settings.confirm_timeout_s + SHUTDOWN_GRACE_S),
-        )
-    )
+    server = _server_class()(uvicorn_config(app, settings))
 
     def fatal(_exc: BaseException) -> None:
         server.should_exit = True

@@ -132,13 +132,15 @@ class AmqpRequestPublisher:
             message_id=str(request.request_id),
         )
         timeout_s = self._settings.confirm_timeout_s
+        # On timeout the future fails with ConfirmTimeout; the Session skips it when the late
+        # confirm arrives. The message may still be stored: the client retries with the same
+        # request_id, which downstream treats as a duplicate. (A timer on the future itself:
+        # asyncio.wait_for costs a second future and its callbacks on every request.)
+        timer = asyncio.get_running_loop().call_later(timeout_s, _expire, confirm, timeout_s)
         try:
-            # On timeout wait_for cancels the future; the Session skips it when the late
-            # confirm arrives. The message may still be stored: the client retries with the
-            # same request_id, which downstream treats as a duplicate.
-            await asyncio.wait_for(confirm, timeout_s)
-        except TimeoutError as exc:
-            raise ConfirmTimeout(f"no broker confirm within {timeout_s:g}s") from exc
+            await confirm
+        finally:
+            timer.cancel()
         try:
             publish_event(
                 session,
@@ -148,3 +150,8 @@ class AmqpRequestPublisher:
         except Exception:
             # Best effort: the request is safely stored; a lost event must not turn 202 into 500.
             log.debug("accepted event for %s not published", request.request_id, exc_info=True)
+
+
+def _expire(confirm: asyncio.Future[None], timeout_s: float) -> None:
+    if not confirm.done():
+        confirm.set_exception(ConfirmTimeout(f"no broker confirm within {timeout_s:g}s"))

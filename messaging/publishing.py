@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from contracts import ChargeEvent, Topology
 from messaging.errors import MessagingError
@@ -27,14 +28,23 @@ def publish_event(session: Session, topology: Topology, event: ChargeEvent) -> N
 
 
 def publish_event_confirmed(
-    session: Session, topology: Topology, event: ChargeEvent
-) -> asyncio.Future[None]:
-    """For events others rely on (the dispatcher's intent): resolves once the broker has it."""
-    return session.publish(
+    session: Session,
+    topology: Topology,
+    event: ChargeEvent,
+    on_confirmed: Callable[[BaseException | None], None],
+    *,
+    app_id: str | None = None,
+) -> None:
+    """For events others rely on (the dispatcher's intent): ``on_confirmed(None)`` once the
+    broker has it, ``on_confirmed(error)`` if it will not. ``app_id`` names the publisher, so
+    that it can recognise (and skip) its own events coming back."""
+    session.publish_then(
+        on_confirmed,
         topology.events_exchange,
         topology.event_routing_key(event.kind),
         event.model_dump_json().encode(),
         message_id=str(event.event_id),
+        app_id=app_id,
         mandatory=False,  # nobody may be listening; that is fine
     )
 

@@ -18,14 +18,18 @@ Design points (see shared/PITFALLS.md):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import ssl
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pika
 import pika.channel
+import pika.connection
 import pika.exceptions
 import pika.frame
 import pika.spec
@@ -71,23 +75,67 @@ class Delivery:
         return int(self.headers.get("x-delivery-count", 0) or 0)
 
     def ack(self) -> None:
-        self._settle(lambda ch: ch.basic_ack(self.delivery_tag))
+        if self._settle():
+            self.session._ack(self.delivery_tag)
 
     def nack(self, *, requeue: bool) -> None:
-        self._settle(lambda ch: ch.basic_nack(self.delivery_tag, requeue=requeue))
+        if self._settle():
+            self.session._nack(self.delivery_tag, requeue)
 
-    def _settle(self, op: Callable[[pika.channel.Channel], None]) -> None:
+    def _settle(self) -> bool:
+        """Mark settled; False if there is nothing to send (already settled, or stale)."""
         if self.settled:
-            return
+            return False
         self.settled = True
         if not self.session.is_open:
             # Stale tag from a dead channel: the broker requeued the message already.
             log.debug("dropping settle of stale delivery %s", self.delivery_tag)
-            return
-        op(self.session.channel)
+            return False
+        return True
 
 
 OnMessage = Callable[[Delivery], None]
+
+
+class _BatchingConnection(AsyncioConnection):
+    """pika's AsyncioConnection, sending what one event-loop turn wrote in one piece.
+
+    pika hands the transport every frame on its own (a publish is three: method, header, body)
+    and the transport makes one ``send()`` per frame. Here the frames written during one turn of
+    the loop are joined and handed over together at the end of it: one system call for a whole
+    batch of publishes and acks, in the same order. Nothing waits longer than that turn.
+    """
+
+    def __init__(
+        self,
+        parameters: pika.connection.Parameters,
+        *,
+        on_open_callback: Callable[[Any], None],
+        on_open_error_callback: Callable[[Any, BaseException], None],
+        on_close_callback: Callable[[Any, BaseException], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._out: list[bytes] = []
+        self._out_loop = loop
+        super().__init__(
+            parameters,
+            on_open_callback=on_open_callback,
+            on_open_error_callback=on_open_error_callback,
+            on_close_callback=on_close_callback,
+            custom_ioloop=loop,
+        )
+
+    def _adapter_emit_data(self, data: bytes) -> None:
+        if not self._out:
+            self._out_loop.call_soon(self._emit_batch)
+        self._out.append(data)
+
+    def _emit_batch(self) -> None:
+        data = b"".join(self._out)
+        self._out.clear()
+        transport = getattr(self, "_transport", None)  # None once the stream is gone
+        if data and transport is not None:
+            transport.write(data)
 
 
 class Session:
@@ -99,8 +147,13 @@ class Session:
         self.closed = asyncio.Event()
         self.close_reason: BaseException | None = None
         self._next_tag = 1
-        self._unconfirmed: dict[int, tuple[asyncio.Future[None], str | None]] = {}
+        self._unconfirmed: dict[int, tuple[_Waiter, str | None]] = {}
         self._returned: set[str] = set()
+        # Manual-ack deliveries not yet settled on the wire, in delivery order; those settled
+        # out of order (sent on their own); acks waiting for the end of this loop turn.
+        self._unsettled: deque[int] = deque()
+        self._settled_alone: set[int] = set()
+        self._acks: set[int] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -134,12 +187,12 @@ class Session:
             elif not opened.done():
                 opened.set_exception(BrokerUnavailable(f"connection closed while opening: {exc}"))
 
-        conn = AsyncioConnection(
+        conn = _BatchingConnection(
             params,
             on_open_callback=on_open,
             on_open_error_callback=on_open_error,
             on_close_callback=on_close,
-            custom_ioloop=loop,
+            loop=loop,
         )
         try:
             await asyncio.wait_for(opened, settings.connect_timeout_s * 2)
@@ -173,6 +226,7 @@ class Session:
         return not self.closed.is_set() and self.channel.is_open
 
     async def close(self) -> None:
+        self._flush_acks()  # before the channel closes, or they would be lost with it
         if self.connection.is_open:
             self.connection.close()
         try:
@@ -197,11 +251,10 @@ class Session:
         self.closed.set()
         failure = BrokerUnavailable(f"connection lost before the broker confirmed: {exc}")
         pending, self._unconfirmed = self._unconfirmed, {}
-        for fut, _ in pending.values():
-            if not fut.done():
-                fut.set_exception(failure)
-                # Fire-and-forget publishes (events) may have no reader of this failure.
-                fut.exception()
+        for waiter, _ in pending.values():
+            _resolve(waiter, failure)
+            if isinstance(waiter, asyncio.Future) and not waiter.cancelled():
+                waiter.exception()  # a caller that gave up must not leave it "never retrieved"
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -218,29 +271,77 @@ class Session:
         mandatory: bool = True,
     ) -> asyncio.Future[None]:
         """Publish now; the future resolves when the broker confirms, fails on nack/return."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._publish(
+            fut,
+            exchange,
+            routing_key,
+            body,
+            message_id=message_id,
+            headers=headers,
+            persistent=persistent,
+            expiration_ms=expiration_ms,
+            mandatory=mandatory,
+        )
+        return fut
+
+    def publish_then(
+        self,
+        on_confirmed: Callable[[BaseException | None], None],
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        app_id: str | None = None,
+        mandatory: bool = True,
+    ) -> None:
+        """``publish`` for hot paths: ``on_confirmed(None)`` once the broker confirmed, or
+        ``on_confirmed(error)`` (PublishNacked, PublishReturned, BrokerUnavailable), called
+        straight from the confirm, without a future and a trip through the event loop."""
+        self._publish(
+            on_confirmed,
+            exchange,
+            routing_key,
+            body,
+            message_id=message_id,
+            app_id=app_id,
+            mandatory=mandatory,
+        )
+
+    def _publish(
+        self,
+        waiter: _Waiter,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        app_id: str | None = None,
+        headers: dict[str, Any] | None = None,
+        persistent: bool = True,
+        expiration_ms: int | None = None,
+        mandatory: bool = True,
+    ) -> None:
         if not self.is_open:
             raise BrokerUnavailable("not connected to the broker")
         props = pika.BasicProperties(
             content_type="application/json",
             delivery_mode=2 if persistent else 1,
             message_id=message_id,
+            app_id=app_id,
             headers=headers,
             expiration=str(expiration_ms) if expiration_ms is not None else None,
         )
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         tag = self._next_tag
         self._next_tag += 1
-        self._unconfirmed[tag] = (fut, message_id)
+        self._unconfirmed[tag] = (waiter, message_id)
         self.channel.basic_publish(exchange, routing_key, body, props, mandatory=mandatory)
-        return fut
 
     def publish_and_forget(self, exchange: str, routing_key: str, body: bytes, **kw: Any) -> None:
         """For best-effort messages (events, heartbeats): confirmed, but nobody waits."""
-        try:
-            fut = self.publish(exchange, routing_key, body, mandatory=False, **kw)
-        except BrokerUnavailable:
-            return
-        fut.add_done_callback(_consume_result)
+        with contextlib.suppress(BrokerUnavailable):
+            self._publish(_log_unconfirmed, exchange, routing_key, body, mandatory=False, **kw)
 
     def _on_return(self, _ch: Any, method: Any, props: Any, _body: bytes) -> None:
         if props.message_id:
@@ -252,20 +353,60 @@ class Session:
         nacked = isinstance(method, pika.spec.Basic.Nack)
         tag = method.delivery_tag
         if method.multiple:
-            tags = [t for t in self._unconfirmed if t <= tag]
+            # The dict is in publish (= tag) order: the covered tags are a prefix of it.
+            tags = list(itertools.takewhile(lambda t: t <= tag, self._unconfirmed))
         else:
             tags = [tag] if tag in self._unconfirmed else []
         for t in tags:
-            fut, message_id = self._unconfirmed.pop(t)
-            if fut.done():
-                continue
+            waiter, message_id = self._unconfirmed.pop(t)
             if nacked:
-                fut.set_exception(PublishNacked(f"broker nacked delivery tag {t}"))
+                _resolve(waiter, PublishNacked(f"broker nacked delivery tag {t}"))
             elif message_id is not None and message_id in self._returned:
                 self._returned.discard(message_id)
-                fut.set_exception(PublishReturned(f"message {message_id} was unroutable"))
+                _resolve(waiter, PublishReturned(f"message {message_id} was unroutable"))
             else:
-                fut.set_result(None)
+                _resolve(waiter, None)
+
+    # -- settling deliveries ---------------------------------------------------------------
+
+    def _ack(self, tag: int) -> None:
+        """Ack at the end of this loop turn, together with the others acked meanwhile.
+
+        The acked deliveries that form a prefix of the unsettled ones (in delivery order) go as
+        one ``Basic.Ack`` with ``multiple``; the others on their own. Acks never wait for a
+        delivery still held: they are only coalesced within one turn of the loop.
+        """
+        if not self._acks:
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+        self._acks.add(tag)
+
+    def _nack(self, tag: int, requeue: bool) -> None:
+        # At once and on its own: a later multiple ack must not cover it.
+        self._settled_alone.add(tag)
+        self.channel.basic_nack(tag, requeue=requeue)
+
+    def _flush_acks(self) -> None:
+        acks, self._acks = self._acks, set()
+        if not acks or not self.is_open:
+            return
+        last, covered = 0, 0
+        unsettled = self._unsettled
+        while unsettled:
+            head = unsettled[0]
+            if head in acks:
+                acks.discard(head)
+                last = head
+                covered += 1
+            elif head in self._settled_alone:
+                self._settled_alone.discard(head)
+            else:
+                break
+            unsettled.popleft()
+        if last:
+            self.channel.basic_ack(last, multiple=covered > 1)
+        for tag in sorted(acks):
+            self._settled_alone.add(tag)
+            self.channel.basic_ack(tag)
 
     # -- topology and consuming ------------------------------------------------------------
 
@@ -361,6 +502,8 @@ class Session:
         """Start consuming; ``on_message`` runs on the event loop and must not block."""
 
         def deliver(_ch: Any, method: Any, props: Any, body: bytes) -> None:
+            if not auto_ack:
+                self._unsettled.append(method.delivery_tag)
             delivery = Delivery(
                 self,
                 method.delivery_tag,
@@ -407,9 +550,29 @@ class Session:
             await self.bind(b)
 
 
-def _consume_result(fut: asyncio.Future[None]) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        log.debug("best-effort publish not confirmed: %s", fut.exception())
+# What waits for a publisher confirm: a future, or a callback given the error (None: confirmed).
+_Waiter = asyncio.Future[None] | Callable[[BaseException | None], None]
+
+
+def _resolve(waiter: _Waiter, exc: BaseException | None) -> None:
+    if isinstance(waiter, asyncio.Future):
+        if waiter.done():  # e.g. cancelled by a caller's timeout
+            return
+        if exc is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(exc)
+        return
+    try:
+        waiter(exc)
+    except Exception:
+        # A bug in one callback must not break the confirms of the others (or pika's loop).
+        log.exception("publisher-confirm callback failed")
+
+
+def _log_unconfirmed(exc: BaseException | None) -> None:
+    if exc is not None:
+        log.debug("best-effort publish not confirmed: %s", exc)
 
 
 def _close_quietly(conn: AsyncioConnection) -> None:
