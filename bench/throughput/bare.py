@@ -183,6 +183,39 @@ def publish(url: str, exchange: str, count: int, window: int, timeout_s: float) 
     return out
 
 
+def _run_relay(
+    url: str,
+    queue: str,
+    prefetch: int,
+    timeout_s: float,
+    name: str,
+    holder: dict[str, Any],
+    state: dict[str, Any],
+    on_message: Any,
+    on_confirm: Any,
+) -> None:
+    """Open a confirm channel, consume ``queue`` with ``prefetch`` and run until the relay closes
+    the connection (``holder`` gets "conn" and "ch"; returns are counted in ``state``)."""
+
+    def on_return(*_a: Any) -> None:
+        state["returned"] += 1
+
+    def on_channel(ch: pika.channel.Channel) -> None:
+        holder["ch"] = ch
+        ch.add_on_return_callback(on_return)
+
+        def consume(_f: Any) -> None:
+            ch.basic_consume(queue, on_message)
+
+        ch.confirm_delivery(
+            on_confirm, callback=lambda _f: ch.basic_qos(prefetch_count=prefetch, callback=consume)
+        )
+
+    conn = _connection(url, lambda c: c.channel(on_open_callback=on_channel), name)
+    holder["conn"] = conn
+    _run(conn, timeout_s)
+
+
 def relay(
     url: str,
     queue: str,
@@ -222,23 +255,9 @@ def relay(
             state["t1"] = time.perf_counter()
             holder["conn"].close()
 
-    def on_return(*_a: Any) -> None:
-        state["returned"] += 1
-
-    def on_channel(ch: pika.channel.Channel) -> None:
-        holder["ch"] = ch
-        ch.add_on_return_callback(on_return)
-
-        def consume(_f: Any) -> None:
-            ch.basic_consume(queue, on_message)
-
-        ch.confirm_delivery(
-            on_confirm, callback=lambda _f: ch.basic_qos(prefetch_count=prefetch, callback=consume)
-        )
-
-    conn = _connection(url, lambda c: c.channel(on_open_callback=on_channel), "bench-relay")
-    holder["conn"] = conn
-    _run(conn, timeout_s)
+    _run_relay(
+        url, queue, prefetch, timeout_s, "bench-relay", holder, state, on_message, on_confirm
+    )
     elapsed = (state["t1"] or time.perf_counter()) - state["t0"]
     return {
         "what": "relay",
@@ -317,23 +336,9 @@ def intent_relay(
             clock["t1"] = time.perf_counter()
             holder["conn"].close()
 
-    def on_return(*_a: Any) -> None:
-        state["returned"] += 1
-
-    def on_channel(ch: pika.channel.Channel) -> None:
-        holder["ch"] = ch
-        ch.add_on_return_callback(on_return)
-
-        def consume(_f: Any) -> None:
-            ch.basic_consume(queue, on_message)
-
-        ch.confirm_delivery(
-            on_confirm, callback=lambda _f: ch.basic_qos(prefetch_count=prefetch, callback=consume)
-        )
-
-    conn = _connection(url, lambda c: c.channel(on_open_callback=on_channel), "bench-intent")
-    holder["conn"] = conn
-    _run(conn, timeout_s)
+    _run_relay(
+        url, queue, prefetch, timeout_s, "bench-intent", holder, state, on_message, on_confirm
+    )
     elapsed = (clock["t1"] or time.perf_counter()) - clock["t0"]
     return {
         "what": "intent",
