@@ -141,6 +141,8 @@ class AmqpRequestPublisher:
             await confirm
         finally:
             timer.cancel()
+        if not self._settings.accepted_events:
+            return
         try:
             publish_event(
                 session,

@@ -43,6 +43,12 @@ class GatewaySettings(AmqpSettings):
     rate_limit_burst: int = Field(
         default=1000, ge=1, description="Requests admitted at once above the rate limit."
     )
+    accepted_events: bool = Field(
+        default=False,
+        description="Also publish an `accepted` event to <ns>.events for each request. The 202 "
+        "already tells the client; the event costs about a quarter of the gateway's CPU per "
+        "request (make bench), so it is off unless something follows it.",
+    )
     idempotency_memory: int = Field(
         default=100_000,
         ge=0,

@@ -121,7 +121,10 @@ async def test_concurrent_requests_are_confirmed_queued_and_announced(
     amqp_settings: AmqpSettings, topology: Topology, session: Session
 ) -> None:
     n = 50
-    async with running_gateway(gateway_settings(amqp_settings, topology)) as gw:
+    settings = gateway_settings(amqp_settings, topology).model_copy(
+        update={"accepted_events": True}
+    )
+    async with running_gateway(settings) as gw:
         await wait_until_healthy(gw.client)
         # Given someone listening for accepted events (the gateway declared the exchanges)
         events = await watch_accepted_events(session, topology, n)
@@ -167,6 +170,20 @@ async def test_concurrent_requests_are_confirmed_queued_and_announced(
 
 def parse(body: bytes) -> ChargeRequest:
     return ChargeRequest.model_validate_json(body)
+
+
+async def test_no_accepted_events_unless_asked(
+    amqp_settings: AmqpSettings, topology: Topology, session: Session
+) -> None:
+    async with running_gateway(gateway_settings(amqp_settings, topology)) as gw:
+        await wait_until_healthy(gw.client)
+        events = await watch_accepted_events(session, topology, 1)
+        answers = [await gw.client.post(URL, json=charge_request_body()) for _ in range(5)]
+        assert [a.status_code for a in answers] == [202] * 5
+        assert await session.queue_depth(topology.requests_queue) == 5
+        # The gateway published its events (if any) before answering; give the broker a moment.
+        await asyncio.sleep(0.5)
+        assert events.deliveries == []
 
 
 async def test_invalid_requests_put_nothing_in_the_queue(
