@@ -187,7 +187,8 @@ def run_cmd(
     """Send a demand profile, follow every request to its end, report what happened.
 
     Exit 0 when nothing accepted was lost; 1 when an accepted request neither completed nor was
-    rejected within --settle (or the grid could not be reached); 2 for bad options.
+    rejected within --settle (or the grid could not be reached, or refused the API key);
+    2 for bad options.
     """
     from loadgen.profiles import PROFILES
     from loadgen.run import RunOptions
@@ -245,6 +246,16 @@ def run(
     result = run_live(settings, options, console)
     report = build_report(result)
     print_report(console, report)
+    refused = report.rejected_at_ingress.get("401", 0)
+    if refused:
+        from loadgen.view import print_error
+
+        key = "a wrong key was sent" if options.api_key else "none was sent"
+        print_error(
+            console,
+            f"the gateway refused {refused} requests with 401: it wants an API key and {key}; "
+            "set SMARTGRID_API_KEY",
+        )
     if json_path is not None:
         write_json(report, json_path)
         console.print(f"report written to {json_path}")
@@ -253,7 +264,8 @@ def run(
         console.print(f"plot written to {plot_path}")
     if result.interrupted:
         return EXIT_INTERRUPTED
-    return report.exit_code
+    # Refused for want of a key is a setup error, like an unreachable gateway.
+    return 1 if refused else report.exit_code
 
 
 @app.command("watch")

@@ -275,3 +275,38 @@ def test_an_unreachable_gateway_or_broker_is_one_clear_line(amqp_settings: AmqpS
     assert no_broker.returncode == 1
     assert "cannot connect to amqp://guest:***@127.0.0.1:9" in no_broker.stdout
     assert "Traceback" not in no_broker.stdout + no_broker.stderr
+
+
+def test_a_gateway_that_wants_a_key_gets_it_from_the_environment(
+    amqp_settings: AmqpSettings, tmp_path: Path
+) -> None:
+    topology = Topology(f"test-key-{uuid.uuid4().hex[:8]}")
+    settings = amqp_settings.model_copy(update={"namespace": topology.namespace})
+    key = "k" * 16 + uuid.uuid4().hex
+    env = {
+        "SMARTGRID_AMQP_URL": amqp_settings.amqp_url.get_secret_value(),
+        "SMARTGRID_NAMESPACE": topology.namespace,
+    }
+    grid = LocalGrid(
+        SUBSTATIONS[:1],
+        settings=settings,
+        time_scale=FAST,
+        heartbeat_interval_s=0.5,
+        log_dir=tmp_path,
+        process_env={"gateway": {"SMARTGRID_API_KEY": key}},
+    )
+    try:
+        with grid:
+            args = ("run", "-n", "5", "--rate", "50", "--settle", "20")
+            url = ("--gateway-url", grid.gateway_url)
+            # Without the key: every request refused, and loadgen says why in one line
+            without = _cli(*args, *url, env=env)
+            assert without.returncode == 1
+            assert "401: it wants an API key and none was sent" in without.stdout
+            assert "Traceback" not in without.stdout + without.stderr
+            # With it (from the environment only): all accepted and completed
+            with_key = _cli(*args, *url, env={**env, "SMARTGRID_API_KEY": key})
+            assert with_key.returncode == 0, with_key.stdout
+            assert "401" not in with_key.stdout
+    finally:
+        asyncio.run(delete_namespace(amqp_settings, topology, [SUBSTATIONS[0].id]))
