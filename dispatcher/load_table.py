@@ -4,12 +4,23 @@ Heartbeats are stale by up to one interval. To keep a burst from herding onto th
 looked emptiest at its last heartbeat, the table also counts what this dispatcher assigned to each
 substation since that heartbeat (``pending_*``); a new heartbeat supersedes those counts.
 
+Between heartbeats the table also learns when capacity frees up: a heartbeat may carry the
+worker's predicted releases (``Heartbeat.releases``: sessions that will have ended by a time
+after it was sent, and their committed power). From that time on (counted from when the
+heartbeat arrived, so late rather than early) the table takes their power and sessions off
+the substation's ``committed_kw`` and ``active_sessions``, so that a policy holding at 1 x
+capacity need not wait for the next heartbeat to use what freed up. Pending assignments still
+count in full. ``release_due(now)`` applies what is due (``eligible`` and ``least_promised`` do
+it themselves); ``next_release()`` is when the picture changes next, for a dispatcher holding
+requests to retry then.
+
 ``least_promised`` answers headroom's question from an index (``dispatcher.promise_index``)
 in O(log n) instead of a scan of every substation.
 """
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,10 +74,21 @@ class LoadTable:
     """
 
     def __init__(
-        self, stale_after_intervals: float = 3.0, rng: random.Random | None = None
+        self,
+        stale_after_intervals: float = 3.0,
+        rng: random.Random | None = None,
+        *,
+        use_releases: bool = True,
     ) -> None:
         self.stale_after_intervals = stale_after_intervals
+        # False: heartbeats' predicted releases are ignored (freed capacity is learnt from the
+        # next heartbeat only), for comparison.
+        self.use_releases = use_releases
         self._by_id: dict[str, SubstationState] = {}
+        # Predicted releases by due time: (due, number, state, kW, sessions). An entry whose
+        # state a later heartbeat replaced is dropped when it surfaces.
+        self._releases: list[tuple[float, int, SubstationState, float, int]] = []
+        self._numbered = 0
         # Ties between equally promised substations are broken at random, so that dispatchers
         # (or a restart) do not all start with the same one.
         self._index: PromiseIndex = PromiseIndex(rng if rng is not None else random.Random())
@@ -103,7 +125,36 @@ class LoadTable:
             sent_at_ts=sent_at,
         )
         self._index.put(state)
+        if self.use_releases:
+            for r in hb.releases:
+                self._numbered += 1
+                heapq.heappush(
+                    self._releases, (now + r.in_s, self._numbered, state, r.kw, r.sessions)
+                )
+            self.release_due(now)
         return True
+
+    def release_due(self, now: float) -> None:
+        """Take the predicted releases due by ``now`` off their substations' promises."""
+        heap = self._releases
+        while heap and heap[0][0] <= now:
+            _, _, s, kw, sessions = heapq.heappop(heap)
+            if self._by_id.get(s.substation_id) is not s:
+                continue  # superseded by a later heartbeat, or forgotten
+            from_active = min(sessions, s.active_sessions)
+            s.active_sessions -= from_active
+            s.queued = max(0, s.queued - (sessions - from_active))
+            s.committed_kw = max(0.0, s.committed_kw - kw)
+            if s.active_sessions == 0 and s.queued == 0:
+                s.committed_kw = 0.0  # no float crumbs on an empty substation
+            self._index.put(s)
+
+    def next_release(self) -> float | None:
+        """When the next predicted release is due (the ``now`` clock), or None."""
+        heap = self._releases
+        while heap and self._by_id.get(heap[0][2].substation_id) is not heap[0][2]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def record_assignment(self, substation_id: str, kw: float) -> None:
         s = self._by_id[substation_id]
@@ -119,6 +170,7 @@ class LoadTable:
         return s is not None and s.status == "up" and self.is_fresh(s, now)
 
     def eligible(self, now: float) -> list[SubstationState]:
+        self.release_due(now)
         return [s for s in self._by_id.values() if s.status == "up" and self.is_fresh(s, now)]
 
     def counts(self, now: float) -> dict[str, int]:
@@ -146,6 +198,7 @@ class LoadTable:
         capacity) and one more session — ``promised_ratio(s, min(request_kw, capacity), 1)``,
         the smallest there is, ties broken at random — and that score; None if none is eligible.
         The same answer as scanning ``eligible(now)``, in O(k + log n) (see PromiseIndex)."""
+        self.release_due(now)
         return self._index.least_promised(
             request_kw, lambda s: s.status == "up" and self.is_fresh(s, now)
         )
