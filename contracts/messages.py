@@ -121,6 +121,17 @@ class Heartbeat(_Message):
     assignments_received: int = Field(ge=0, description="Assignments received since it started.")
     interval_s: float = Field(default=1.0, gt=0, le=300, description="Heartbeat period, s.")
     sent_at: AwareDatetime = Field(default_factory=utcnow)
+    time_scale: float | None = Field(
+        default=None,
+        gt=0,
+        le=1_000_000,
+        description="Simulated seconds per wall second (1 for a real substation): with "
+        "charger_max_kw, lets the dispatcher estimate when what it assigns will end. None: "
+        "unknown (e.g. an older worker), no estimate.",
+    )
+    charger_max_kw: float | None = Field(
+        default=None, gt=0, le=1_000_000, description="Highest power one bay delivers, kW."
+    )
     releases: tuple[Release, ...] = Field(
         default=(),
         max_length=MAX_RELEASES,

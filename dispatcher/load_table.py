@@ -45,6 +45,9 @@ class SubstationState:
     sent_at_ts: float
     pending_kw: float = 0.0
     pending_count: int = 0
+    # From the heartbeat, to estimate when an assignment ends (None: no estimate).
+    time_scale: float | None = None
+    charger_max_kw: float | None = None
 
     def snapshot(self, now: float) -> LoadSnapshot:
         return LoadSnapshot(
@@ -66,6 +69,31 @@ def promised_ratio(s: SubstationState, extra_kw: float = 0.0, extra_sessions: in
     return max(kw / s.capacity_kw, sessions / s.bays)
 
 
+# An estimated end of an assignment is put this many wall seconds late: the assignment has to
+# reach the worker (an announcement confirmed, then the assignment through the broker) before
+# its car starts. Were it later still, the next heartbeat states the true end.
+ASSIGNMENT_END_MARGIN_S = 0.05
+
+
+def assignment_end(s: SubstationState, kw: float, energy_kwh: float, now: float) -> float | None:
+    """When an assignment just recorded on ``s`` (``kw``: its car's max power capped at the
+    capacity) will have ended, or None if that cannot be told safely.
+
+    Its car charges at min(car, charger, capacity) from the moment it arrives only if it gets
+    a bay at once and nothing shares power with it: the substation holds at most its bays and
+    at most its capacity is promised to it, counting this one. Then it ends ``energy_kwh`` /
+    that power later, in wall time at the worker's ``time_scale``; put late by a margin for the
+    assignment's way to the worker. Otherwise (or without the worker's time scale): None."""
+    if s.time_scale is None or s.charger_max_kw is None:
+        return None
+    sessions = s.active_sessions + s.queued + s.pending_count
+    if sessions > s.bays or s.committed_kw + s.pending_kw > s.capacity_kw * (1 + 1e-9):
+        return None
+    power_kw = min(kw, s.charger_max_kw)
+    duration_s = energy_kwh / power_kw * 3600.0 / s.time_scale
+    return now + duration_s + ASSIGNMENT_END_MARGIN_S
+
+
 class LoadTable:
     """Substations by id; ``eligible(now)`` are those fresh and up.
 
@@ -85,9 +113,10 @@ class LoadTable:
         # next heartbeat only), for comparison.
         self.use_releases = use_releases
         self._by_id: dict[str, SubstationState] = {}
-        # Predicted releases by due time: (due, number, state, kW, sessions). An entry whose
-        # state a later heartbeat replaced is dropped when it surfaces.
-        self._releases: list[tuple[float, int, SubstationState, float, int]] = []
+        # Predicted releases by due time: (due, number, state, kW, sessions, whether one of
+        # our pending assignments). An entry whose state a later heartbeat replaced is dropped
+        # when it surfaces.
+        self._releases: list[tuple[float, int, SubstationState, float, int, bool]] = []
         self._numbered = 0
         # Ties between equally promised substations are broken at random, so that dispatchers
         # (or a restart) do not all start with the same one.
@@ -123,13 +152,15 @@ class LoadTable:
             interval_s=hb.interval_s,
             last_seen=now,
             sent_at_ts=sent_at,
+            time_scale=hb.time_scale,
+            charger_max_kw=hb.charger_max_kw,
         )
         self._index.put(state)
         if self.use_releases:
             for r in hb.releases:
                 self._numbered += 1
                 heapq.heappush(
-                    self._releases, (now + r.in_s, self._numbered, state, r.kw, r.sessions)
+                    self._releases, (now + r.in_s, self._numbered, state, r.kw, r.sessions, False)
                 )
             self.release_due(now)
         return True
@@ -138,9 +169,14 @@ class LoadTable:
         """Take the predicted releases due by ``now`` off their substations' promises."""
         heap = self._releases
         while heap and heap[0][0] <= now:
-            _, _, s, kw, sessions = heapq.heappop(heap)
+            _, _, s, kw, sessions, pending = heapq.heappop(heap)
             if self._by_id.get(s.substation_id) is not s:
                 continue  # superseded by a later heartbeat, or forgotten
+            if pending:  # one of ours, estimated when it was assigned
+                s.pending_count = max(0, s.pending_count - sessions)
+                s.pending_kw = 0.0 if s.pending_count == 0 else max(0.0, s.pending_kw - kw)
+                self._index.put(s)
+                continue
             from_active = min(sessions, s.active_sessions)
             s.active_sessions -= from_active
             s.queued = max(0, s.queued - (sessions - from_active))
@@ -156,11 +192,27 @@ class LoadTable:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
-    def record_assignment(self, substation_id: str, kw: float) -> None:
+    def record_assignment(
+        self,
+        substation_id: str,
+        kw: float,
+        *,
+        energy_kwh: float | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Count an assignment of ``kw`` (the car's max power, capped at the capacity) as
+        pending until the next heartbeat. Given its energy and ``now``, also when it will end
+        (``assignment_end``), so that its power is free from then on, as a release is."""
         s = self._by_id[substation_id]
         s.pending_kw += kw
         s.pending_count += 1
         self._index.put(s)
+        if energy_kwh is None or now is None or not self.use_releases:
+            return
+        end = assignment_end(s, kw, energy_kwh, now)
+        if end is not None:
+            self._numbered += 1
+            heapq.heappush(self._releases, (end, self._numbered, s, kw, 1, True))
 
     def is_fresh(self, s: SubstationState, now: float) -> bool:
         return now - s.last_seen <= self.stale_after_intervals * s.interval_s

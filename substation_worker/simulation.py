@@ -353,3 +353,12 @@ def to_wire(releases: Sequence[PredictedRelease], time_scale: float) -> tuple[Re
         for r in releases
         if r.after_s / time_scale <= MAX_RELEASE_IN_S  # beyond: left for a later heartbeat
     )
+
+
+def heartbeat_releases(
+    sub: Substation, interval_s: float, time_scale: float
+) -> tuple[Release, ...]:
+    """What a heartbeat sent now states: the sessions ``sub`` holds that end within
+    ``RELEASE_HORIZON_INTERVALS`` heartbeat intervals (wall seconds ``interval_s``)."""
+    horizon_s = RELEASE_HORIZON_INTERVALS * interval_s * time_scale
+    return to_wire(sub.predicted_releases(horizon_s), time_scale)

@@ -213,6 +213,8 @@ class Substation:
             assignments_received=self.received,
             interval_s=interval_wall_s,
             sent_at=EPOCH + timedelta(seconds=t / time_scale),
+            time_scale=time_scale if releases else None,
+            charger_max_kw=CHARGER_MAX_KW if releases else None,
             releases=wire,
         )
         self.seq += 1
@@ -400,7 +402,12 @@ class Simulation:
             self.held.popleft()
             state = self.table.get(target)
             if state is not None:
-                self.table.record_assignment(target, min(session.car_kw, state.capacity_kw))
+                self.table.record_assignment(
+                    target,
+                    min(session.car_kw, state.capacity_kw),
+                    energy_kwh=session.energy_kwh,
+                    now=t / self.time_scale,
+                )
             sub = self.by_id[target]
             sub.advance(t)
             sub.offer(session, t)
