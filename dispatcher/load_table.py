@@ -199,20 +199,22 @@ class LoadTable:
         *,
         energy_kwh: float | None = None,
         now: float | None = None,
-    ) -> None:
+    ) -> float | None:
         """Count an assignment of ``kw`` (the car's max power, capped at the capacity) as
         pending until the next heartbeat. Given its energy and ``now``, also when it will end
-        (``assignment_end``), so that its power is free from then on, as a release is."""
+        (``assignment_end``), so that its power is free from then on, as a release is; returns
+        that estimate (None: none)."""
         s = self._by_id[substation_id]
         s.pending_kw += kw
         s.pending_count += 1
         self._index.put(s)
         if energy_kwh is None or now is None or not self.use_releases:
-            return
+            return None
         end = assignment_end(s, kw, energy_kwh, now)
         if end is not None:
             self._numbered += 1
             heapq.heappush(self._releases, (end, self._numbered, s, kw, 1, True))
+        return end
 
     def is_fresh(self, s: SubstationState, now: float) -> bool:
         return now - s.last_seen <= self.stale_after_intervals * s.interval_s

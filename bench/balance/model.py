@@ -72,6 +72,8 @@ class Session:
     end_s: float = -1.0
     # Ends predicted for it by heartbeats (simulated s), within the release horizon.
     predicted_end_s: list[float] = field(default_factory=list)
+    # The dispatcher's own estimate when it assigned it (simulated s), if it made one.
+    estimated_end_s: float | None = None
 
 
 class Substation:
@@ -292,6 +294,12 @@ class RunResult:
     predictions_late: int = 0
     prediction_late_max_s: float = 0.0
     prediction_mean_abs_error_s: float = 0.0
+    # The same for the dispatcher's own estimates of when what it assigned ends, and their
+    # mean error (predicted minus actual: how much later than needed it frees the power).
+    estimates: int = 0
+    estimates_late: int = 0
+    estimate_late_max_s: float = 0.0
+    estimate_mean_error_s: float = 0.0
     energy_share: dict[str, float] = field(default_factory=dict)
 
 
@@ -326,6 +334,7 @@ class Simulation:
         self.table = LoadTable(rng=random.Random(seed + 2), use_releases=releases)
         self._wake_s: float | None = None  # the dispatcher's next wake-up for a release
         self._prediction_errors: list[float] = []
+        self._estimate_errors: list[float] = []
         self.policy = policy_factory(random.Random(seed), self)
         self._repoll = bool(getattr(self.policy, "repoll_on_change", False))
         self._phase_rng = random.Random(seed + 1)
@@ -385,6 +394,8 @@ class Simulation:
         self.completed += len(done)
         for session in done:
             self._prediction_errors.extend(session.end_s - p for p in session.predicted_end_s)
+            if session.estimated_end_s is not None:
+                self._estimate_errors.append(session.end_s - session.estimated_end_s)
         return done
 
     # -- the dispatcher -----------------------------------------------------------------------
@@ -402,12 +413,14 @@ class Simulation:
             self.held.popleft()
             state = self.table.get(target)
             if state is not None:
-                self.table.record_assignment(
+                end = self.table.record_assignment(
                     target,
                     min(session.car_kw, state.capacity_kw),
                     energy_kwh=session.energy_kwh,
                     now=t / self.time_scale,
                 )
+                if end is not None:
+                    session.estimated_end_s = end * self.time_scale
             sub = self.by_id[target]
             sub.advance(t)
             sub.offer(session, t)
@@ -523,6 +536,8 @@ class Simulation:
 
         errors = self._prediction_errors
         late = [e for e in errors if e > _LATE_TOLERANCE_S]
+        estimates = self._estimate_errors
+        estimates_late = [e for e in estimates if e > _LATE_TOLERANCE_S]
         return RunResult(
             grid=self.grid.name,
             trace=self.trace.name,
@@ -553,6 +568,10 @@ class Simulation:
             prediction_mean_abs_error_s=(
                 sum(abs(e) for e in errors) / len(errors) / scale if errors else 0.0
             ),
+            estimates=len(estimates),
+            estimates_late=len(estimates_late),
+            estimate_late_max_s=max(estimates_late, default=0.0) / scale,
+            estimate_mean_error_s=(-sum(estimates) / len(estimates) / scale if estimates else 0.0),
         )
 
 
