@@ -26,6 +26,9 @@ _LATE_ABS_S = 1e-6
 # A heartbeat predicts the sessions that end within this many heartbeat intervals: the next
 # heartbeat states them again (and a substation silent for 3 is out of rotation anyway).
 RELEASE_HORIZON_INTERVALS = 2.0
+# Sharing power, the prediction runs the substation forward (O(n^2 log n) for n sessions);
+# beyond this many sessions held it predicts nothing (no release is stated, which is safe).
+MAX_SHARED_PREDICTION = 2000
 # A session whose remaining energy is below this share of its request counts as complete:
 # integrating power over sub-steps leaves float crumbs of ~1e-15 kWh.
 _DONE_REL_TOL = 1e-9
@@ -265,6 +268,16 @@ def predict_ends(
     1 x hold never does that (with at most its capacity promised, every car gets its max)."""
     if capacity_kw <= 0 or bays < 1:
         raise ValueError("capacity_kw and bays must be positive")
+    if not waiting and sum(kw for _, kw in active) <= capacity_kw:
+        # Nothing shares power (the dispatcher's 1 x hold): each ends at its own max power.
+        ends = sorted(
+            (kwh / kw * SECONDS_PER_HOUR, i)
+            for i, (kwh, kw) in enumerate(active)
+            if kwh > 0 and kw > 0
+        )
+        return [(t, i) for t, i in ends if t <= horizon_s]
+    if len(active) + len(waiting) > MAX_SHARED_PREDICTION:
+        return []  # too many to run forward on every heartbeat: the next heartbeat tells
     # [remaining kWh, max kW, power kW, index]
     sessions = [[kwh, kw, 0.0, i] for i, (kwh, kw) in enumerate([*active, *waiting])]
     running = [s for s in sessions[: len(active)] if s[0] > 0 and s[1] > 0]

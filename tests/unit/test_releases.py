@@ -348,3 +348,12 @@ def test_the_index_follows_releases(
             assert s is not None
             due = sum(kw for t, kw, _ in releases if t <= now)
             assert s.committed_kw == pytest.approx(max(0.0, committed - due), abs=1e-9)
+
+
+def test_a_huge_substation_sharing_power_predicts_nothing_rather_than_stall() -> None:
+    from substation_worker.simulation import MAX_SHARED_PREDICTION
+
+    n = MAX_SHARED_PREDICTION + 1
+    assert predict_ends(100.0, n, [(10.0, 50.0)] * n) == []  # sharing: not run forward
+    # Within capacity nothing shares power, and any number is cheap to predict
+    assert len(predict_ends(1e6, n, [(10.0, 50.0)] * n)) == n
