@@ -7,13 +7,17 @@ Deterministic discrete-event simulation in simulated seconds, no broker, no cloc
   the load drawn never exceeds capacity. A session starts charging when it gets a bay.
 - Every H wall seconds (``heartbeat_wall_s``, with a small per-substation phase offset) each
   substation sends a real ``contracts.Heartbeat``; it reaches the dispatcher at once, so the
-  dispatcher's picture is stale by up to H, never more.
+  dispatcher's picture is stale by up to H, never more. With ``releases`` it carries what the
+  worker would: its predicted releases (``substation_worker.simulation.predict_ends`` on the
+  true state), its time scale and charger limit.
 - The dispatcher is the real one's loop (``dispatcher.service.Dispatcher._pump``) without I/O:
-  requests are held in FIFO order; on every arrival and every heartbeat it offers the head to the
+  requests are held in FIFO order; on every arrival, every heartbeat and (holding requests, with
+  ``releases``) whenever the table's next predicted release is due, it offers the head to the
   REAL policy object through ``dispatcher.policies.decider`` (the load table's index for
   headroom, ``LoadTable.eligible(now)`` as candidates for the others), records each assignment with
-  ``LoadTable.record_assignment(id, min(car max, capacity))``, and stops at the first hold. An
-  assignment reaches its substation at once.
+  ``LoadTable.record_assignment(id, min(car max, capacity), energy, now)``, and stops at the
+  first hold. An assignment reaches its substation at once.
+- Every predicted end (the workers' and the dispatcher's own) is compared with the actual end.
 
 The dispatcher's clock is wall seconds (simulated / ``time_scale``), as in the real service, so
 ``Heartbeat.interval_s`` and the table's staleness rule are in the units they are in production.
@@ -42,10 +46,10 @@ from substation_worker.simulation import (
 )
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
-# Would-be demand (every charging car at its max) above capacity is not a fault by itself: the
-# worker shares power, and holding at 1 x capacity idles substations between heartbeats
-# (DESIGN.md), so smartgrid promises up to its hold factor, 2 x. Above this many times capacity
-# counts as overload: promised beyond the hold limit, cars at under half their power on average.
+# Would-be demand (every charging car at its max) above capacity means cars share power: issue
+# 6 wants none, and smartgrid's headroom (holding at 1 x, predicted releases) has none. Above
+# this many times capacity is counted as well (the ``demand>2x`` column): cars at under half
+# their power on average, what the previous 2 x hold limit allowed at most.
 OVERLOAD_RATIO = 2.0
 # A session this close to its end (simulated seconds) is done: integrating leaves float crumbs.
 _DONE_S = 1e-6

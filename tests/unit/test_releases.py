@@ -357,3 +357,39 @@ def test_a_huge_substation_sharing_power_predicts_nothing_rather_than_stall() ->
     assert predict_ends(100.0, n, [(10.0, 50.0)] * n) == []  # sharing: not run forward
     # Within capacity nothing shares power, and any number is cheap to predict
     assert len(predict_ends(1e6, n, [(10.0, 50.0)] * n)) == n
+
+
+# -- the dispatcher's retry ------------------------------------------------------------------
+
+
+def test_the_dispatcher_retries_held_requests_when_a_release_is_due() -> None:
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from dispatcher.metrics import DispatcherMetrics
+    from dispatcher.service import Dispatcher
+    from dispatcher.settings import DispatcherSettings
+
+    async def scenario() -> list[float]:
+        loop = asyncio.get_running_loop()
+        d = Dispatcher(
+            DispatcherSettings(),
+            Headroom(random.Random(0)),
+            DispatcherMetrics(CollectorRegistry()),
+            clock=loop.time,
+        )
+        # A full substation that frees 50 kW 0.05 s after its heartbeat
+        d.table.observe(beat(committed=100, active=2, releases=(Release(in_s=0.05, kw=50),)),
+                        loop.time())  # fmt: skip
+        due = d.table.next_release()
+        assert due is not None
+        pumped: list[float] = []
+        d._pump = lambda: pumped.append(loop.time())  # type: ignore[method-assign]
+        d._wake_at_next_release(loop.time())
+        d._wake_at_next_release(loop.time())  # one timer, not two
+        await asyncio.sleep(0.2)
+        assert all(t >= due for t in pumped)
+        return pumped
+
+    assert len(asyncio.run(scenario())) == 1
