@@ -48,6 +48,8 @@ class SubstationState:
     # From the heartbeat, to estimate when an assignment ends (None: no estimate).
     time_scale: float | None = None
     charger_max_kw: float | None = None
+    # Its predicted releases still waiting in the table's queue.
+    releases_queued: int = 0
 
     def snapshot(self, now: float) -> LoadSnapshot:
         return LoadSnapshot(
@@ -94,6 +96,11 @@ def assignment_end(s: SubstationState, kw: float, energy_kwh: float, now: float)
     return now + duration_s + ASSIGNMENT_END_MARGIN_S
 
 
+# The release queue is compacted when it holds more than this many entries beyond twice the
+# live ones.
+_RELEASES_SLACK = 1024
+
+
 class LoadTable:
     """Substations by id; ``eligible(now)`` are those fresh and up.
 
@@ -118,6 +125,7 @@ class LoadTable:
         # when it surfaces.
         self._releases: list[tuple[float, int, SubstationState, float, int, bool]] = []
         self._numbered = 0
+        self._live_releases = 0  # entries in _releases whose state is current
         # Ties between equally promised substations are broken at random, so that dispatchers
         # (or a restart) do not all start with the same one.
         self._index: PromiseIndex = PromiseIndex(rng if rng is not None else random.Random())
@@ -139,6 +147,8 @@ class LoadTable:
             # Reordered or duplicated. (A restarted worker starts seq at 0 again, but its
             # sent_at is newer, so it is accepted.)
             return False
+        if s is not None:
+            self._live_releases -= s.releases_queued  # superseded: dead from now on
         state = self._by_id[hb.substation_id] = SubstationState(
             substation_id=hb.substation_id,
             capacity_kw=hb.capacity_kw,
@@ -158,12 +168,24 @@ class LoadTable:
         self._index.put(state)
         if self.use_releases:
             for r in hb.releases:
-                self._numbered += 1
-                heapq.heappush(
-                    self._releases, (now + r.in_s, self._numbered, state, r.kw, r.sessions, False)
-                )
+                self._queue_release(now + r.in_s, state, r.kw, r.sessions, pending=False)
             self.release_due(now)
         return True
+
+    def _queue_release(
+        self, due: float, s: SubstationState, kw: float, sessions: int, *, pending: bool
+    ) -> None:
+        self._numbered += 1
+        heapq.heappush(self._releases, (due, self._numbered, s, kw, sessions, pending))
+        s.releases_queued += 1
+        self._live_releases += 1
+        if len(self._releases) > 2 * self._live_releases + _RELEASES_SLACK:
+            # Superseded entries (a heartbeat may state them up to an hour ahead) outnumber
+            # the live ones: drop them now rather than when they fall due.
+            self._releases = [
+                e for e in self._releases if self._by_id.get(e[2].substation_id) is e[2]
+            ]
+            heapq.heapify(self._releases)
 
     def release_due(self, now: float) -> None:
         """Take the predicted releases due by ``now`` off their substations' promises."""
@@ -172,6 +194,8 @@ class LoadTable:
             _, _, s, kw, sessions, pending = heapq.heappop(heap)
             if self._by_id.get(s.substation_id) is not s:
                 continue  # superseded by a later heartbeat, or forgotten
+            s.releases_queued -= 1
+            self._live_releases -= 1
             if pending:  # one of ours, estimated when it was assigned
                 s.pending_count = max(0, s.pending_count - sessions)
                 s.pending_kw = 0.0 if s.pending_count == 0 else max(0.0, s.pending_kw - kw)
@@ -212,8 +236,7 @@ class LoadTable:
             return None
         end = assignment_end(s, kw, energy_kwh, now)
         if end is not None:
-            self._numbered += 1
-            heapq.heappush(self._releases, (end, self._numbered, s, kw, 1, True))
+            self._queue_release(end, s, kw, 1, pending=True)
         return end
 
     def is_fresh(self, s: SubstationState, now: float) -> bool:
@@ -243,7 +266,7 @@ class LoadTable:
         """Drop substations silent for ``seconds``; returns their ids."""
         gone = [sid for sid, s in self._by_id.items() if now - s.last_seen > seconds]
         for sid in gone:
-            del self._by_id[sid]
+            self._live_releases -= self._by_id.pop(sid).releases_queued
             self._index.forget(sid)
         return gone
 

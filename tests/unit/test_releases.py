@@ -252,6 +252,20 @@ def test_a_new_heartbeat_supersedes_the_releases_of_the_last() -> None:
     assert table.next_release() is None
 
 
+def test_superseded_releases_do_not_pile_up() -> None:
+    # A worker heartbeating every 0.1 s, each time stating 64 releases up to an hour ahead
+    table = LoadTable()
+    far = tuple(Release(in_s=3000.0 + i, kw=1.0) for i in range(MAX_RELEASES))
+    for seq in range(1, 500):
+        table.observe(beat(committed=100, active=90, seq=seq, releases=far), seq * 0.1)
+    # Only the last heartbeat's are live; the queue stays within a bound, not 500 x 64
+    assert len(table._releases) <= 2 * MAX_RELEASES + 1024 + 1
+    table.release_due(50 + 3000.0 + MAX_RELEASES)
+    s = table.get("s1")
+    assert s is not None
+    assert s.committed_kw == pytest.approx(100 - MAX_RELEASES)
+
+
 def test_releases_can_be_ignored() -> None:
     table = LoadTable(use_releases=False)
     table.observe(beat(committed=100, active=2, releases=(Release(in_s=0.5, kw=50),)), 0.0)
