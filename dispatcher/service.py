@@ -101,7 +101,13 @@ class Dispatcher:
         self.metrics = metrics
         self.clock = clock
         self.topology = Topology(settings.namespace)
-        self.table = LoadTable(settings.stale_after_intervals)
+        # Predicted releases hold only while no substation shares power: with promises beyond
+        # capacity (hold factor above 1), what is assigned later slows the sessions predicted,
+        # and freeing their power on time would promise more still (bench.balance measures it).
+        self.table = LoadTable(
+            settings.stale_after_intervals,
+            use_releases=settings.policy == "headroom" and settings.hold_factor <= 1.0,
+        )
         self.held: deque[_Held] = deque()
         self.inflight = 0
         self._confirms = 0

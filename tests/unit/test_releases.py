@@ -407,3 +407,18 @@ def test_the_dispatcher_retries_held_requests_when_a_release_is_due() -> None:
         return pumped
 
     assert len(asyncio.run(scenario())) == 1
+
+
+def test_the_dispatcher_uses_releases_only_while_holding_at_capacity() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from dispatcher.service import build_dispatcher
+    from dispatcher.settings import DispatcherSettings
+
+    def uses(**settings: object) -> bool:
+        d = build_dispatcher(DispatcherSettings(**settings), CollectorRegistry())  # type: ignore[arg-type]
+        return d.table.use_releases
+
+    assert uses()  # the default: hold at 1 x
+    # Beyond capacity sessions share power and predicted ends come true late (bench.balance)
+    assert not uses(hold_factor=2.0)
