@@ -8,6 +8,7 @@ from contracts.messages import (
     EventKind,
     Heartbeat,
     LoadSnapshot,
+    Release,
 )
 from contracts.topology import DEFAULT_NAMESPACE, Topology
 
@@ -20,5 +21,6 @@ __all__ = [
     "EventKind",
     "Heartbeat",
     "LoadSnapshot",
+    "Release",
     "Topology",
 ]

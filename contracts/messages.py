@@ -77,6 +77,28 @@ class ChargeRequest(_Message):
         return self
 
 
+# At most this many predicted releases ride on one heartbeat (a worker merges beyond it).
+MAX_RELEASES = 64
+MAX_RELEASE_IN_S = 3600.0
+
+
+class Release(BaseModel):
+    """Committed power a worker expects to free: sessions predicted to end by ``in_s``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    in_s: float = Field(
+        ge=0,
+        le=MAX_RELEASE_IN_S,
+        description="Wall seconds after sent_at by which these sessions will have ended (a "
+        "conservative estimate: never earlier than the worker expects them to end).",
+    )
+    kw: float = Field(
+        ge=0, description="Committed power released: the sum of their vehicles' max power, kW."
+    )
+    sessions: int = Field(default=1, ge=1, le=100_000, description="How many sessions end.")
+
+
 class Heartbeat(_Message):
     """A substation's load, published every interval to the <ns>.heartbeats fanout exchange."""
 
@@ -99,6 +121,24 @@ class Heartbeat(_Message):
     assignments_received: int = Field(ge=0, description="Assignments received since it started.")
     interval_s: float = Field(default=1.0, gt=0, le=300, description="Heartbeat period, s.")
     sent_at: AwareDatetime = Field(default_factory=utcnow)
+    time_scale: float | None = Field(
+        default=None,
+        gt=0,
+        le=1_000_000,
+        description="Simulated seconds per wall second (1 for a real substation): with "
+        "charger_max_kw, lets the dispatcher estimate when what it assigns will end. None: "
+        "unknown (e.g. an older worker), no estimate.",
+    )
+    charger_max_kw: float | None = Field(
+        default=None, gt=0, le=1_000_000, description="Highest power one bay delivers, kW."
+    )
+    releases: tuple[Release, ...] = Field(
+        default=(),
+        max_length=MAX_RELEASES,
+        description="Charging sessions predicted to end within the next few intervals, in time "
+        "order, assuming no further assignment: the dispatcher may count their committed power "
+        "as free from then on. Empty when unknown (e.g. an older worker).",
+    )
 
 
 class LoadSnapshot(BaseModel):

@@ -4,12 +4,23 @@ Heartbeats are stale by up to one interval. To keep a burst from herding onto th
 looked emptiest at its last heartbeat, the table also counts what this dispatcher assigned to each
 substation since that heartbeat (``pending_*``); a new heartbeat supersedes those counts.
 
+Between heartbeats the table also learns when capacity frees up: a heartbeat may carry the
+worker's predicted releases (``Heartbeat.releases``: sessions that will have ended by a time
+after it was sent, and their committed power). From that time on (counted from when the
+heartbeat arrived, so late rather than early) the table takes their power and sessions off
+the substation's ``committed_kw`` and ``active_sessions``, so that a policy holding at 1 x
+capacity need not wait for the next heartbeat to use what freed up. Pending assignments still
+count in full. ``release_due(now)`` applies what is due (``eligible`` and ``least_promised`` do
+it themselves); ``next_release()`` is when the picture changes next, for a dispatcher holding
+requests to retry then.
+
 ``least_promised`` answers headroom's question from an index (``dispatcher.promise_index``)
 in O(log n) instead of a scan of every substation.
 """
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +45,11 @@ class SubstationState:
     sent_at_ts: float
     pending_kw: float = 0.0
     pending_count: int = 0
+    # From the heartbeat, to estimate when an assignment ends (None: no estimate).
+    time_scale: float | None = None
+    charger_max_kw: float | None = None
+    # Its predicted releases still waiting in the table's queue.
+    releases_queued: int = 0
 
     def snapshot(self, now: float) -> LoadSnapshot:
         return LoadSnapshot(
@@ -55,6 +71,36 @@ def promised_ratio(s: SubstationState, extra_kw: float = 0.0, extra_sessions: in
     return max(kw / s.capacity_kw, sessions / s.bays)
 
 
+# An estimated end of an assignment is put this many wall seconds late: the assignment has to
+# reach the worker (an announcement confirmed, then the assignment through the broker) before
+# its car starts. Were it later still, the next heartbeat states the true end.
+ASSIGNMENT_END_MARGIN_S = 0.05
+
+
+def assignment_end(s: SubstationState, kw: float, energy_kwh: float, now: float) -> float | None:
+    """When an assignment just recorded on ``s`` (``kw``: its car's max power capped at the
+    capacity) will have ended, or None if that cannot be told safely.
+
+    Its car charges at min(car, charger, capacity) from the moment it arrives only if it gets
+    a bay at once and nothing shares power with it: the substation holds at most its bays and
+    at most its capacity is promised to it, counting this one. Then it ends ``energy_kwh`` /
+    that power later, in wall time at the worker's ``time_scale``; put late by a margin for the
+    assignment's way to the worker. Otherwise (or without the worker's time scale): None."""
+    if s.time_scale is None or s.charger_max_kw is None:
+        return None
+    sessions = s.active_sessions + s.queued + s.pending_count
+    if sessions > s.bays or s.committed_kw + s.pending_kw > s.capacity_kw * (1 + 1e-9):
+        return None
+    power_kw = min(kw, s.charger_max_kw)
+    duration_s = energy_kwh / power_kw * 3600.0 / s.time_scale
+    return now + duration_s + ASSIGNMENT_END_MARGIN_S
+
+
+# The release queue is compacted when it holds more than this many entries beyond twice the
+# live ones.
+_RELEASES_SLACK = 1024
+
+
 class LoadTable:
     """Substations by id; ``eligible(now)`` are those fresh and up.
 
@@ -63,10 +109,23 @@ class LoadTable:
     """
 
     def __init__(
-        self, stale_after_intervals: float = 3.0, rng: random.Random | None = None
+        self,
+        stale_after_intervals: float = 3.0,
+        rng: random.Random | None = None,
+        *,
+        use_releases: bool = True,
     ) -> None:
         self.stale_after_intervals = stale_after_intervals
+        # False: heartbeats' predicted releases are ignored (freed capacity is learnt from the
+        # next heartbeat only), for comparison.
+        self.use_releases = use_releases
         self._by_id: dict[str, SubstationState] = {}
+        # Predicted releases by due time: (due, number, state, kW, sessions, whether one of
+        # our pending assignments). An entry whose state a later heartbeat replaced is dropped
+        # when it surfaces.
+        self._releases: list[tuple[float, int, SubstationState, float, int, bool]] = []
+        self._numbered = 0
+        self._live_releases = 0  # entries in _releases whose state is current
         # Ties between equally promised substations are broken at random, so that dispatchers
         # (or a restart) do not all start with the same one.
         self._index: PromiseIndex = PromiseIndex(rng if rng is not None else random.Random())
@@ -88,6 +147,8 @@ class LoadTable:
             # Reordered or duplicated. (A restarted worker starts seq at 0 again, but its
             # sent_at is newer, so it is accepted.)
             return False
+        if s is not None:
+            self._live_releases -= s.releases_queued  # superseded: dead from now on
         state = self._by_id[hb.substation_id] = SubstationState(
             substation_id=hb.substation_id,
             capacity_kw=hb.capacity_kw,
@@ -101,15 +162,82 @@ class LoadTable:
             interval_s=hb.interval_s,
             last_seen=now,
             sent_at_ts=sent_at,
+            time_scale=hb.time_scale,
+            charger_max_kw=hb.charger_max_kw,
         )
         self._index.put(state)
+        if self.use_releases:
+            for r in hb.releases:
+                self._queue_release(now + r.in_s, state, r.kw, r.sessions, pending=False)
+            self.release_due(now)
         return True
 
-    def record_assignment(self, substation_id: str, kw: float) -> None:
+    def _queue_release(
+        self, due: float, s: SubstationState, kw: float, sessions: int, *, pending: bool
+    ) -> None:
+        self._numbered += 1
+        heapq.heappush(self._releases, (due, self._numbered, s, kw, sessions, pending))
+        s.releases_queued += 1
+        self._live_releases += 1
+        if len(self._releases) > 2 * self._live_releases + _RELEASES_SLACK:
+            # Superseded entries (a heartbeat may state them up to an hour ahead) outnumber
+            # the live ones: drop them now rather than when they fall due.
+            self._releases = [
+                e for e in self._releases if self._by_id.get(e[2].substation_id) is e[2]
+            ]
+            heapq.heapify(self._releases)
+
+    def release_due(self, now: float) -> None:
+        """Take the predicted releases due by ``now`` off their substations' promises."""
+        heap = self._releases
+        while heap and heap[0][0] <= now:
+            _, _, s, kw, sessions, pending = heapq.heappop(heap)
+            if self._by_id.get(s.substation_id) is not s:
+                continue  # superseded by a later heartbeat, or forgotten
+            s.releases_queued -= 1
+            self._live_releases -= 1
+            if pending:  # one of ours, estimated when it was assigned
+                s.pending_count = max(0, s.pending_count - sessions)
+                s.pending_kw = 0.0 if s.pending_count == 0 else max(0.0, s.pending_kw - kw)
+                self._index.put(s)
+                continue
+            from_active = min(sessions, s.active_sessions)
+            s.active_sessions -= from_active
+            s.queued = max(0, s.queued - (sessions - from_active))
+            s.committed_kw = max(0.0, s.committed_kw - kw)
+            if s.active_sessions == 0 and s.queued == 0:
+                s.committed_kw = 0.0  # no float crumbs on an empty substation
+            self._index.put(s)
+
+    def next_release(self) -> float | None:
+        """When the next predicted release is due (the ``now`` clock), or None."""
+        heap = self._releases
+        while heap and self._by_id.get(heap[0][2].substation_id) is not heap[0][2]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def record_assignment(
+        self,
+        substation_id: str,
+        kw: float,
+        *,
+        energy_kwh: float | None = None,
+        now: float | None = None,
+    ) -> float | None:
+        """Count an assignment of ``kw`` (the car's max power, capped at the capacity) as
+        pending until the next heartbeat. Given its energy and ``now``, also when it will end
+        (``assignment_end``), so that its power is free from then on, as a release is; returns
+        that estimate (None: none)."""
         s = self._by_id[substation_id]
         s.pending_kw += kw
         s.pending_count += 1
         self._index.put(s)
+        if energy_kwh is None or now is None or not self.use_releases:
+            return None
+        end = assignment_end(s, kw, energy_kwh, now)
+        if end is not None:
+            self._queue_release(end, s, kw, 1, pending=True)
+        return end
 
     def is_fresh(self, s: SubstationState, now: float) -> bool:
         return now - s.last_seen <= self.stale_after_intervals * s.interval_s
@@ -119,6 +247,7 @@ class LoadTable:
         return s is not None and s.status == "up" and self.is_fresh(s, now)
 
     def eligible(self, now: float) -> list[SubstationState]:
+        self.release_due(now)
         return [s for s in self._by_id.values() if s.status == "up" and self.is_fresh(s, now)]
 
     def counts(self, now: float) -> dict[str, int]:
@@ -137,7 +266,7 @@ class LoadTable:
         """Drop substations silent for ``seconds``; returns their ids."""
         gone = [sid for sid, s in self._by_id.items() if now - s.last_seen > seconds]
         for sid in gone:
-            del self._by_id[sid]
+            self._live_releases -= self._by_id.pop(sid).releases_queued
             self._index.forget(sid)
         return gone
 
@@ -146,6 +275,7 @@ class LoadTable:
         capacity) and one more session — ``promised_ratio(s, min(request_kw, capacity), 1)``,
         the smallest there is, ties broken at random — and that score; None if none is eligible.
         The same answer as scanning ``eligible(now)``, in O(k + log n) (see PromiseIndex)."""
+        self.release_due(now)
         return self._index.least_promised(
             request_kw, lambda s: s.status == "up" and self.is_fresh(s, now)
         )

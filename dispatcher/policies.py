@@ -7,10 +7,14 @@ on the same load, in unit tests and in the balance simulation, without a broker.
 promised — the vehicles' max power over capacity, and sessions over bays, counting what the
 dispatcher assigned since the last heartbeat — and picks the least promised. It holds a request
 (backpressure: it stays in <ns>.requests) once every substation has ``hold_factor`` times its
-capacity promised. A factor above 1 matters: sessions share power and draw less than their
-maximum, and freed capacity is only learnt at the next heartbeat, so holding at exactly 1 x
-capacity idles substations between heartbeats (DESIGN.md's reference simulation: 2 x finished a
-600-request burst in 20.7 s against 31.7 s at 1 x).
+capacity promised. At the default, 1, no substation is ever promised more than its capacity, so
+every car charges at its max power and the would-be demand never exceeds capacity. That alone
+would idle substations between heartbeats (freed capacity learnt only at the next one); the load
+table prevents it by freeing, between heartbeats, the power of sessions predicted to have ended:
+the workers' predicted releases (``Heartbeat.releases``) and its own estimate for what it
+assigned since (``load_table.assignment_end``). A factor above 1 promises beyond capacity
+(sessions then share power and draw less than their max); the dispatcher predicts no end for
+what it assigns beyond capacity.
 
 Every policy chooses from a list of eligible substations (``choose``). Headroom also decides
 from the load table's index (``choose_in``, the same pick in O(log n) for a grid of a few
@@ -81,7 +85,7 @@ class Headroom:
 
     name = "headroom"
 
-    def __init__(self, rng: random.Random, hold_factor: float = 2.0) -> None:
+    def __init__(self, rng: random.Random, hold_factor: float = 1.0) -> None:
         if hold_factor <= 0:
             raise ValueError("hold_factor must be positive")
         self._rng = rng
@@ -189,7 +193,7 @@ POLICIES: dict[str, Callable[[random.Random], Policy]] = {
 }
 
 
-def make_policy(name: str, rng: random.Random, hold_factor: float = 2.0) -> Policy:
+def make_policy(name: str, rng: random.Random, hold_factor: float = 1.0) -> Policy:
     if name == Headroom.name:
         return Headroom(rng, hold_factor)
     try:

@@ -7,7 +7,8 @@ ack redelivers the request: duplicates are possible and are made harmless downst
 ``request_id``.
 
 Backpressure: when the policy holds, requests stay unacked here (at most ``prefetch`` of them) and
-everything behind them stays ready in ``<ns>.requests``; the next heartbeat retries them.
+everything behind them stays ready in ``<ns>.requests``; the next heartbeat retries them, and so
+does a timer set for when the load table next expects a session to end (a predicted release).
 
 Failover: a substation whose heartbeats stopped (or that drains) gets nothing new, and what waits
 in its queue is taken back: the dispatcher consumes that queue itself and dispatches each
@@ -100,7 +101,13 @@ class Dispatcher:
         self.metrics = metrics
         self.clock = clock
         self.topology = Topology(settings.namespace)
-        self.table = LoadTable(settings.stale_after_intervals)
+        # Predicted releases hold only while no substation shares power: with promises beyond
+        # capacity (hold factor above 1), what is assigned later slows the sessions predicted,
+        # and freeing their power on time would promise more still (bench.balance measures it).
+        self.table = LoadTable(
+            settings.stale_after_intervals,
+            use_releases=settings.policy == "headroom" and settings.hold_factor <= 1.0,
+        )
         self.held: deque[_Held] = deque()
         self.inflight = 0
         self._confirms = 0
@@ -113,6 +120,9 @@ class Dispatcher:
         self._pump_scheduled = False
         # Children of the decisions counter by substation (labels() costs a lookup per call).
         self._decided: dict[str, Counter] = {}
+        # Holding requests: a retry when the table's next predicted release is due.
+        self._wake: asyncio.TimerHandle | None = None
+        self._wake_at = 0.0
         instance = uuid.uuid4().hex[:8]
         self.instance = f"smartgrid-dispatcher-{instance}"
         self.heartbeat_queue = f"{self.topology.heartbeats_exchange}.dispatcher-{instance}"
@@ -134,6 +144,8 @@ class Dispatcher:
         if not link_task.done():
             await self._drain()
         link_stop.set()
+        if self._wake is not None:
+            self._wake.cancel()
         poll_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poll_task
@@ -356,6 +368,30 @@ class Dispatcher:
             self.held.popleft()
             self._dispatch(session, head, target, now)
         self.metrics.held.set(len(self.held))
+        if self.held:
+            self._wake_at_next_release(now)
+
+    def _wake_at_next_release(self, now: float) -> None:
+        """Retry the held requests when the next predicted release is due, not only at the
+        next heartbeat: capacity freed in between is used at once."""
+        due = self.table.next_release()
+        if due is None:
+            return
+        if self._wake is not None and now <= self._wake_at <= due:
+            return  # a retry comes by then anyway
+        if self._wake is not None:
+            self._wake.cancel()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on the event loop (a unit test): the heartbeats retry
+            return
+        self._wake_at = due
+        # A millisecond past due: the table frees what is due by its clock's now.
+        self._wake = loop.call_later(max(0.0, due - now) + 0.001, self._woken)
+
+    def _woken(self) -> None:
+        self._wake = None
+        self._pump()
 
     def _dispatch(self, session: Session, held: _Held, target: str, now: float) -> None:
         """Announce the intent (confirmed), then publish the assignment (confirmed), then ack.
@@ -373,7 +409,12 @@ class Dispatcher:
             policy=self.policy.name,
             attempt=held.attempt,
         )
-        self.table.record_assignment(target, min(held.request.max_power_kw, state.capacity_kw))
+        self.table.record_assignment(
+            target,
+            min(held.request.max_power_kw, state.capacity_kw),
+            energy_kwh=held.request.energy_kwh,
+            now=now,
+        )
         fresh = held.reclaimed_from is None and held.attempt == 1
         intent = ChargeEvent(
             request_id=rid,

@@ -9,11 +9,12 @@ from messaging.settings import AmqpSettings
 class DispatcherSettings(AmqpSettings):
     policy: str = Field(default="headroom", description=f"Dispatch policy: {', '.join(POLICIES)}.")
     hold_factor: float = Field(
-        default=2.0,
+        default=1.0,
         gt=0,
         le=100,
         description="headroom policy: hold requests once every substation has this many times "
-        "its capacity promised (vehicles' max power, or sessions per bay).",
+        "its capacity promised (vehicles' max power, or sessions per bay); 1: never promise a "
+        "substation more than its capacity.",
     )
     prefetch: int = Field(
         default=1000,

@@ -41,7 +41,12 @@ from messaging.publishing import dead_letter, publish_event
 from messaging.runtime import start_metrics_server
 from substation_worker.metrics import KWH_TO_J, WorkerMetrics
 from substation_worker.settings import WorkerSettings
-from substation_worker.simulation import ChargingSession, Step, Substation
+from substation_worker.simulation import (
+    ChargingSession,
+    Step,
+    Substation,
+    heartbeat_releases,
+)
 
 log = logging.getLogger(__name__)
 
@@ -366,6 +371,11 @@ class WorkerService:
             seq=self.seq,
             assignments_received=self.assignments_received,
             interval_s=self.settings.heartbeat_interval_s,
+            time_scale=self.settings.time_scale,
+            charger_max_kw=self.sim.charger_max_kw,
+            releases=heartbeat_releases(
+                self.sim, self.settings.heartbeat_interval_s, self.settings.time_scale
+            ),
         )
         session.publish_and_forget(
             self.topology.heartbeats_exchange,

@@ -7,13 +7,17 @@ Deterministic discrete-event simulation in simulated seconds, no broker, no cloc
   the load drawn never exceeds capacity. A session starts charging when it gets a bay.
 - Every H wall seconds (``heartbeat_wall_s``, with a small per-substation phase offset) each
   substation sends a real ``contracts.Heartbeat``; it reaches the dispatcher at once, so the
-  dispatcher's picture is stale by up to H, never more.
+  dispatcher's picture is stale by up to H, never more. With ``releases`` it carries what the
+  worker would: its predicted releases (``substation_worker.simulation.predict_ends`` on the
+  true state), its time scale and charger limit.
 - The dispatcher is the real one's loop (``dispatcher.service.Dispatcher._pump``) without I/O:
-  requests are held in FIFO order; on every arrival and every heartbeat it offers the head to the
+  requests are held in FIFO order; on every arrival, every heartbeat and (holding requests, with
+  ``releases``) whenever the table's next predicted release is due, it offers the head to the
   REAL policy object through ``dispatcher.policies.decider`` (the load table's index for
   headroom, ``LoadTable.eligible(now)`` as candidates for the others), records each assignment with
-  ``LoadTable.record_assignment(id, min(car max, capacity))``, and stops at the first hold. An
-  assignment reaches its substation at once.
+  ``LoadTable.record_assignment(id, min(car max, capacity), energy, now)``, and stops at the
+  first hold. An assignment reaches its substation at once.
+- Every predicted end (the workers' and the dispatcher's own) is compared with the actual end.
 
 The dispatcher's clock is wall seconds (simulated / ``time_scale``), as in the real service, so
 ``Heartbeat.interval_s`` and the table's staleness rule are in the units they are in production.
@@ -30,22 +34,31 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from bench.balance.traces import CHARGER_MAX_KW, SECONDS_PER_HOUR, Grid, SubstationSpec, Trace
-from contracts import Heartbeat
+from contracts import Heartbeat, Release
 from dispatcher.load_table import LoadTable, SubstationState
 from dispatcher.policies import Policy, decider
 from substation_worker.power import share_power
+from substation_worker.simulation import (
+    RELEASE_HORIZON_INTERVALS,
+    predict_ends,
+    releases_of,
+    to_wire,
+)
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
-# Would-be demand (every charging car at its max) above capacity is not a fault by itself: the
-# worker shares power, and holding at 1 x capacity idles substations between heartbeats
-# (DESIGN.md), so smartgrid promises up to its hold factor, 2 x. Above this many times capacity
-# counts as overload: promised beyond the hold limit, cars at under half their power on average.
+# Would-be demand (every charging car at its max) above capacity means cars share power: issue
+# 6 wants none, and smartgrid's headroom (holding at 1 x, predicted releases) has none. Above
+# this many times capacity is counted as well (the ``demand>2x`` column): cars at under half
+# their power on average, what the previous 2 x hold limit allowed at most.
 OVERLOAD_RATIO = 2.0
 # A session this close to its end (simulated seconds) is done: integrating leaves float crumbs.
 _DONE_S = 1e-6
+# An actual end later than predicted by more than this (simulated s) counts as a late one.
+_LATE_TOLERANCE_S = 1e-3
 # Event order at equal times: what finished is known before the heartbeat that reports it, and
-# the heartbeat before a request that arrives at the same instant.
-_COMPLETE, _HEARTBEAT, _ARRIVAL = 0, 1, 2
+# the heartbeat before a request that arrives at the same instant; the dispatcher's wake-up for
+# a predicted release comes after the completions it predicted.
+_COMPLETE, _HEARTBEAT, _ARRIVAL, _WAKE = 0, 1, 2, 3
 
 
 @dataclass(slots=True, eq=False)
@@ -61,6 +74,10 @@ class Session:
     dispatched_s: float = -1.0
     start_s: float = -1.0
     end_s: float = -1.0
+    # Ends predicted for it by heartbeats (simulated s), within the release horizon.
+    predicted_end_s: list[float] = field(default_factory=list)
+    # The dispatcher's own estimate when it assigned it (simulated s), if it made one.
+    estimated_end_s: float | None = None
 
 
 class Substation:
@@ -163,7 +180,32 @@ class Substation:
         self.peak_load_ratio = max(self.peak_load_ratio, load / self.capacity_kw)
         self.version += 1
 
-    def heartbeat(self, t: float, time_scale: float, interval_wall_s: float) -> Heartbeat:
+    def predicted_ends(self, t: float, horizon_s: float) -> list[tuple[float, int]]:
+        """The worker's prediction at ``t`` from the true state (``predict_ends``): when the
+        sessions held end, simulated seconds from ``t``, indexed into ``[*active, *waiting]``."""
+        dt_h = (t - self.t) / SECONDS_PER_HOUR  # remaining energy at t, without advancing
+        return predict_ends(
+            self.capacity_kw,
+            self.bays,
+            [(s.remaining_kwh - s.power_kw * dt_h, s.max_kw) for s in self.active],
+            [(s.remaining_kwh, s.max_kw) for s in self.waiting],
+            horizon_s=horizon_s,
+        )
+
+    def heartbeat(
+        self, t: float, time_scale: float, interval_wall_s: float, *, releases: bool = True
+    ) -> Heartbeat:
+        """A heartbeat from the true state; with ``releases``, the sessions predicted to end
+        within the worker's horizon, as ``substation_worker`` predicts them (each session's
+        predicted end is kept on it, to measure the prediction against what happens)."""
+        wire: tuple[Release, ...] = ()
+        if releases:
+            horizon_s = RELEASE_HORIZON_INTERVALS * interval_wall_s * time_scale
+            ends = self.predicted_ends(t, horizon_s)
+            held = [*self.active, *self.waiting]
+            for after, i in ends:
+                held[i].predicted_end_s.append(t + after)
+            wire = to_wire(releases_of(ends, [s.max_kw for s in held]), time_scale)
         hb = Heartbeat(
             substation_id=self.substation_id,
             capacity_kw=self.capacity_kw,
@@ -177,6 +219,9 @@ class Substation:
             assignments_received=self.received,
             interval_s=interval_wall_s,
             sent_at=EPOCH + timedelta(seconds=t / time_scale),
+            time_scale=time_scale if releases else None,
+            charger_max_kw=CHARGER_MAX_KW if releases else None,
+            releases=wire,
         )
         self.seq += 1
         return hb
@@ -186,15 +231,16 @@ class Omniscient:
     """The ideal: smartgrid's rule with perfect, instant knowledge. It sees every substation's
     true state at every instant (no heartbeat, no staleness) and places a request on the least
     promised substation with a free bay (would-be demand against capacity, sessions against
-    bays, as headroom scores); beyond ``hold_factor`` x capacity, or with no bay free, it holds
-    the request at the dispatcher, so the grid's waiting room is one pooled FIFO queue and
+    bays, as headroom scores); beyond ``hold_factor`` x capacity (1: it never promises more
+    than a substation's capacity, so every car charges at its max), or with no bay free, it
+    holds the request at the dispatcher, so the grid's waiting room is one pooled FIFO queue and
     nothing waits at one substation while a bay is free at another. It is asked again on every
     completion. The gap between headroom and this is what stale heartbeats cost."""
 
     name = "omniscient"
     repoll_on_change = True
 
-    def __init__(self, truth: Sequence[Substation], hold_factor: float = 2.0) -> None:
+    def __init__(self, truth: Sequence[Substation], hold_factor: float = 1.0) -> None:
         self._truth = truth
         self.hold_factor = hold_factor
 
@@ -245,6 +291,19 @@ class RunResult:
     max_held: int
     max_waiting_at_worker: int
     events: int
+    # The workers' predicted ends (heartbeats' releases, before rounding late) against the
+    # actual ends: how many, how many came true later than predicted (the dangerous side), the
+    # worst such lateness and the mean absolute error, wall s.
+    predictions: int = 0
+    predictions_late: int = 0
+    prediction_late_max_s: float = 0.0
+    prediction_mean_abs_error_s: float = 0.0
+    # The same for the dispatcher's own estimates of when what it assigned ends, and their
+    # mean error (predicted minus actual: how much later than needed it frees the power).
+    estimates: int = 0
+    estimates_late: int = 0
+    estimate_late_max_s: float = 0.0
+    estimate_mean_error_s: float = 0.0
     energy_share: dict[str, float] = field(default_factory=dict)
 
 
@@ -264,6 +323,7 @@ class Simulation:
         window_wall_s: float = 1.0,
         max_sim_s: float = 5_000 * SECONDS_PER_HOUR,
         max_events: int = 50_000_000,
+        releases: bool = True,
     ) -> None:
         self.grid = grid
         self.trace = trace
@@ -272,7 +332,13 @@ class Simulation:
         self.heartbeat_s = heartbeat_wall_s * time_scale
         self.subs = [Substation(i, spec) for i, spec in enumerate(grid.substations)]
         self.by_id = {s.substation_id: s for s in self.subs}
-        self.table = LoadTable(rng=random.Random(seed + 2))
+        # Heartbeats carry the workers' predicted releases and the table uses them; False for
+        # policies that never read them (same choices, less work) and for comparison.
+        self.releases = releases
+        self.table = LoadTable(rng=random.Random(seed + 2), use_releases=releases)
+        self._wake_s: float | None = None  # the dispatcher's next wake-up for a release
+        self._prediction_errors: list[float] = []
+        self._estimate_errors: list[float] = []
         self.policy = policy_factory(random.Random(seed), self)
         self._repoll = bool(getattr(self.policy, "repoll_on_change", False))
         self._phase_rng = random.Random(seed + 1)
@@ -330,6 +396,10 @@ class Simulation:
         if sub.version != before_version:
             self._schedule_completion(sub)
         self.completed += len(done)
+        for session in done:
+            self._prediction_errors.extend(session.end_s - p for p in session.predicted_end_s)
+            if session.estimated_end_s is not None:
+                self._estimate_errors.append(session.end_s - session.estimated_end_s)
         return done
 
     # -- the dispatcher -----------------------------------------------------------------------
@@ -347,11 +417,36 @@ class Simulation:
             self.held.popleft()
             state = self.table.get(target)
             if state is not None:
-                self.table.record_assignment(target, min(session.car_kw, state.capacity_kw))
+                end = self.table.record_assignment(
+                    target,
+                    min(session.car_kw, state.capacity_kw),
+                    energy_kwh=session.energy_kwh,
+                    now=t / self.time_scale,
+                )
+                if end is not None:
+                    session.estimated_end_s = end * self.time_scale
             sub = self.by_id[target]
             sub.advance(t)
             sub.offer(session, t)
             self._settle(sub, t)
+        self._arm_wake(t)
+
+    def _arm_wake(self, t: float) -> None:
+        """Holding requests: wake the dispatcher when the next predicted release is due (the
+        real dispatcher sets a timer), as well as on every heartbeat and arrival."""
+        if not self.held or not self.releases or self._repoll:
+            return
+        self.table.release_due(t / self.time_scale)
+        due = self.table.next_release()
+        if due is None:
+            return
+        at = max(t, due * self.time_scale)
+        while at / self.time_scale < due:  # never wake a hair before it is due
+            at = math.nextafter(at, math.inf)
+        if self._wake_s is not None and t <= self._wake_s <= at:
+            return  # already woken by then
+        self._wake_s = at
+        self._push(at, _WAKE, 0)
 
     # -- main loop -----------------------------------------------------------------------------
 
@@ -384,6 +479,11 @@ class Simulation:
             t, kind, _, a, b = heapq.heappop(self._heap)
             if t > self.max_sim_s:
                 raise RuntimeError(f"{self.policy.name}: not done after {self.max_sim_s} s")
+            if kind == _WAKE:
+                if self._wake_s == t:
+                    self._wake_s = None
+                self._pump(t)
+                continue
             sub = self.subs[a]
             if kind == _COMPLETE:
                 if b != sub.version:
@@ -395,7 +495,10 @@ class Simulation:
             else:
                 now_wall = t / self.time_scale
                 self.table.observe(
-                    sub.heartbeat(t, self.time_scale, self.heartbeat_wall_s), now_wall
+                    sub.heartbeat(
+                        t, self.time_scale, self.heartbeat_wall_s, releases=self.releases
+                    ),
+                    now_wall,
                 )
                 self._push(t + self.heartbeat_s, _HEARTBEAT, a)
                 self._pump(t)
@@ -435,6 +538,10 @@ class Simulation:
         def weighted(attr: str) -> float:
             return sum(getattr(s, attr) * s.capacity_kw for s in self.subs) / capacity / scale
 
+        errors = self._prediction_errors
+        late = [e for e in errors if e > _LATE_TOLERANCE_S]
+        estimates = self._estimate_errors
+        estimates_late = [e for e in estimates if e > _LATE_TOLERANCE_S]
         return RunResult(
             grid=self.grid.name,
             trace=self.trace.name,
@@ -459,6 +566,16 @@ class Simulation:
             max_waiting_at_worker=max(s.max_waiting for s in self.subs),
             events=events,
             energy_share=shares,
+            predictions=len(errors),
+            predictions_late=len(late),
+            prediction_late_max_s=max(late, default=0.0) / scale,
+            prediction_mean_abs_error_s=(
+                sum(abs(e) for e in errors) / len(errors) / scale if errors else 0.0
+            ),
+            estimates=len(estimates),
+            estimates_late=len(estimates_late),
+            estimate_late_max_s=max(estimates_late, default=0.0) / scale,
+            estimate_mean_error_s=(-sum(estimates) / len(estimates) / scale if estimates else 0.0),
         )
 
 
@@ -478,6 +595,7 @@ def simulate(
     heartbeat_wall_s: float,
     time_scale: float = 3600.0,
     seed: int = 0,
+    releases: bool = True,
 ) -> RunResult:
     return Simulation(
         grid,
@@ -486,4 +604,5 @@ def simulate(
         heartbeat_wall_s=heartbeat_wall_s,
         time_scale=time_scale,
         seed=seed,
+        releases=releases,
     ).run()

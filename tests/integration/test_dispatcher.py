@@ -51,11 +51,11 @@ async def declare_substations(session: Session, topology: Topology, ids: list[st
 
 
 async def heartbeat(
-    session: Session, topology: Topology, sid: str, capacity: float, seq: int
+    session: Session, topology: Topology, sid: str, capacity: float, seq: int, **fields: Any
 ) -> None:
     beat = Heartbeat(
-        substation_id=sid, capacity_kw=capacity, bays=1000, load_kw=0, active_sessions=0,
-        queued=0, seq=seq, assignments_received=0,
+        **{"substation_id": sid, "capacity_kw": capacity, "bays": 1000, "load_kw": 0,
+           "active_sessions": 0, "queued": 0, "seq": seq, "assignments_received": 0, **fields},
     )  # fmt: skip
     await session.publish(topology.heartbeats_exchange, "", beat.model_dump_json().encode())
 
@@ -108,13 +108,20 @@ async def test_requests_stay_in_the_queue_while_no_substation_has_room(
         await wait_until(lambda: len(dispatcher.held) == 5)
         assert await session.queue_depth(topology.substation_queue("tiny")) == 0
         assert await session.queue_depth(topology.requests_queue) == 25
-        # A 22 kW substation holding factor 2: room for 4 cars of 11 kW, then it holds again
+        # A 22 kW substation, held at 1 x capacity: room for 2 cars of 11 kW, then it holds again
         await heartbeat(session, topology, "tiny", 22, seq=1)
         await wait_until(lambda: dispatcher.table.get("tiny") is not None)
         await wait_until(lambda: len(dispatcher.held) == 5)
-        got = await collect(session, topology.substation_queue("tiny"), 4, timeout=3)
-        assert len(got) == 4
+        got = await collect(session, topology.substation_queue("tiny"), 2, timeout=3)
+        assert len(got) == 2
         assert await session.queue_depth(topology.substation_queue("tiny")) == 0
+        # Its next heartbeat: both charging, one predicted to end 0.3 s later. No heartbeat
+        # follows, yet one more car is sent once that power is free, and only one
+        ending = [{"in_s": 0.3, "kw": 11.0}]
+        await heartbeat(session, topology, "tiny", 22, seq=2, committed_kw=22.0,
+                        active_sessions=2, releases=ending)  # fmt: skip
+        got = await collect(session, topology.substation_queue("tiny"), 2, timeout=3)
+        assert len(got) == 1
 
 
 async def test_unroutable_assignment_requeues_the_request(

@@ -158,6 +158,12 @@ async def test_assignments_complete_within_capacity(
         assert all(h.load_kw <= h.capacity_kw for h in hbs)
         assert all(h.active_sessions <= BAYS for h in hbs)
         assert any(h.load_kw > 0 for h in hbs), "no heartbeat caught the sessions charging"
+        # ... told when their sessions would end (within two intervals), and how to read that
+        assert all(h.time_scale == 36_000 and h.charger_max_kw == 350 for h in hbs)
+        assert any(h.releases for h in hbs), "no heartbeat predicted a session's end"
+        assert all(0 <= r.in_s <= 2 * 0.1 + 1e-3 for h in hbs for r in h.releases)
+        assert all(sum(r.sessions for r in h.releases) <= h.active_sessions + h.queued
+                   for h in hbs)  # fmt: skip
         assert [h.seq for h in hbs] == sorted({h.seq for h in hbs})
         assert hbs[-1].assignments_received == 6
         assert beats.deliveries[0].properties.expiration is not None

@@ -130,3 +130,26 @@ def test_every_message_exports_a_json_schema_with_its_fields() -> None:
     assert req["properties"]["energy_kwh"]["exclusiveMinimum"] == 0
     assert req["additionalProperties"] is False
     assert "load_kw" in schemas["Heartbeat"]["properties"]
+
+
+def test_heartbeat_releases_are_optional_and_bounded() -> None:
+    base = dict(substation_id="s1", capacity_kw=100, bays=2, load_kw=0, active_sessions=0,
+                queued=0, seq=0, assignments_received=0)  # fmt: skip
+    # An older worker's heartbeat (no releases, no time scale) still validates
+    old = Heartbeat.model_validate_json(json.dumps(base))
+    assert old.releases == ()
+    assert old.time_scale is None
+    assert old.charger_max_kw is None
+    hb = Heartbeat(**base, releases=[{"in_s": 0.5, "kw": 50}], time_scale=3600)
+    assert hb.releases[0].sessions == 1
+    assert Heartbeat.model_validate_json(hb.model_dump_json()) == hb
+    for bad in ({"in_s": -1, "kw": 5}, {"in_s": 1, "kw": -5}, {"in_s": 1e6, "kw": 5},
+                {"in_s": 1, "kw": 5, "sessions": 0}, {"in_s": 1, "kw": 5, "x": 1}):  # fmt: skip
+        with pytest.raises(ValidationError):
+            Heartbeat(**base, releases=[bad])
+    with pytest.raises(ValidationError, match="releases"):
+        Heartbeat(**base, releases=[{"in_s": 1, "kw": 1}] * 65)
+    schema = json_schemas()["Heartbeat"]
+    assert schema["properties"]["releases"]["maxItems"] == 64
+    assert "releases" not in schema["required"]
+    assert set(schema["$defs"]["Release"]["required"]) == {"in_s", "kw"}

@@ -65,8 +65,22 @@ def test_headroom_spreads_a_burst_in_proportion_to_capacity() -> None:
 
 
 def test_headroom_holds_once_every_substation_is_promised_beyond_the_factor() -> None:
-    # 1050 kW of capacity, hold factor 2 → about 2100 kW may be promised, 42 cars of 50 kW
+    # 1050 kW of capacity, hold factor 1 (the default) → 1050 kW may be promised, 21 cars of 50 kW
     got = burst(table_of(*GRID), "headroom", 60, kw=50.0)
+    assert got["<held>"] == 60 - 21
+    for sid, cap in (("s150", 150), ("s300", 300), ("s600", 600)):
+        assert got[sid] * 50 <= cap
+
+
+def test_headroom_promises_up_to_its_hold_factor() -> None:
+    # hold factor 2 → about 2100 kW may be promised, 42 cars of 50 kW
+    table, policy = table_of(*GRID), Headroom(random.Random(7), hold_factor=2.0)
+    got: Counter[str] = Counter()
+    for _ in range(60):
+        target = policy.choose(table.eligible(0.0), 50.0)
+        got[target or "<held>"] += 1
+        if target is not None:
+            table.record_assignment(target, 50.0)
     assert got["<held>"] == 60 - 42
     for sid, cap in (("s150", 150), ("s300", 300), ("s600", 600)):
         assert got[sid] * 50 <= 2 * cap
