@@ -77,7 +77,7 @@ def run(settings: GatewaySettings) -> int:
 
     from gateway.app import create_app
     from gateway.publisher import AmqpRequestPublisher
-    from messaging.runtime import configure_logging
+    from messaging.runtime import configure_logging, freeze_startup_heap
 
     configure_logging(settings.log_level)
     publisher = AmqpRequestPublisher(settings)
@@ -88,6 +88,7 @@ def run(settings: GatewaySettings) -> int:
         server.should_exit = True
 
     publisher.on_fatal = fatal
+    freeze_startup_heap()
     server.run()
     err = publisher.fatal_error
     if err is not None:

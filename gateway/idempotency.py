@@ -30,11 +30,13 @@ def request_id_for_key(key: str) -> UUID:
 class RecentRequests:
     def __init__(self, capacity: int = 100_000) -> None:
         self.capacity = capacity
-        self._confirmed: OrderedDict[UUID, None] = OrderedDict()
+        # Keyed by the UUID's int: ints are not tracked by the garbage collector, 100,000 UUID
+        # objects are, and every full collection would walk them.
+        self._confirmed: OrderedDict[int, None] = OrderedDict()
         self._inflight: dict[UUID, asyncio.Future[None]] = {}
 
     def __contains__(self, request_id: UUID) -> bool:
-        return request_id in self._confirmed
+        return request_id.int in self._confirmed
 
     async def once(self, request_id: UUID, publish: Callable[[], Awaitable[None]]) -> bool:
         """Publish unless already confirmed or in flight; True if this call published.
@@ -43,8 +45,8 @@ class RecentRequests:
         so the client's next retry publishes again.
         """
         while True:
-            if request_id in self._confirmed:
-                self._confirmed.move_to_end(request_id)
+            if request_id.int in self._confirmed:
+                self._confirmed.move_to_end(request_id.int)
                 return False
             running = self._inflight.get(request_id)
             if running is None:
@@ -69,7 +71,7 @@ class RecentRequests:
             raise
         else:
             fut.set_result(None)
-            self._confirmed[request_id] = None
+            self._confirmed[request_id.int] = None
             while len(self._confirmed) > self.capacity:
                 self._confirmed.popitem(last=False)
         finally:
