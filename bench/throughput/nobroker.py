@@ -13,6 +13,7 @@ from contracts import ChargeRequest
 from gateway.__main__ import _server_class, uvicorn_config
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from messaging.runtime import freeze_startup_heap
 
 
 class NoBrokerPublisher:
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     settings = GatewaySettings(http_port=args.port, log_level="WARNING")
     app = create_app(settings, NoBrokerPublisher())
+    freeze_startup_heap()  # as the gateway does: the same heap treatment on both sides
     _server_class()(uvicorn_config(app, settings)).run()
 
 
