@@ -6,10 +6,11 @@ change them only together with ``SCHEMA_VERSION``.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
-from uuid import UUID, uuid4
+from uuid import UUID, uuid4, uuid5
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -80,6 +81,19 @@ class ChargeRequest(_Message):
 # At most this many predicted releases ride on one heartbeat (a worker merges beyond it).
 MAX_RELEASES = 64
 MAX_RELEASE_IN_S = 3600.0
+
+
+# A ChargeRequest published without a request_id gets one derived from what a redelivery keeps.
+DERIVED_REQUEST_ID_NAMESPACE = UUID("0b6f6f1e-3c7a-4f37-9a52-6a3f5c2d8e41")
+
+
+def derived_request_id(body: bytes, message_id: str | None) -> UUID:
+    """The request_id of a ChargeRequest that came without one: from the AMQP ``message_id``
+    when the publisher set one, else from the body's bytes. A fresh uuid4 per delivery would
+    make every redelivery (a dispatcher crash before its ack) a new request, charged twice."""
+    if message_id:
+        return uuid5(DERIVED_REQUEST_ID_NAMESPACE, f"message-id:{message_id}")
+    return uuid5(DERIVED_REQUEST_ID_NAMESPACE, f"body:{hashlib.sha256(body).hexdigest()}")
 
 
 class Release(BaseModel):

@@ -41,6 +41,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from contracts import Assignment, ChargeEvent, ChargeRequest, EventKind, Heartbeat, Topology
+from contracts.messages import derived_request_id
 from contracts.topology import BindingSpec
 from dispatcher.load_table import LoadTable
 from dispatcher.metrics import DispatcherMetrics
@@ -242,6 +243,13 @@ class Dispatcher:
                     ChargeEvent(request_id=request_id, kind=EventKind.DEAD_LETTERED, reason=reason),
                 )
             return
+        if "request_id" not in request.model_fields_set:
+            # A client that sent no id: one that every redelivery of this message shares.
+            request = request.model_copy(
+                update={
+                    "request_id": derived_request_id(delivery.body, delivery.properties.message_id)
+                }
+            )
         rid = request.request_id
         route = self._recent.get(rid)
         if rid in self._pending_ids or (route is not None and route.confirmed):

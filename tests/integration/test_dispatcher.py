@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from contracts import Assignment, ChargeRequest, Heartbeat, Topology
+from contracts.messages import derived_request_id
 from dispatcher.service import Dispatcher, build_dispatcher
 from dispatcher.settings import DispatcherSettings
 from messaging import AmqpSettings, Session
@@ -147,3 +148,23 @@ async def test_unroutable_assignment_requeues_the_request(
     # the request is back in <ns>.requests, not lost
     got = await collect(session, topology.requests_queue, 1, timeout=5)
     assert [json.loads(d.body)["request_id"] for d in got] == [str(r.request_id)]
+
+
+async def test_a_request_without_id_keeps_one_id_across_copies(
+    amqp_settings: AmqpSettings, topology: Topology, session: Session
+) -> None:
+    # Given a live substation, and a client (not the gateway) that sends no request_id
+    await declare_substations(session, topology, ["s1"])
+    body = b'{"vehicle_id": "EV-raw", "energy_kwh": 20, "max_power_kw": 11}'
+    async with running_dispatcher(amqp_settings, topology) as dispatcher:
+        await heartbeat(session, topology, "s1", 1000, seq=1)
+        await wait_until(lambda: dispatcher.table.get("s1") is not None)
+        # When the same message arrives twice (a redelivery looks just like this)
+        for _ in range(2):
+            await session.publish(topology.requests_exchange, "", body)
+        await wait_until(lambda: dispatcher.metrics.duplicates._value.get() == 1)
+        # Then one assignment reaches the substation, under an id derived from the message
+        got = await collect(session, topology.substation_queue("s1"), 2, timeout=3)
+        assert len(got) == 1
+        assigned = Assignment.model_validate_json(got[0].body)
+        assert assigned.request.request_id == derived_request_id(body, None)

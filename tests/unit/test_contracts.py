@@ -153,3 +153,14 @@ def test_heartbeat_releases_are_optional_and_bounded() -> None:
     assert schema["properties"]["releases"]["maxItems"] == 64
     assert "releases" not in schema["required"]
     assert set(schema["$defs"]["Release"]["required"]) == {"in_s", "kw"}
+
+
+def test_a_request_without_id_gets_one_its_redeliveries_share() -> None:
+    from contracts.messages import derived_request_id
+
+    body = b'{"vehicle_id": "EV-1", "energy_kwh": 20, "max_power_kw": 11}'
+    assert derived_request_id(body, None) == derived_request_id(body, None)
+    assert derived_request_id(body, None) != derived_request_id(body + b" ", None)
+    # The publisher's message_id wins over the body: two bodies, one message.
+    assert derived_request_id(body, "m-1") == derived_request_id(body + b" ", "m-1")
+    assert derived_request_id(body, "m-1") != derived_request_id(body, "m-2")
