@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +23,7 @@ from bench.balance.suite import (
     run_all,
     targets,
 )
+from bench.output import write_json
 from bench.table import render
 
 DEFAULT_JSON = Path("bench/results/balance.json")
@@ -154,18 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     for t in targets(table):
         print(f"{'met   ' if t.met else 'MISSED'}  {t.what}: {t.figure}")
 
-    doc = {
-        "part": "balance",
-        "date": now.isoformat(timespec="seconds"),
-        "cores": cores,
-        "command": command,
-        "seed": args.seed,
-        "elapsed_s": round(elapsed, 2),
-        **results_json(results, table),
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"\nwrote {args.json}", file=sys.stderr)
+    write_json(
+        args.json, "balance", started=now, cores=cores, command=command, elapsed_s=elapsed,
+        seed=args.seed, **results_json(results, table),
+    )  # fmt: skip
     return 0
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.output import write_json
 from bench.scale.measure import SIZES, ScaleResult, measure
 from bench.table import render
 
@@ -101,19 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{top.heartbeats_per_s:,.0f}/s without)"
     )
 
-    doc = {
-        "part": "scale",
-        "date": now.isoformat(timespec="seconds"),
-        "cores": cores,
-        "command": command,
-        "seed": args.seed,
-        "elapsed_s": round(elapsed, 2),
-        "results": [asdict(r) for r in results],
-        "distinct_capacities": asdict(worst),
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"\nwrote {args.json}", file=sys.stderr)
+    write_json(
+        args.json, "scale", started=now, cores=cores, command=command, elapsed_s=elapsed,
+        seed=args.seed, results=[asdict(r) for r in results], distinct_capacities=asdict(worst),
+    )  # fmt: skip
     return 0
 
 
