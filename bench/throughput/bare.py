@@ -183,6 +183,22 @@ def publish(url: str, exchange: str, count: int, window: int, timeout_s: float) 
     return out
 
 
+def _relay_result(
+    what: str, count: int, body: bytes, elapsed: float, state: dict[str, Any], *, nacked: int
+) -> dict[str, Any]:
+    return {
+        "what": what,
+        "count": count,
+        "bytes": len(body),
+        "relayed": state["relayed"],
+        "seconds": elapsed,
+        "rate": state["relayed"] / elapsed if elapsed > 0 else 0.0,
+        "acks_sent": state["acks"],
+        "nacked": nacked,
+        "returned": state["returned"],
+    }
+
+
 def _run_relay(
     url: str,
     queue: str,
@@ -259,17 +275,7 @@ def relay(
         url, queue, prefetch, timeout_s, "bench-relay", holder, state, on_message, on_confirm
     )
     elapsed = (state["t1"] or time.perf_counter()) - state["t0"]
-    return {
-        "what": "relay",
-        "count": count,
-        "bytes": len(body),
-        "relayed": state["relayed"],
-        "seconds": elapsed,
-        "rate": state["relayed"] / elapsed if elapsed > 0 else 0.0,
-        "acks_sent": state["acks"],
-        "nacked": confirms.failed,
-        "returned": state["returned"],
-    }
+    return _relay_result("relay", count, body, elapsed, state, nacked=confirms.failed)
 
 
 def intent_relay(
@@ -340,17 +346,7 @@ def intent_relay(
         url, queue, prefetch, timeout_s, "bench-intent", holder, state, on_message, on_confirm
     )
     elapsed = (clock["t1"] or time.perf_counter()) - clock["t0"]
-    return {
-        "what": "intent",
-        "count": count,
-        "bytes": len(body),
-        "relayed": state["relayed"],
-        "seconds": elapsed,
-        "rate": state["relayed"] / elapsed if elapsed > 0 else 0.0,
-        "acks_sent": state["acks"],
-        "nacked": state["nacked"],
-        "returned": state["returned"],
-    }
+    return _relay_result("intent", count, body, elapsed, state, nacked=state["nacked"])
 
 
 def naive(

@@ -20,7 +20,8 @@ from rich.console import Console
 from contracts import Topology
 from loadgen.__main__ import run
 from loadgen.broker import delete_namespace
-from loadgen.grid import LocalGrid, SubstationSpec, metric_value
+from loadgen.demo import DEMO_SUBSTATIONS
+from loadgen.grid import LocalGrid, metric_value
 from loadgen.report import Report, build_report
 from loadgen.run import RunOptions, run_load
 from loadgen.settings import LoadgenSettings
@@ -29,11 +30,8 @@ from tests.conftest import register_substations
 
 pytestmark = pytest.mark.integration
 
-SUBSTATIONS = (
-    SubstationSpec("s150", 150.0, 8),
-    SubstationSpec("s300", 300.0, 16),
-    SubstationSpec("s600", 600.0, 32),
-)
+# The demo's three substations: 150/300/600 kW, 8/16/32 bays.
+SUBSTATIONS = DEMO_SUBSTATIONS
 IDS = [s.id for s in SUBSTATIONS]
 SAMPLE_TRACE = Path(__file__).resolve().parents[2] / "loadgen" / "traces" / "sample.csv"
 KWH_TO_J = 3_600_000.0

@@ -23,7 +23,8 @@ import pytest
 from contracts import Topology
 from loadgen import local_prometheus
 from loadgen.broker import delete_namespace
-from loadgen.grid import LocalGrid, SubstationSpec, free_ports
+from loadgen.demo import DEMO_SUBSTATIONS
+from loadgen.grid import LocalGrid, free_ports
 from loadgen.report import Report, build_report
 from loadgen.run import RunOptions, run_load
 from loadgen.settings import LoadgenSettings
@@ -33,11 +34,8 @@ from tests.management import get, management_client, vhost_of
 
 pytestmark = pytest.mark.integration
 
-SUBSTATIONS = (
-    SubstationSpec("s150", 150.0, 8),
-    SubstationSpec("s300", 300.0, 16),
-    SubstationSpec("s600", 600.0, 32),
-)
+# The demo's three substations: 150/300/600 kW, 8/16/32 bays.
+SUBSTATIONS = DEMO_SUBSTATIONS
 IDS = [s.id for s in SUBSTATIONS]
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "smartgrid.json"
 # Grafana's own variables, as Grafana would expand them for a 5-minute view of this run.
