@@ -129,6 +129,9 @@ class Dispatcher:
         self.heartbeat_queue = f"{self.topology.heartbeats_exchange}.dispatcher-{instance}"
         self.events_queue = f"{self.topology.events_exchange}.dispatcher-{instance}"
         self._requests_consumer: str | None = None
+        # True while this dispatcher's intent queue is bound (it stands by, or got no request yet).
+        self._following_intents = False
+        self._background: set[asyncio.Task[None]] = set()
         # While disconnected no heartbeat arrives: silence only counts from (re)connecting.
         self._connected_at: float | None = None
         self.link = BrokerLink(settings, self.instance, self._setup, self._lost)
@@ -175,6 +178,7 @@ class Dispatcher:
         await session.declare_queue(t.heartbeat_queue_spec(self.events_queue))
         for key in DISPATCH_EVENTS:
             await session.bind(BindingSpec(self.events_queue, t.events_exchange, key))
+        self._following_intents = True
         await session.consume(self.events_queue, self._on_dispatch_event, auto_ack=True)
         await session.set_prefetch(self.settings.prefetch)
         self._requests_consumer = await session.consume(t.requests_queue, self._on_request)
@@ -257,9 +261,29 @@ class Dispatcher:
             self.metrics.duplicates.inc()
             delivery.ack()
             return
+        if self._following_intents:
+            self._stop_following_intents(session)
         self._pending_ids.add(rid)
         self.held.append(_Held(delivery, request, self.clock(), delivery.delivery_count + 1))
         self._pump_soon()
+
+    def _stop_following_intents(self, session: Session) -> None:
+        """Requests arrive here: this dispatcher is the active one (single active consumer) until
+        its connection ends. Other dispatchers' intents only matter to a standby, and its own
+        would come back to it at the broker's cost and its own, once per request: unbind them.
+        What the queue already holds is still read; the next connection binds again."""
+        self._following_intents = False
+
+        async def unbind() -> None:
+            for key in DISPATCH_EVENTS:
+                spec = BindingSpec(self.events_queue, self.topology.events_exchange, key)
+                with contextlib.suppress(BrokerUnavailable):
+                    await session.unbind(spec)
+            log.info("active: no longer following other dispatchers' intents")
+
+        task = asyncio.get_running_loop().create_task(unbind())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _on_dispatch_event(self, delivery: Delivery) -> None:
         """Another dispatcher's intent: where it sends (or sent) a request."""

@@ -481,6 +481,16 @@ class Session:
             )
         )
 
+    async def unbind(self, spec: BindingSpec) -> None:
+        await self._await(
+            self._rpc(
+                self.channel.queue_unbind,
+                queue=spec.queue,
+                exchange=spec.exchange,
+                routing_key=spec.routing_key,
+            )
+        )
+
     async def delete_queue(self, queue: str) -> None:
         await self._await(self._rpc(self.channel.queue_delete, queue=queue))
 
