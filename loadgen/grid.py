@@ -402,7 +402,7 @@ class LocalGrid:
         """Prometheus job -> [(host:port, process name)] of the running processes."""
         jobs: dict[str, list[tuple[str, str]]] = {}
         for p in self.processes:
-            job = "substation" if p.name.startswith("worker-") else p.name.split("-")[0]
+            job = "substation" if p.module == "substation_worker" else p.module
             jobs.setdefault(job, []).append((urlsplit(p.metrics_url).netloc, p.name))
         return jobs
 

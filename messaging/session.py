@@ -470,24 +470,17 @@ class Session:
         return int(frame.method.message_count)
 
     async def bind(self, spec: BindingSpec) -> None:
-        await self._await(
-            self._rpc(
-                self.channel.queue_bind,
-                queue=spec.queue,
-                exchange=spec.exchange,
-                # Explicit "": pika's None means "the queue's name", which is what the management
-                # UI would then show as the key of every fanout binding.
-                routing_key=spec.routing_key,
-            )
-        )
+        await self._binding(self.channel.queue_bind, spec)
 
     async def unbind(self, spec: BindingSpec) -> None:
+        await self._binding(self.channel.queue_unbind, spec)
+
+    async def _binding(self, method: Callable[..., Any], spec: BindingSpec) -> None:
+        # Explicit "": pika's None means "the queue's name", which is what the management UI
+        # would then show as the key of every fanout binding.
         await self._await(
             self._rpc(
-                self.channel.queue_unbind,
-                queue=spec.queue,
-                exchange=spec.exchange,
-                routing_key=spec.routing_key,
+                method, queue=spec.queue, exchange=spec.exchange, routing_key=spec.routing_key
             )
         )
 

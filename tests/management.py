@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
+import pika
 import pytest
 
 from messaging import AmqpSettings
@@ -44,8 +45,7 @@ def management_client(settings: AmqpSettings) -> Iterator[httpx.Client]:
 
 
 def vhost_of(settings: AmqpSettings) -> str:
-    path = urlsplit(settings.amqp_url.get_secret_value()).path.lstrip("/")
-    return path.replace("%2F", "/").replace("%2f", "/") or "/"
+    return str(pika.URLParameters(settings.amqp_url.get_secret_value()).virtual_host)
 
 
 def get(client: httpx.Client, path: str, vhost: str) -> list[dict[str, Any]]:

@@ -25,8 +25,8 @@ from loadgen.report import build_report
 from loadgen.run import RunOptions, RunResult, Via, run_load
 from messaging import AmqpSettings
 
-# Room enough that the dispatcher's headroom policy never holds at these rates (it holds at
-# twice the bays, or twice the capacity at the cars' max power, promised since a heartbeat).
+# Room enough that the dispatcher's headroom policy never holds at these rates (it holds once
+# every bay, or the whole capacity at the cars' max power, is promised).
 SUBSTATIONS = (
     SubstationSpec("s1", 50_000, 500),
     SubstationSpec("s2", 100_000, 500),

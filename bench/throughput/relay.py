@@ -257,14 +257,13 @@ def tables(figs: RelayFigures, baseline_src: Path | None = None) -> list[Table]:
         f"assignment {figs.assignment_bytes} B; best of {rounds})",
         ["what", "msg/s", "runs", "vs relay", "CPU us/msg", "broker us/msg"],
     )
-    ceiling.add(
-        "publish, confirms pipelined (window 1000)",
-        _max(figs.publish),
-        " / ".join(f"{v:,.0f}" for v in figs.publish),
-        fmt_ratio(ratio(_max(figs.publish), relay.best)),
-        "",
-        "",
-    )
+
+    def add_rates(name: str, rates: list[float]) -> None:
+        best = _max(rates)
+        runs = " / ".join(f"{v:,.0f}" for v in rates)
+        ceiling.add(name, best, runs, fmt_ratio(ratio(best, relay.best)), "", "")
+
+    add_rates("publish, confirms pipelined (window 1000)", figs.publish)
     for name, m in (
         ("relay, confirms pipelined (prefetch 1000)", relay),
         ("intent-first relay (event, then assignment)", intent),
@@ -273,14 +272,7 @@ def tables(figs: RelayFigures, baseline_src: Path | None = None) -> list[Table]:
             name, m.best, m.runs(), fmt_ratio(ratio(m.best, relay.best)),
             fmt(m.cpu), fmt(m.broker_cpu),
         )  # fmt: skip
-    ceiling.add(
-        "relay waiting for each confirm (Blocking)",
-        _max(figs.naive),
-        " / ".join(f"{v:,.0f}" for v in figs.naive),
-        fmt_ratio(ratio(_max(figs.naive), relay.best)),
-        "",
-        "",
-    )
+    add_rates("relay waiting for each confirm (Blocking)", figs.naive)
     ceiling.notes += [
         "quorum queues as in the product; each relay drains a full <ns>.requests into 3 "
         "substation queues, rate from 10% to 90% of the messages (relay on its own clock, whole "
