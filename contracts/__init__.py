@@ -5,10 +5,12 @@ from contracts.messages import (
     Assignment,
     ChargeEvent,
     ChargeRequest,
+    DispatchIntent,
     EventKind,
     Heartbeat,
     LoadSnapshot,
     Release,
+    Route,
 )
 from contracts.topology import DEFAULT_NAMESPACE, Topology
 
@@ -18,9 +20,11 @@ __all__ = [
     "Assignment",
     "ChargeEvent",
     "ChargeRequest",
+    "DispatchIntent",
     "EventKind",
     "Heartbeat",
     "LoadSnapshot",
     "Release",
+    "Route",
     "Topology",
 ]

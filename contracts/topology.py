@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from contracts.messages import EventKind
 
@@ -96,6 +96,9 @@ class Topology:
     @staticmethod
     def event_routing_key(kind: EventKind | str) -> str:
         return f"event.{EventKind(kind).value}"
+
+    # DispatchIntent messages, on the events exchange beside (not under) event.#.
+    intent_routing_key: ClassVar[str] = "intent.dispatched"
 
     @property
     def dead_exchange(self) -> str:

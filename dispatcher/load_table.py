@@ -25,7 +25,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from contracts import Heartbeat, LoadSnapshot
+from contracts import Heartbeat
 from dispatcher.promise_index import PromiseIndex
 
 
@@ -51,15 +51,17 @@ class SubstationState:
     # Its predicted releases still waiting in the table's queue.
     releases_queued: int = 0
 
-    def snapshot(self, now: float) -> LoadSnapshot:
-        return LoadSnapshot(
-            load_kw=self.load_kw,
-            capacity_kw=self.capacity_kw,
-            committed_kw=self.committed_kw,
-            pending_kw=self.pending_kw,
-            heartbeat_seq=self.seq,
-            heartbeat_age_s=max(0.0, now - self.last_seen),
-        )
+    def snapshot(self, now: float) -> dict[str, float]:
+        """The fields of a ``LoadSnapshot``: validated with the Assignment that carries them,
+        in one call (a model of its own each time costs more than the decision)."""
+        return {
+            "load_kw": self.load_kw,
+            "capacity_kw": self.capacity_kw,
+            "committed_kw": self.committed_kw,
+            "pending_kw": self.pending_kw,
+            "heartbeat_seq": self.seq,
+            "heartbeat_age_s": max(0.0, now - self.last_seen),
+        }
 
 
 def promised_ratio(s: SubstationState, extra_kw: float = 0.0, extra_sessions: int = 0) -> float:

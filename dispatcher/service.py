@@ -14,11 +14,12 @@ Failover: a substation whose heartbeats stopped (or that drains) gets nothing ne
 in its queue is taken back: the dispatcher consumes that queue itself and dispatches each
 assignment again elsewhere (``redispatched``), acking it only once the new one is confirmed.
 
-Duplicates: a request is announced (a confirmed ``dispatched`` event) before its assignment is
-published. A request id whose assignment this dispatcher saw confirmed, or that is in flight here,
-is acked without a second dispatch; one it only knows the intent of (announced by a dispatcher
-that died, say) is sent again to that same substation, whose worker drops the copy. So neither a
-client's retry nor a redelivery after a crash starts a second charging session.
+Duplicates: the requests of one pump are announced together (one confirmed ``DispatchIntent``
+listing where each goes) before their assignments are published. A request id whose assignment
+this dispatcher saw confirmed, or that is in flight here, is acked without a second dispatch; one
+it only knows the intent of (announced by a dispatcher that died, say) is sent again to that same
+substation, whose worker drops the copy. So neither a client's retry nor a redelivery after a
+crash starts a second charging session.
 """
 
 from __future__ import annotations
@@ -35,20 +36,28 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from uuid import UUID
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
-from contracts import Assignment, ChargeEvent, ChargeRequest, EventKind, Heartbeat, Topology
-from contracts.messages import derived_request_id
+from contracts import (
+    Assignment,
+    ChargeEvent,
+    ChargeRequest,
+    DispatchIntent,
+    EventKind,
+    Heartbeat,
+    Topology,
+)
+from contracts.messages import MAX_INTENT_ROUTES, derived_request_id, utcnow
 from contracts.topology import BindingSpec
 from dispatcher.load_table import LoadTable
 from dispatcher.metrics import DispatcherMetrics
 from dispatcher.policies import Policy, decider, make_policy
 from dispatcher.settings import DispatcherSettings
 from messaging import BrokerLink, BrokerUnavailable, Delivery, PublishReturned, Session
-from messaging.publishing import dead_letter, publish_event, publish_event_confirmed
+from messaging.publishing import announce_intent, dead_letter, publish_event
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +77,14 @@ def silent_while_connected(
 DRAIN_TIMEOUT_S = 5.0
 # Request ids remembered as dispatched, to drop duplicates (about 100 bytes each).
 RECENT_DISPATCHED = 200_000
-DISPATCH_EVENTS = ("event.dispatched", "event.redispatched")
+# One policy decision in this many is timed (smartgrid_dispatcher_decision_seconds): a sample
+# gives the distribution; timing every one cost more than some decisions take.
+DECISION_SAMPLE = 16
 
 
-@dataclass(frozen=True, slots=True)
-class _Route:
-    """Where a request was (or is being) dispatched; ``confirmed`` once the broker said so."""
-
-    substation_id: str
-    confirmed: bool
+# Where a request was (or is being) dispatched, and whether the broker confirmed it. A plain
+# tuple of a str and a bool: the collector stops tracking it, and there may be 200,000 of them.
+_Route = tuple[str, bool]
 
 
 @dataclass(slots=True)
@@ -87,6 +95,11 @@ class _Held:
     attempt: int = 1
     # The substation whose queue it was taken back from, if it is a redispatch.
     reclaimed_from: str | None = None
+    # request_id.int: the key of the sets and maps below (a UUID hashes in Python, an int in C).
+    key: int = 0
+
+    def __post_init__(self) -> None:
+        self.key = self.request.request_id.int
 
 
 class Dispatcher:
@@ -113,14 +126,17 @@ class Dispatcher:
         self.inflight = 0
         self._confirms = 0
         # Request ids held or in flight here (from <ns>.requests), and recently dispatched ones.
-        self._pending_ids: set[UUID] = set()
-        self._recent: OrderedDict[UUID, _Route] = OrderedDict()
+        # Both keyed by request_id.int.
+        self._pending_ids: set[int] = set()
+        self._recent: OrderedDict[int, _Route] = OrderedDict()
         # Substation id -> consumer tag of its queue, for substations being taken back.
         self._reclaiming: dict[str, str] = {}
         self._idle = asyncio.Event()  # set whenever no assignment awaits its confirm
         self._pump_scheduled = False
         # Children of the decisions counter by substation (labels() costs a lookup per call).
         self._decided: dict[str, Counter] = {}
+        self._decisions = 0
+        self._substations_exchange = self.topology.substations_exchange
         # Holding requests: a retry when the table's next predicted release is due.
         self._wake: asyncio.TimerHandle | None = None
         self._wake_at = 0.0
@@ -174,12 +190,11 @@ class Dispatcher:
         await session.declare_queue(t.heartbeat_queue_spec(self.heartbeat_queue))
         await session.bind(BindingSpec(self.heartbeat_queue, t.heartbeats_exchange))
         await session.consume(self.heartbeat_queue, self._on_heartbeat, auto_ack=True)
-        # What other dispatchers (an active one, while this one stands by) have dispatched.
+        # What other dispatchers (an active one, while this one stands by) are dispatching.
         await session.declare_queue(t.heartbeat_queue_spec(self.events_queue))
-        for key in DISPATCH_EVENTS:
-            await session.bind(BindingSpec(self.events_queue, t.events_exchange, key))
+        await session.bind(self._intents_binding())
         self._following_intents = True
-        await session.consume(self.events_queue, self._on_dispatch_event, auto_ack=True)
+        await session.consume(self.events_queue, self._on_intent, auto_ack=True)
         await session.set_prefetch(self.settings.prefetch)
         self._requests_consumer = await session.consume(t.requests_queue, self._on_request)
         self.metrics.connected.set(1)
@@ -254,16 +269,16 @@ class Dispatcher:
                     "request_id": derived_request_id(delivery.body, delivery.properties.message_id)
                 }
             )
-        rid = request.request_id
-        route = self._recent.get(rid)
-        if rid in self._pending_ids or (route is not None and route.confirmed):
+        key = request.request_id.int
+        route = self._recent.get(key)
+        if key in self._pending_ids or (route is not None and route[1]):
             # Held or in flight here, or its assignment confirmed: a second one is not needed.
             self.metrics.duplicates.inc()
             delivery.ack()
             return
         if self._following_intents:
             self._stop_following_intents(session)
-        self._pending_ids.add(rid)
+        self._pending_ids.add(key)
         self.held.append(_Held(delivery, request, self.clock(), delivery.delivery_count + 1))
         self._pump_soon()
 
@@ -275,35 +290,37 @@ class Dispatcher:
         self._following_intents = False
 
         async def unbind() -> None:
-            for key in DISPATCH_EVENTS:
-                spec = BindingSpec(self.events_queue, self.topology.events_exchange, key)
-                with contextlib.suppress(BrokerUnavailable):
-                    await session.unbind(spec)
+            with contextlib.suppress(BrokerUnavailable):
+                await session.unbind(self._intents_binding())
             log.info("active: no longer following other dispatchers' intents")
 
         task = asyncio.get_running_loop().create_task(unbind())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _on_dispatch_event(self, delivery: Delivery) -> None:
-        """Another dispatcher's intent: where it sends (or sent) a request."""
+    def _intents_binding(self) -> BindingSpec:
+        t = self.topology
+        return BindingSpec(self.events_queue, t.events_exchange, t.intent_routing_key)
+
+    def _on_intent(self, delivery: Delivery) -> None:
+        """Another dispatcher's intent: where it sends (or sent) a batch of requests."""
         if delivery.properties.app_id == self.instance:
-            # Our own, coming back: _dispatch remembered it already (before publishing it).
+            # Our own, coming back: _assign remembered its routes already (before announcing).
             return
         try:
-            event = ChargeEvent.model_validate_json(delivery.body)
-        except ValidationError:
+            intent = DispatchIntent.model_validate_json(delivery.body)
+        except ValidationError as exc:
+            log.warning("ignoring invalid dispatch intent: %s", _short(exc))
             return
-        if event.substation_id is None:
-            return
-        known = self._recent.get(event.request_id)
-        if known is not None and known.confirmed and known.substation_id == event.substation_id:
-            return  # our own intent, echoed after its assignment was confirmed
-        self._remember(event.request_id, _Route(event.substation_id, confirmed=False))
+        for r in intent.routes:
+            key = r.request_id.int
+            if self._recent.get(key) == (r.substation_id, True):
+                continue  # our own intent, echoed after its assignment was confirmed
+            self._remember(key, (r.substation_id, False))
 
-    def _remember(self, request_id: UUID, route: _Route) -> None:
-        self._recent[request_id] = route
-        self._recent.move_to_end(request_id)
+    def _remember(self, key: int, route: _Route) -> None:
+        self._recent[key] = route
+        self._recent.move_to_end(key)
         while len(self._recent) > RECENT_DISPATCHED:
             self._recent.popitem(last=False)
 
@@ -380,25 +397,36 @@ class Dispatcher:
             self.metrics.held.set(len(self.held))
             return
         now = self.clock()
+        dispatched_at = utcnow()  # one clock read for the batch (it costs more than a decision)
         choose = decider(self.policy, self.table, now)
+        batch: list[tuple[_Held, Assignment]] = []
         while self.held:
             head = self.held[0]
             if not head.delivery.session.is_open:  # from a connection that is gone
                 self.held.popleft()
                 continue
-            route = self._recent.get(head.request.request_id)
-            if route is not None and self.table.is_eligible(route.substation_id, now):
+            route = self._recent.get(head.key)
+            if route is not None and self.table.is_eligible(route[0], now):
                 # Sticky: where a copy may already be, so that its worker drops this one.
-                target: str | None = route.substation_id
+                target: str | None = route[0]
                 self.metrics.resent.inc()
+            elif self._decisions % DECISION_SAMPLE:
+                self._decisions += 1
+                target = choose(head.request.max_power_kw)
             else:
+                self._decisions += 1
                 started = time.perf_counter()
                 target = choose(head.request.max_power_kw)
                 self.metrics.decision_seconds.observe(time.perf_counter() - started)
             if target is None:
                 break
             self.held.popleft()
-            self._dispatch(session, head, target, now)
+            batch.append(self._assign(head, target, now, dispatched_at))
+            if len(batch) == MAX_INTENT_ROUTES:
+                self._announce(session, batch)
+                batch = []
+        if batch:
+            self._announce(session, batch)
         self.metrics.held.set(len(self.held))
         if self.held:
             self._wake_at_next_release(now)
@@ -425,68 +453,83 @@ class Dispatcher:
         self._wake = None
         self._pump()
 
-    def _dispatch(self, session: Session, held: _Held, target: str, now: float) -> None:
-        """Announce the intent (confirmed), then publish the assignment (confirmed), then ack.
-
-        The announcement comes first so that a standby taking over after a crash anywhere in
-        between knows where a copy of this request may be, and sends it there again.
-        """
+    def _assign(
+        self, held: _Held, target: str, now: float, dispatched_at: datetime
+    ) -> tuple[_Held, Assignment]:
+        """The assignment of ``held`` to ``target``, counted in the table and remembered."""
         state = self.table.get(target)
         assert state is not None
-        rid = held.request.request_id
-        assignment = Assignment(
-            request=held.request,
-            substation_id=target,
-            snapshot=state.snapshot(now),
-            policy=self.policy.name,
-            attempt=held.attempt,
+        request = held.request
+        # One validation of a dict: cheaper than building the model and its snapshot apart.
+        assignment = Assignment.model_validate(
+            {
+                "request": request,
+                "substation_id": target,
+                "dispatched_at": dispatched_at,
+                "snapshot": state.snapshot(now),
+                "policy": self.policy.name,
+                "attempt": held.attempt,
+            }
         )
         self.table.record_assignment(
             target,
-            min(held.request.max_power_kw, state.capacity_kw),
-            energy_kwh=held.request.energy_kwh,
+            min(request.max_power_kw, state.capacity_kw),
+            energy_kwh=request.energy_kwh,
             now=now,
         )
-        fresh = held.reclaimed_from is None and held.attempt == 1
-        intent = ChargeEvent(
-            request_id=rid,
-            kind=EventKind.DISPATCHED if fresh else EventKind.REDISPATCHED,
-            substation_id=target,
-            attempt=held.attempt,
-        )
-        known = self._recent.get(rid)
-        if known is None or known.substation_id != target:
-            self._remember(rid, _Route(target, confirmed=False))
+        known = self._recent.get(held.key)
+        if known is None or known[0] != target:
+            self._remember(held.key, (target, False))
+        return held, assignment
+
+    def _announce(self, session: Session, batch: list[tuple[_Held, Assignment]]) -> None:
+        """Announce the batch's intent (confirmed), then publish each assignment (confirmed),
+        then ack each request.
+
+        The announcement comes first so that a standby taking over after a crash anywhere in
+        between knows where a copy of each request may be, and sends it there again. One per
+        batch: it costs the broker and this process one publish per pump, not per request.
+        """
+        routes = [
+            {
+                "request_id": a.request.request_id,
+                "substation_id": a.substation_id,
+                # A reclaimed assignment always has attempt > 1.
+                "kind": "dispatched" if a.attempt == 1 else "redispatched",
+                "attempt": a.attempt,
+            }
+            for _, a in batch
+        ]
+        intent = DispatchIntent.model_validate({"dispatcher": self.instance, "routes": routes})
         try:
-            publish_event_confirmed(
-                session,
-                self.topology,
-                intent,
-                functools.partial(self._announced, session, held, assignment),
-                app_id=self.instance,
+            announce_intent(
+                session, self.topology, intent, functools.partial(self._announced, session, batch)
             )
         except BrokerUnavailable:
-            return  # the session is gone; the request is redelivered after reconnect
-        self.inflight += 1
+            return  # the session is gone; the requests are redelivered after reconnect
+        self.inflight += len(batch)
         self._idle.clear()
 
     def _announced(
-        self, session: Session, held: _Held, assignment: Assignment, exc: BaseException | None
+        self,
+        session: Session,
+        batch: list[tuple[_Held, Assignment]],
+        exc: BaseException | None,
     ) -> None:
-        if exc is None:
-            try:
-                session.publish_then(
-                    functools.partial(self._confirmed, held, assignment),
-                    self.topology.substations_exchange,
-                    assignment.substation_id,
-                    assignment.model_dump_json().encode(),
-                    message_id=str(held.request.request_id),
-                )
-            except BrokerUnavailable as gone:
-                exc = gone
-            else:
-                return
-        self._failed(held, assignment, exc)
+        for held, assignment in batch:
+            if exc is None:
+                try:
+                    session.publish_then(
+                        functools.partial(self._confirmed, held, assignment),
+                        self._substations_exchange,
+                        assignment.substation_id,
+                        assignment.model_dump_json().encode(),
+                        message_id=str(held.request.request_id),
+                    )
+                    continue
+                except BrokerUnavailable as gone:
+                    exc = gone
+            self._failed(held, assignment, exc)
 
     def _failed(self, held: _Held, assignment: Assignment, exc: BaseException) -> None:
         self._settled()
@@ -501,7 +544,7 @@ class Dispatcher:
             if state is not None:
                 state.status = "unroutable"
         if held.reclaimed_from is None:
-            self._pending_ids.discard(held.request.request_id)
+            self._pending_ids.discard(held.key)
         held.delivery.nack(requeue=True)
 
     def _settled(self) -> None:
@@ -514,20 +557,32 @@ class Dispatcher:
             self._failed(held, assignment, exc)
             return
         self._settled()
-        rid = held.request.request_id
-        self._remember(rid, _Route(assignment.substation_id, confirmed=True))
-        self._pending_ids.discard(rid)
+        sid = assignment.substation_id
+        route = self._recent.get(held.key)
+        if route is not None and route[0] == sid:
+            self._recent[held.key] = (sid, True)  # remembered by _assign, moments ago
+        else:
+            self._remember(held.key, (sid, True))
+        self._pending_ids.discard(held.key)
         self._confirms += 1
         if self._confirms == self.settings.fault_exit_after_confirms:
             log.error("fault injection: exiting between a confirm and its ack")
             os._exit(137)
         held.delivery.ack()
-        sid = assignment.substation_id
         decided = self._decided.get(sid)
         if decided is None:
             decided = self._decided[sid] = self.metrics.decisions.labels(sid, self.policy.name)
         decided.inc()
         self.metrics.dispatch_seconds.observe(self.clock() - held.received)
+        if self.settings.dispatch_events:
+            kind = EventKind.DISPATCHED if assignment.attempt == 1 else EventKind.REDISPATCHED
+            event = ChargeEvent(
+                request_id=held.request.request_id,
+                kind=kind,
+                substation_id=sid,
+                attempt=assignment.attempt,
+            )
+            publish_event(held.delivery.session, self.topology, event)
 
 
 def _short(exc: ValidationError) -> str:

@@ -28,6 +28,12 @@ class DispatcherSettings(AmqpSettings):
     backlog_poll_s: float = Field(
         default=1.0, gt=0, description="How often the requests queue depth is read, s."
     )
+    dispatch_events: bool = Field(
+        default=False,
+        description="Also publish a ChargeEvent per request (event.dispatched or "
+        "event.redispatched) once its assignment is confirmed, for observers that follow only "
+        "event.#; off, the intent.dispatched messages (one per batch) say the same for less.",
+    )
     seed: int | None = Field(default=None, description="Seed for the policy's random choices.")
     fault_exit_after_confirms: int = Field(
         default=0,

@@ -15,7 +15,7 @@ from types import TracebackType
 
 from pydantic import ValidationError
 
-from contracts import ChargeEvent, Heartbeat, Topology
+from contracts import ChargeEvent, DispatchIntent, Heartbeat, Topology
 from contracts.topology import BindingSpec
 from loadgen.state import GridState
 from messaging import (
@@ -67,6 +67,9 @@ class GridObserver:
         if self.events:
             await session.declare_queue(t.event_follower_queue_spec(self.event_queue))
             await session.bind(BindingSpec(self.event_queue, t.events_exchange, ALL_EVENTS))
+            # The dispatcher says where it sends requests in one intent per batch.
+            intents = BindingSpec(self.event_queue, t.events_exchange, t.intent_routing_key)
+            await session.bind(intents)
             await session.consume(self.event_queue, self._on_event, auto_ack=True)
 
     def _on_heartbeat(self, delivery: Delivery) -> None:
@@ -77,7 +80,11 @@ class GridObserver:
 
     def _on_event(self, delivery: Delivery) -> None:
         try:
-            self.state.on_event(ChargeEvent.model_validate_json(delivery.body))
+            if delivery.routing_key == self.topology.intent_routing_key:
+                for event in DispatchIntent.model_validate_json(delivery.body).events():
+                    self.state.on_event(event)
+            else:
+                self.state.on_event(ChargeEvent.model_validate_json(delivery.body))
         except ValidationError:
             self.state.invalid_messages += 1
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from contracts import ChargeEvent, Topology
+from contracts import ChargeEvent, DispatchIntent, Topology
 from messaging.errors import MessagingError
 from messaging.session import Delivery, Session
 
@@ -27,24 +27,22 @@ def publish_event(session: Session, topology: Topology, event: ChargeEvent) -> N
     )
 
 
-def publish_event_confirmed(
+def announce_intent(
     session: Session,
     topology: Topology,
-    event: ChargeEvent,
+    intent: DispatchIntent,
     on_confirmed: Callable[[BaseException | None], None],
-    *,
-    app_id: str | None = None,
 ) -> None:
-    """For events others rely on (the dispatcher's intent): ``on_confirmed(None)`` once the
-    broker has it, ``on_confirmed(error)`` if it will not. ``app_id`` names the publisher, so
-    that it can recognise (and skip) its own events coming back."""
+    """A dispatcher's intent, which a standby relies on: ``on_confirmed(None)`` once the broker
+    has it, ``on_confirmed(error)`` if it will not. ``app_id`` names the dispatcher, so that it
+    can recognise (and skip) its own intents coming back."""
     session.publish_then(
         on_confirmed,
         topology.events_exchange,
-        topology.event_routing_key(event.kind),
-        event.model_dump_json().encode(),
-        message_id=str(event.event_id),
-        app_id=app_id,
+        topology.intent_routing_key,
+        intent.model_dump_json().encode(),
+        message_id=str(intent.intent_id),
+        app_id=intent.dispatcher,
         mandatory=False,  # nobody may be listening; that is fine
     )
 
@@ -84,7 +82,7 @@ __all__ = [
     "REASON_HEADER",
     "SOURCE_HEADER",
     "MessagingError",
+    "announce_intent",
     "dead_letter",
     "publish_event",
-    "publish_event_confirmed",
 ]

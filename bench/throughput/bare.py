@@ -9,8 +9,10 @@ one JSON line with what it measured:
 * ``relay``: the Shovel pattern, pipelined: consume with manual ack (prefetch ~1000), republish
   persistent + mandatory on a confirm channel, ack the source once the republish is confirmed
   (acks batched with ``multiple`` where the confirms allow it). The dispatcher's ceiling.
-* ``intent``: the dispatcher's own protocol, bare: a confirmed ``dispatched`` event first, then
-  on its confirm the assignment, then on that confirm the ack. The ceiling of that protocol.
+* ``intent``: the dispatcher's own protocol, bare: a confirmed intent first, then on its confirm
+  the assignment, then on that confirm the ack. The ceiling of that protocol. With ``--batched``,
+  one ``DispatchIntent`` for what one turn of the I/O loop delivered (the dispatcher's protocol);
+  without, one ``dispatched`` ChargeEvent per request (its protocol until 2026-11-24).
 * ``naive``: the same relay waiting for each confirm (BlockingConnection + confirm_delivery).
 
 This module is the baseline, not product code: it uses pika directly on purpose.
@@ -19,6 +21,7 @@ This module is the baseline, not product code: it uses pika directly on purpose.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import sys
@@ -33,8 +36,8 @@ import pika.frame
 import pika.spec
 from pika.adapters.select_connection import SelectConnection
 
-from contracts import Assignment, ChargeEvent, ChargeRequest, EventKind
-from contracts.messages import LoadSnapshot
+from contracts import Assignment, ChargeEvent, ChargeRequest, DispatchIntent, EventKind, Route
+from contracts.messages import MAX_INTENT_ROUTES, LoadSnapshot
 
 PERSISTENT_JSON = pika.BasicProperties(content_type="application/json", delivery_mode=2)
 
@@ -68,6 +71,16 @@ def event_body() -> bytes:
         request_id=uuid.uuid4(), kind=EventKind.DISPATCHED, substation_id="s1", attempt=1
     )
     return event.model_dump_json().encode()
+
+
+@functools.cache
+def intent_body(routes: int) -> bytes:
+    """A real serialized DispatchIntent of ``routes`` routes: the batched relay's announcement."""
+    intent = DispatchIntent(
+        dispatcher="bench-intent",
+        routes=[Route(request_id=uuid.uuid4(), substation_id="s1") for _ in range(routes)],
+    )
+    return intent.model_dump_json().encode()
 
 
 class _Confirms:
@@ -287,33 +300,50 @@ def intent_relay(
     count: int,
     prefetch: int,
     timeout_s: float,
+    *,
+    batched: bool,
 ) -> dict[str, Any]:
-    """The dispatcher's protocol, bare: announce (a confirmed event), then on its confirm the
-    assignment, then on that confirm the ack (coalesced with ``multiple`` where possible)."""
-    body, announcement = assignment_body(), event_body()
+    """The dispatcher's protocol, bare: announce (a confirmed intent), then on its confirm the
+    assignments, then on their confirms the acks (coalesced with ``multiple`` where possible).
+    ``batched``: one intent for the deliveries of one I/O-loop turn; else one per delivery."""
+    body = assignment_body()
     next_tag = [1]
-    # publish tag -> (is the assignment, source delivery tag), in publish order
-    waiting: dict[int, tuple[bool, int]] = {}
+    # publish tag -> (is an assignment, the source delivery tags it stands for), publish order
+    waiting: dict[int, tuple[bool, list[int]]] = {}
     delivered: deque[int] = deque()
     done: set[int] = set()
+    unannounced: list[int] = []
     state = {"relayed": 0, "returned": 0, "nacked": 0, "acks": 0}
     clock = {"t0": 0.0, "t1": 0.0}
     holder: dict[str, Any] = {}
 
-    def publish(ch: pika.channel.Channel, assignment: bool, dtag: int) -> None:
-        waiting[next_tag[0]] = (assignment, dtag)
+    def publish(ch: pika.channel.Channel, assignment: bool, dtags: list[int]) -> None:
+        waiting[next_tag[0]] = (assignment, dtags)
         next_tag[0] += 1
         if assignment:
-            key = keys[dtag % len(keys)]
+            key = keys[dtags[0] % len(keys)]
             ch.basic_publish(exchange, key, body, PERSISTENT_JSON, mandatory=True)
+        elif batched:
+            announcement = intent_body(len(dtags))
+            ch.basic_publish(events_exchange, "intent.dispatched", announcement, PERSISTENT_JSON)
         else:
-            ch.basic_publish(events_exchange, "event.dispatched", announcement, PERSISTENT_JSON)
+            ch.basic_publish(events_exchange, "event.dispatched", event_body(), PERSISTENT_JSON)
+
+    def announce() -> None:
+        while unannounced:
+            publish(holder["ch"], False, unannounced[:MAX_INTENT_ROUTES])
+            del unannounced[:MAX_INTENT_ROUTES]
 
     def on_message(ch: pika.channel.Channel, method: Any, _props: Any, _body: bytes) -> None:
         if not clock["t0"]:
             clock["t0"] = time.perf_counter()
         delivered.append(method.delivery_tag)
-        publish(ch, False, method.delivery_tag)
+        if not batched:
+            publish(ch, False, [method.delivery_tag])
+            return
+        if not unannounced:  # the first of this turn: announce them all once it ends
+            holder["conn"].ioloop.call_later(0, announce)
+        unannounced.append(method.delivery_tag)
 
     def on_confirm(frame: pika.frame.Method) -> None:
         ch = holder["ch"]
@@ -325,11 +355,12 @@ def intent_relay(
         else:
             tags = [m.delivery_tag] if m.delivery_tag in waiting else []
         for t in tags:
-            assignment, dtag = waiting.pop(t)
+            assignment, dtags = waiting.pop(t)
             if assignment:
-                done.add(dtag)
+                done.update(dtags)
             else:
-                publish(ch, True, dtag)
+                for dtag in dtags:
+                    publish(ch, True, [dtag])
         last = 0
         while delivered and delivered[0] in done:
             last = delivered.popleft()
@@ -342,11 +373,12 @@ def intent_relay(
             clock["t1"] = time.perf_counter()
             holder["conn"].close()
 
+    what = "intent-batched" if batched else "intent"
     _run_relay(
-        url, queue, prefetch, timeout_s, "bench-intent", holder, state, on_message, on_confirm
+        url, queue, prefetch, timeout_s, f"bench-{what}", holder, state, on_message, on_confirm
     )
     elapsed = (clock["t1"] or time.perf_counter()) - clock["t0"]
-    return _relay_result("intent", count, body, elapsed, state, nacked=state["nacked"])
+    return _relay_result(what, count, body, elapsed, state, nacked=state["nacked"])
 
 
 def naive(
@@ -393,7 +425,7 @@ def naive(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("what", choices=["publish", "relay", "intent", "naive"])
+    p.add_argument("what", choices=["publish", "relay", "intent", "intent-batched", "naive"])
     p.add_argument("--events-exchange", default="", help="intent: where announcements go")
     p.add_argument("--url", required=True)
     p.add_argument("--exchange", required=True)
@@ -409,10 +441,11 @@ def main(argv: list[str] | None = None) -> int:
         result = publish(a.url, a.exchange, a.count, a.window, a.timeout)
     elif a.what == "relay":
         result = relay(a.url, a.queue, a.exchange, keys, a.count, a.prefetch, a.timeout)
-    elif a.what == "intent":
+    elif a.what in ("intent", "intent-batched"):
         result = intent_relay(
-            a.url, a.queue, a.exchange, keys, a.events_exchange, a.count, a.prefetch, a.timeout
-        )
+            a.url, a.queue, a.exchange, keys, a.events_exchange, a.count, a.prefetch, a.timeout,
+            batched=a.what == "intent-batched",
+        )  # fmt: skip
     else:
         result = naive(a.url, a.queue, a.exchange, keys, a.count, a.prefetch, a.timeout)
     print(json.dumps(result), flush=True)

@@ -11,8 +11,17 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from contracts import Assignment, ChargeRequest, Heartbeat, Topology
+from contracts import (
+    Assignment,
+    ChargeEvent,
+    ChargeRequest,
+    DispatchIntent,
+    EventKind,
+    Heartbeat,
+    Topology,
+)
 from contracts.messages import derived_request_id
+from contracts.topology import BindingSpec
 from dispatcher.service import Dispatcher, build_dispatcher
 from dispatcher.settings import DispatcherSettings
 from messaging import AmqpSettings, Session
@@ -168,3 +177,59 @@ async def test_a_request_without_id_keeps_one_id_across_copies(
         assert len(got) == 1
         assigned = Assignment.model_validate_json(got[0].body)
         assert assigned.request.request_id == derived_request_id(body, None)
+
+
+async def _follow_events(session: Session, topology: Topology, *keys: str) -> str:
+    """An exclusive queue (gone with the session) bound to the events exchange with ``keys``."""
+    queue = f"{topology.namespace}.t-intents"
+    await session.declare_queue(topology.heartbeat_queue_spec(queue))
+    for key in keys:
+        await session.bind(BindingSpec(queue, topology.events_exchange, key))
+    return queue
+
+
+async def test_one_intent_announces_a_whole_batch_before_its_assignments(
+    amqp_settings: AmqpSettings, topology: Topology, session: Session
+) -> None:
+    # Given a dispatcher holding 200 requests (no substation heard from yet), and a follower
+    # of intents as a standby dispatcher would be
+    await declare_substations(session, topology, ["s1"])
+    intents = await _follow_events(session, topology, topology.intent_routing_key)
+    reqs = [request(i) for i in range(200)]
+    async with running_dispatcher(amqp_settings, topology) as dispatcher:
+        for r in reqs:
+            await session.publish(topology.requests_exchange, "", r.model_dump_json().encode())
+        await wait_until(lambda: len(dispatcher.held) == len(reqs))
+        # When a substation with room for all of them heartbeats
+        await heartbeat(session, topology, "s1", 10_000, seq=1)
+        got = await collect(session, topology.substation_queue("s1"), len(reqs))
+        announced = await collect(session, intents, 2, timeout=2)
+    # Then all 200 went out in one pump, announced by one intent listing each of them
+    assert {Assignment.model_validate_json(d.body).request.request_id for d in got} == {
+        r.request_id for r in reqs
+    }
+    assert len(announced) == 1
+    intent = DispatchIntent.model_validate_json(announced[0].body)
+    assert intent.dispatcher == dispatcher.instance == announced[0].properties.app_id
+    assert [r.request_id for r in intent.routes] == [r.request_id for r in reqs]
+    assert {(r.substation_id, r.kind, r.attempt) for r in intent.routes} == {
+        ("s1", "dispatched", 1)
+    }
+
+
+async def test_per_request_dispatched_events_when_asked_for(
+    amqp_settings: AmqpSettings, topology: Topology, session: Session
+) -> None:
+    await declare_substations(session, topology, ["s1"])
+    events = await _follow_events(session, topology, "event.#")
+    reqs = [request(i) for i in range(5)]
+    async with running_dispatcher(amqp_settings, topology, dispatch_events=True) as dispatcher:
+        await heartbeat(session, topology, "s1", 1000, seq=1)
+        await wait_until(lambda: dispatcher.table.get("s1") is not None)
+        for r in reqs:
+            await session.publish(topology.requests_exchange, "", r.model_dump_json().encode())
+        await collect(session, topology.substation_queue("s1"), len(reqs))
+        seen = [ChargeEvent.model_validate_json(d.body) for d in await collect(session, events, 5)]
+    assert {(e.request_id, e.kind, e.substation_id) for e in seen} == {
+        (r.request_id, EventKind.DISPATCHED, "s1") for r in reqs
+    }

@@ -13,7 +13,13 @@ import pika.frame
 import pika.spec
 import pytest
 
-from bench.throughput.bare import _Confirms, assignment_body, event_body, request_bodies
+from bench.throughput.bare import (
+    _Confirms,
+    assignment_body,
+    event_body,
+    intent_body,
+    request_bodies,
+)
 from bench.throughput.report import (
     Table,
     backlog_flat,
@@ -25,7 +31,7 @@ from bench.throughput.report import (
     window_cpu_us,
     window_rate,
 )
-from contracts import Assignment, ChargeEvent, ChargeRequest
+from contracts import Assignment, ChargeEvent, ChargeRequest, DispatchIntent
 
 WRK_OUTPUT = """\
 Running 8s test @ http://127.0.0.1:18765/v1/charge-requests
@@ -146,6 +152,7 @@ def test_bare_messages_are_real_contract_messages_of_one_size() -> None:
     assert len({len(b) for b in bodies}) == 1
     Assignment.model_validate_json(assignment_body())
     ChargeEvent.model_validate_json(event_body())
+    assert len(DispatchIntent.model_validate_json(intent_body(300)).routes) == 300
 
 
 def ack(tag: int, multiple: bool) -> pika.frame.Method[pika.spec.Basic.Ack]:

@@ -13,11 +13,14 @@ from contracts import (
     Assignment,
     ChargeEvent,
     ChargeRequest,
+    DispatchIntent,
     EventKind,
     Heartbeat,
     LoadSnapshot,
+    Route,
     Topology,
 )
+from contracts.messages import MAX_INTENT_ROUTES
 from contracts.schema import json_schemas
 
 VALID = {"vehicle_id": "EV-1", "energy_kwh": 30, "max_power_kw": 11}
@@ -124,7 +127,13 @@ def test_bad_namespaces_are_refused(bad: str) -> None:
 
 def test_every_message_exports_a_json_schema_with_its_fields() -> None:
     schemas = json_schemas()
-    assert set(schemas) == {"ChargeRequest", "Heartbeat", "Assignment", "ChargeEvent"}
+    assert set(schemas) == {
+        "ChargeRequest",
+        "Heartbeat",
+        "Assignment",
+        "ChargeEvent",
+        "DispatchIntent",
+    }
     req = schemas["ChargeRequest"]
     assert set(req["required"]) == {"vehicle_id", "energy_kwh", "max_power_kw"}
     assert req["properties"]["energy_kwh"]["exclusiveMinimum"] == 0
@@ -164,3 +173,41 @@ def test_a_request_without_id_gets_one_its_redeliveries_share() -> None:
     # The publisher's message_id wins over the body: two bodies, one message.
     assert derived_request_id(body, "m-1") == derived_request_id(body + b" ", "m-1")
     assert derived_request_id(body, "m-1") != derived_request_id(body, "m-2")
+
+
+def test_a_dispatch_intent_stands_for_one_event_per_route() -> None:
+    first, again = uuid.uuid4(), uuid.uuid4()
+    intent = DispatchIntent(
+        dispatcher="smartgrid-dispatcher-1",
+        routes=[
+            Route(request_id=first, substation_id="s1"),
+            Route(request_id=again, substation_id="s2", kind="redispatched", attempt=3),
+        ],
+    )
+    wire = DispatchIntent.model_validate_json(intent.model_dump_json())
+    assert wire == intent
+    events = wire.events()
+    assert [(e.request_id, e.kind, e.substation_id, e.attempt) for e in events] == [
+        (first, EventKind.DISPATCHED, "s1", 1),
+        (again, EventKind.REDISPATCHED, "s2", 3),
+    ]
+    assert {e.at for e in events} == {intent.at}
+    # The same intent delivered twice stands for the same events, not new ones
+    assert [e.event_id for e in events] == [e.event_id for e in intent.events()]
+    assert len({e.event_id for e in events}) == 2
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [
+        [],  # an intent is about something
+        [{"request_id": str(uuid.uuid4()), "substation_id": "s1", "kind": "completed"}],
+        [{"request_id": str(uuid.uuid4()), "substation_id": "S 1"}],
+        [{"request_id": str(uuid.uuid4()), "substation_id": "s1", "attempt": 0}],
+        [{"request_id": str(uuid.uuid4()), "substation_id": "s1"}] * (MAX_INTENT_ROUTES + 1),
+    ],
+)
+def test_a_dispatch_intent_refuses_what_it_cannot_mean(routes: list[dict[str, object]]) -> None:
+    body = json.dumps({"dispatcher": "d", "routes": routes})
+    with pytest.raises(ValidationError):
+        DispatchIntent.model_validate_json(body)
