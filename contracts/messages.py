@@ -217,7 +217,7 @@ class ChargeEvent(_Message):
     attempt: int | None = Field(default=None, ge=1)
 
 
-# Routes per DispatchIntent: a dispatcher splits a larger batch (about 120 bytes a route).
+# Routes per DispatchIntent: a dispatcher splits a larger batch (107 bytes a route).
 MAX_INTENT_ROUTES = 1000
 
 
