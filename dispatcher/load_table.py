@@ -2,7 +2,10 @@
 
 Heartbeats are stale by up to one interval. To keep a burst from herding onto the substation that
 looked emptiest at its last heartbeat, the table also counts what this dispatcher assigned to each
-substation since that heartbeat (``pending_*``); a new heartbeat supersedes those counts.
+substation since that heartbeat (``pending_*``). A new heartbeat supersedes those counts for what
+it says the worker has received (``Heartbeat.assignments_received``, oldest first: one queue
+delivers in order); the rest is still on its way (in the broker, or queued behind busy bays), not
+in the heartbeat's ``committed_kw``, and stays pending.
 
 Between heartbeats the table also learns when capacity frees up: a heartbeat may carry the
 worker's predicted releases (``Heartbeat.releases``: sessions that will have ended by a time
@@ -20,13 +23,18 @@ in O(log n) instead of a scan of every substation.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import random
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from contracts import Heartbeat
 from dispatcher.promise_index import PromiseIndex
+
+# Assignments remembered as in transit per substation, at most.
+MAX_IN_TRANSIT = 100_000
 
 
 @dataclass(slots=True)
@@ -50,6 +58,26 @@ class SubstationState:
     charger_max_kw: float | None = None
     # Its predicted releases still waiting in the table's queue.
     releases_queued: int = 0
+    # From the heartbeat: assignments the worker process has received since it started.
+    assignments_received: int = 0
+    # Our assignments not yet known to have reached the worker, oldest first: (kW, estimated
+    # end or None), and their kW summed. At most MAX_IN_TRANSIT: beyond, the oldest count as
+    # received.
+    in_transit: deque[tuple[float, float | None]] = field(default_factory=deque)
+    in_transit_kw: float = 0.0
+
+    def sent(self, kw: float, end: float | None) -> None:
+        if len(self.in_transit) >= MAX_IN_TRANSIT:
+            self.arrived(1)
+        self.in_transit.append((kw, end))
+        self.in_transit_kw += kw
+
+    def arrived(self, count: int) -> None:
+        """The oldest ``count`` of what is in transit reached the worker."""
+        for _ in range(min(count, len(self.in_transit))):
+            self.in_transit_kw -= self.in_transit.popleft()[0]
+        if not self.in_transit:
+            self.in_transit_kw = 0.0  # no float crumbs
 
     def snapshot(self, now: float) -> dict[str, float]:
         """The fields of a ``LoadSnapshot``: validated with the Assignment that carries them,
@@ -116,11 +144,15 @@ class LoadTable:
         rng: random.Random | None = None,
         *,
         use_releases: bool = True,
+        count_in_transit: bool = True,
     ) -> None:
         self.stale_after_intervals = stale_after_intervals
         # False: heartbeats' predicted releases are ignored (freed capacity is learnt from the
         # next heartbeat only), for comparison.
         self.use_releases = use_releases
+        # False: a heartbeat clears every pending assignment, even those the worker has not
+        # received yet (what the table did before), for comparison.
+        self.count_in_transit = count_in_transit
         self._by_id: dict[str, SubstationState] = {}
         # Predicted releases by due time: (due, number, state, kW, sessions, whether one of
         # our pending assignments). An entry whose state a later heartbeat replaced is dropped
@@ -149,6 +181,7 @@ class LoadTable:
             # Reordered or duplicated. (A restarted worker starts seq at 0 again, but its
             # sent_at is newer, so it is accepted.)
             return False
+        carried = self._still_in_transit(s, hb) if s is not None else None
         if s is not None:
             self._live_releases -= s.releases_queued  # superseded: dead from now on
         state = self._by_id[hb.substation_id] = SubstationState(
@@ -166,13 +199,34 @@ class LoadTable:
             sent_at_ts=sent_at,
             time_scale=hb.time_scale,
             charger_max_kw=hb.charger_max_kw,
+            assignments_received=hb.assignments_received,
         )
+        if carried is not None and carried.in_transit:
+            state.in_transit, state.in_transit_kw = carried.in_transit, carried.in_transit_kw
+            state.pending_kw = carried.in_transit_kw
+            state.pending_count = len(carried.in_transit)
         self._index.put(state)
         if self.use_releases:
             for r in hb.releases:
                 self._queue_release(now + r.in_s, state, r.kw, r.sessions, pending=False)
+            for kw, end in state.in_transit:
+                if end is not None:  # still ours to free when it ends (at once if overdue)
+                    self._queue_release(end, state, kw, 1, pending=True)
             self.release_due(now)
         return True
+
+    def _still_in_transit(self, s: SubstationState, hb: Heartbeat) -> SubstationState | None:
+        """``s``, left with its assignments that ``hb`` does not count as received (the
+        newest ones); None if there are none to carry over."""
+        if not self.count_in_transit or not s.in_transit:
+            return None
+        received = hb.assignments_received - s.assignments_received
+        if received < 0 or hb.seq < s.seq:
+            # A restarted worker counts from 0 again (and what its predecessor held was
+            # requeued to it): take its count as what arrived since our last heartbeat.
+            received = hb.assignments_received
+        s.arrived(received)
+        return s
 
     def _queue_release(
         self, due: float, s: SubstationState, kw: float, sessions: int, *, pending: bool
@@ -234,12 +288,23 @@ class LoadTable:
         s.pending_kw += kw
         s.pending_count += 1
         self._index.put(s)
-        if energy_kwh is None or now is None or not self.use_releases:
-            return None
-        end = assignment_end(s, kw, energy_kwh, now)
-        if end is not None:
-            self._queue_release(end, s, kw, 1, pending=True)
+        end = None
+        if energy_kwh is not None and now is not None and self.use_releases:
+            end = assignment_end(s, kw, energy_kwh, now)
+            if end is not None:
+                self._queue_release(end, s, kw, 1, pending=True)
+        s.sent(kw, end)
         return end
+
+    def unrecord_assignment(self, substation_id: str, recorded: tuple[float, float | None]) -> None:
+        """An assignment recorded as ``(kW, estimated end)`` that the broker did not take: it
+        will never reach the worker, so no heartbeat will say it arrived. Its pending power
+        stays counted until the next heartbeat, as any assignment's does."""
+        s = self._by_id.get(substation_id)
+        if s is not None:
+            with contextlib.suppress(ValueError):
+                s.in_transit.remove(recorded)
+                s.in_transit_kw = max(0.0, s.in_transit_kw - recorded[0]) if s.in_transit else 0.0
 
     def is_fresh(self, s: SubstationState, now: float) -> bool:
         return now - s.last_seen <= self.stale_after_intervals * s.interval_s

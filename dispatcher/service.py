@@ -97,6 +97,8 @@ class _Held:
     reclaimed_from: str | None = None
     # request_id.int: the key of the sets and maps below (a UUID hashes in Python, an int in C).
     key: int = 0
+    # As the load table recorded its assignment: (kW, estimated end or None).
+    recorded: tuple[float, float | None] | None = None
 
     def __post_init__(self) -> None:
         self.key = self.request.request_id.int
@@ -471,12 +473,9 @@ class Dispatcher:
                 "attempt": held.attempt,
             }
         )
-        self.table.record_assignment(
-            target,
-            min(request.max_power_kw, state.capacity_kw),
-            energy_kwh=request.energy_kwh,
-            now=now,
-        )
+        kw = min(request.max_power_kw, state.capacity_kw)
+        end = self.table.record_assignment(target, kw, energy_kwh=request.energy_kwh, now=now)
+        held.recorded = (kw, end)
         known = self._recent.get(held.key)
         if known is None or known[0] != target:
             self._remember(held.key, (target, False))
@@ -538,6 +537,8 @@ class Dispatcher:
         log.warning(
             "assignment to %s not confirmed (%s); requeueing", assignment.substation_id, exc
         )
+        if held.recorded is not None:
+            self.table.unrecord_assignment(assignment.substation_id, held.recorded)
         if isinstance(exc, PublishReturned):
             # Its queue is gone: keep it out until it heartbeats (and redeclares) again.
             state = self.table.get(assignment.substation_id)

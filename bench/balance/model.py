@@ -16,7 +16,8 @@ Deterministic discrete-event simulation in simulated seconds, no broker, no cloc
   REAL policy object through ``dispatcher.policies.decider`` (the load table's index for
   headroom, ``LoadTable.eligible(now)`` as candidates for the others), records each assignment with
   ``LoadTable.record_assignment(id, min(car max, capacity), energy, now)``, and stops at the
-  first hold. An assignment reaches its substation at once.
+  first hold. An assignment reaches its substation at once, or ``transit_wall_s`` later (the
+  broker's part): a heartbeat sent meanwhile does not know of it.
 - Every predicted end (the workers' and the dispatcher's own) is compared with the actual end.
 
 The dispatcher's clock is wall seconds (simulated / ``time_scale``), as in the real service, so
@@ -56,9 +57,10 @@ _DONE_S = 1e-6
 # An actual end later than predicted by more than this (simulated s) counts as a late one.
 _LATE_TOLERANCE_S = 1e-3
 # Event order at equal times: what finished is known before the heartbeat that reports it, and
-# the heartbeat before a request that arrives at the same instant; the dispatcher's wake-up for
-# a predicted release comes after the completions it predicted.
-_COMPLETE, _HEARTBEAT, _ARRIVAL, _WAKE = 0, 1, 2, 3
+# the heartbeat before an assignment that reaches its worker at the same instant (the worse
+# case for the dispatcher); the dispatcher's wake-up for a predicted release comes after the
+# completions it predicted.
+_COMPLETE, _HEARTBEAT, _DELIVER, _WAKE = 0, 1, 2, 3
 
 
 @dataclass(slots=True, eq=False)
@@ -324,6 +326,8 @@ class Simulation:
         max_sim_s: float = 5_000 * SECONDS_PER_HOUR,
         max_events: int = 50_000_000,
         releases: bool = True,
+        transit_wall_s: float = 0.0,
+        count_in_transit: bool = True,
     ) -> None:
         self.grid = grid
         self.trace = trace
@@ -335,7 +339,12 @@ class Simulation:
         # Heartbeats carry the workers' predicted releases and the table uses them; False for
         # policies that never read them (same choices, less work) and for comparison.
         self.releases = releases
-        self.table = LoadTable(rng=random.Random(seed + 2), use_releases=releases)
+        self.transit_s = transit_wall_s * time_scale
+        self.table = LoadTable(
+            rng=random.Random(seed + 2),
+            use_releases=releases,
+            count_in_transit=count_in_transit,
+        )
         self._wake_s: float | None = None  # the dispatcher's next wake-up for a release
         self._prediction_errors: list[float] = []
         self._estimate_errors: list[float] = []
@@ -426,6 +435,9 @@ class Simulation:
                 if end is not None:
                     session.estimated_end_s = end * self.time_scale
             sub = self.by_id[target]
+            if self.transit_s > 0:
+                self._push(t + self.transit_s, _DELIVER, sub.index, session.idx)
+                continue
             sub.advance(t)
             sub.offer(session, t)
             self._settle(sub, t)
@@ -485,7 +497,13 @@ class Simulation:
                 self._pump(t)
                 continue
             sub = self.subs[a]
-            if kind == _COMPLETE:
+            if kind == _DELIVER:
+                sub.advance(t)
+                sub.offer(self.sessions[b], t)
+                self._settle(sub, t)
+                if self._repoll:
+                    self._pump(t)
+            elif kind == _COMPLETE:
                 if b != sub.version:
                     continue  # superseded by a later reshare
                 sub.advance(t)
@@ -596,6 +614,8 @@ def simulate(
     time_scale: float = 3600.0,
     seed: int = 0,
     releases: bool = True,
+    transit_wall_s: float = 0.0,
+    count_in_transit: bool = True,
 ) -> RunResult:
     return Simulation(
         grid,
@@ -605,4 +625,6 @@ def simulate(
         time_scale=time_scale,
         seed=seed,
         releases=releases,
+        transit_wall_s=transit_wall_s,
+        count_in_transit=count_in_transit,
     ).run()

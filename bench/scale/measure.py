@@ -70,7 +70,8 @@ class Grid:
             substation_id=f"s{i:05d}", capacity_kw=cap, bays=bays,
             load_kw=min(cap, committed), committed_kw=committed,
             active_sessions=active, queued=0, status="up", seq=self.seq[i],
-            assignments_received=0, interval_s=1.0,
+            # Everything sent before it has arrived: a count growing faster than assignments.
+            assignments_received=self.seq[i] * 1_000_000, interval_s=1.0,
             sent_at=EPOCH + timedelta(seconds=self.seq[i]),
         )  # fmt: skip
 

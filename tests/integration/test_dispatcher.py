@@ -125,11 +125,11 @@ async def test_requests_stay_in_the_queue_while_no_substation_has_room(
         got = await collect(session, topology.substation_queue("tiny"), 2, timeout=3)
         assert len(got) == 2
         assert await session.queue_depth(topology.substation_queue("tiny")) == 0
-        # Its next heartbeat: both charging, one predicted to end 0.3 s later. No heartbeat
-        # follows, yet one more car is sent once that power is free, and only one
+        # Its next heartbeat: both received and charging, one predicted to end 0.3 s later.
+        # No heartbeat follows, yet one more car is sent once that power is free, and only one
         ending = [{"in_s": 0.3, "kw": 11.0}]
         await heartbeat(session, topology, "tiny", 22, seq=2, committed_kw=22.0,
-                        active_sessions=2, releases=ending)  # fmt: skip
+                        active_sessions=2, assignments_received=2, releases=ending)  # fmt: skip
         got = await collect(session, topology.substation_queue("tiny"), 2, timeout=3)
         assert len(got) == 1
 

@@ -13,7 +13,17 @@ import pytest
 
 from bench.balance.__main__ import main as balance_main
 from bench.balance.model import RunResult, simulate
-from bench.balance.suite import IDEAL, LOOSE, POLICIES, SMARTGRID, STRICT, WITH_RELEASES
+from bench.balance.suite import (
+    IDEAL,
+    LOOSE,
+    POLICIES,
+    SMARTGRID,
+    STRICT,
+    TRANSIT,
+    TRANSIT_BLIND,
+    TRANSIT_WALL_S,
+    WITH_RELEASES,
+)
 from bench.balance.traces import GRIDS, burst
 from bench.scale.measure import measure
 
@@ -32,8 +42,19 @@ def runs() -> dict[str, RunResult]:
             heartbeat_wall_s=1.0,
             seed=SEED,
             releases=name in WITH_RELEASES,
+            transit_wall_s=TRANSIT_WALL_S if name in (TRANSIT, TRANSIT_BLIND) else 0.0,
+            count_in_transit=name != TRANSIT_BLIND,
         )
-        for name in (SMARTGRID, STRICT, LOOSE, "least-loaded", "power-of-two", IDEAL)
+        for name in (
+            SMARTGRID,
+            TRANSIT,
+            TRANSIT_BLIND,
+            STRICT,
+            LOOSE,
+            "least-loaded",
+            "power-of-two",
+            IDEAL,
+        )
     }
 
 
@@ -131,3 +152,18 @@ def test_the_scale_measurement_runs_on_a_small_table() -> None:
     assert r.decisions == 50
     assert r.decision_median_us > 0
     assert r.heartbeats_per_s > 0
+
+
+def test_what_is_still_on_its_way_to_a_worker_counts_until_it_arrives(
+    runs: dict[str, RunResult],
+) -> None:
+    # Given assignments that take 20 ms to reach their worker: heartbeats sent meanwhile
+    # do not have them in their committed power
+    counted, blind = runs[TRANSIT], runs[TRANSIT_BLIND]
+    # When a heartbeat clears every pending assignment, the burst over-commits
+    assert blind.over_capacity_s > 0
+    # Then counting them until a heartbeat says they arrived keeps demand within capacity
+    assert counted.over_capacity_s == 0.0
+    assert counted.sessions == 600
+    assert counted.predictions_late == 0
+    assert counted.estimates_late == 0

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from contracts import Heartbeat
-from dispatcher.load_table import LoadTable, SubstationState
+from dispatcher.load_table import MAX_IN_TRANSIT, LoadTable, SubstationState
 from dispatcher.policies import POLICIES, Headroom, LeastLoaded, make_policy, promised_ratio
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -17,11 +17,11 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def hb(sid: str, capacity: float, *, load: float = 0.0, committed: float = 0.0, seq: int = 1,
        status: str = "up", active: int = 0, queued: int = 0, bays: int = 100,
-       interval: float = 1.0, sent: datetime = T0) -> Heartbeat:  # fmt: skip
+       interval: float = 1.0, sent: datetime = T0, received: int = 0) -> Heartbeat:  # fmt: skip
     return Heartbeat(
         substation_id=sid, capacity_kw=capacity, bays=bays, load_kw=load, committed_kw=committed,
-        active_sessions=active, queued=queued, status=status, seq=seq, assignments_received=0,
-        interval_s=interval, sent_at=sent,
+        active_sessions=active, queued=queued, status=status, seq=seq,
+        assignments_received=received, interval_s=interval, sent_at=sent,
     )  # fmt: skip
 
 
@@ -140,11 +140,70 @@ def test_a_heartbeat_resets_what_was_assigned_since_the_last_one() -> None:
     assert state is not None
     assert state.pending_kw == 40
     assert state.pending_count == 1
-    table.observe(hb("s", 100, seq=2, committed=40, active=1, sent=T0 + timedelta(seconds=1)), 1.0)
+    table.observe(hb("s", 100, seq=2, committed=40, active=1, received=1, sent=T0 + SECOND), 1.0)
     state = table.get("s")
     assert state is not None
     assert state.pending_kw == 0
     assert state.committed_kw == 40
+
+
+SECOND = timedelta(seconds=1)
+
+
+def pending(table: LoadTable, sid: str) -> tuple[float, int]:
+    state = table.get(sid)
+    assert state is not None
+    return state.pending_kw, state.pending_count
+
+
+def test_what_the_worker_has_not_received_stays_pending_after_a_heartbeat() -> None:
+    # Three assignments sent; the heartbeat was sent when only the first had arrived
+    table = table_of(hb("s", 100, seq=1, received=5))
+    for kw in (10, 20, 30):
+        table.record_assignment("s", kw)
+    table.observe(hb("s", 100, seq=2, committed=10, active=1, received=6, sent=T0 + SECOND), 1.0)
+    # Then the other two still count: the worker's committed power does not hold them yet
+    assert pending(table, "s") == (50, 2)
+    # And a later heartbeat that has them both clears them
+    table.record_assignment("s", 5)
+    table.observe(hb("s", 100, seq=3, committed=60, received=8, sent=T0 + 2 * SECOND), 2.0)
+    assert pending(table, "s") == (5, 1)
+
+
+def test_without_counting_what_is_in_transit_a_heartbeat_clears_it_all() -> None:
+    table = LoadTable(count_in_transit=False)
+    table.observe(hb("s", 100, seq=1), 0.0)
+    table.record_assignment("s", 40)
+    table.observe(hb("s", 100, seq=2, sent=T0 + SECOND), 1.0)
+    assert pending(table, "s") == (0, 0)
+
+
+def test_a_restarted_worker_counts_what_it_received_since_it_started() -> None:
+    table = table_of(hb("s", 100, seq=7, received=500))
+    for kw in (10, 20, 30):
+        table.record_assignment("s", kw)
+    # A new process: seq and the count start again; it has had one of the three
+    table.observe(hb("s", 100, seq=0, received=1, sent=T0 + SECOND), 1.0)
+    assert pending(table, "s") == (50, 2)
+
+
+def test_an_assignment_the_broker_refused_is_not_carried_as_in_transit() -> None:
+    table = table_of(hb("s", 100, seq=1))
+    table.record_assignment("s", 10)
+    refused = (20.0, table.record_assignment("s", 20))
+    table.unrecord_assignment("s", refused)
+    # Still counted until the next heartbeat (as before), but not after it
+    assert pending(table, "s") == (30, 2)
+    table.observe(hb("s", 100, seq=2, sent=T0 + SECOND), 1.0)
+    assert pending(table, "s") == (10, 1)
+
+
+def test_what_is_in_transit_is_bounded() -> None:
+    table = table_of(hb("s", 1e6, seq=1, bays=100_000))
+    for _ in range(MAX_IN_TRANSIT + 10):
+        table.record_assignment("s", 1)
+    table.observe(hb("s", 1e6, seq=2, bays=100_000, sent=T0 + SECOND), 1.0)
+    assert pending(table, "s") == (MAX_IN_TRANSIT, MAX_IN_TRANSIT)
 
 
 def test_reordered_heartbeats_are_ignored_but_a_restarted_worker_is_not() -> None:

@@ -291,6 +291,23 @@ def test_the_dispatcher_estimates_when_its_own_assignment_ends() -> None:
     assert (s.pending_kw, s.pending_count) == (0, 0)
 
 
+def test_an_assignment_still_in_transit_at_a_heartbeat_is_freed_when_it_ends() -> None:
+    # Given a 20 kWh car of 50 kW assigned at 2.0 s: it ends 0.4 s later, by the estimate
+    table = LoadTable()
+    table.observe(beat(committed=40, active=1, time_scale=3600.0), 0.0)
+    end = table.record_assignment("s1", 50.0, energy_kwh=20.0, now=2.0)
+    assert end is not None
+    # When a heartbeat sent before it arrived comes in at 2.1 s (it received nothing new)
+    table.observe(beat(committed=40, active=1, seq=2, time_scale=3600.0), 2.1)
+    # Then it is still pending, and its end still frees it
+    s = table.get("s1")
+    assert s is not None
+    assert (s.pending_kw, s.pending_count) == (50, 1)
+    assert table.next_release() == pytest.approx(end)
+    table.release_due(end)
+    assert (s.pending_kw, s.pending_count) == (0, 0)
+
+
 def test_no_estimate_where_it_would_share_power_or_without_the_time_scale() -> None:
     table = LoadTable()
     table.observe(beat(committed=80, active=1, time_scale=3600.0), 0.0)
