@@ -309,10 +309,6 @@ class LoadTable:
     def is_fresh(self, s: SubstationState, now: float) -> bool:
         return now - s.last_seen <= self.stale_after_intervals * s.interval_s
 
-    def is_eligible(self, substation_id: str, now: float) -> bool:
-        s = self._by_id.get(substation_id)
-        return s is not None and s.status == "up" and self.is_fresh(s, now)
-
     def eligible(self, now: float) -> list[SubstationState]:
         self.release_due(now)
         return [s for s in self._by_id.values() if s.status == "up" and self.is_fresh(s, now)]

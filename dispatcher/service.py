@@ -37,6 +37,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from uuid import UUID
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
@@ -75,6 +76,7 @@ def silent_while_connected(
 
 
 DRAIN_TIMEOUT_S = 5.0
+_DISPATCH_KINDS = (EventKind.DISPATCHED, EventKind.REDISPATCHED)
 # Request ids remembered as dispatched, to drop duplicates (about 100 bytes each).
 RECENT_DISPATCHED = 200_000
 # One policy decision in this many is timed (smartgrid_dispatcher_decision_seconds): a sample
@@ -194,13 +196,15 @@ class Dispatcher:
         await session.consume(self.heartbeat_queue, self._on_heartbeat, auto_ack=True)
         # What other dispatchers (an active one, while this one stands by) are dispatching.
         await session.declare_queue(t.heartbeat_queue_spec(self.events_queue))
-        await session.bind(self._intents_binding())
+        for binding in self._intents_bindings():
+            await session.bind(binding)
         self._following_intents = True
         await session.consume(self.events_queue, self._on_intent, auto_ack=True)
         await session.set_prefetch(self.settings.prefetch)
+        # Before the first request: silence counts from here (_may_resend_to, reclaims).
+        self._connected_at = self.clock()
         self._requests_consumer = await session.consume(t.requests_queue, self._on_request)
         self.metrics.connected.set(1)
-        self._connected_at = self.clock()
 
     def _lost(self) -> None:
         self._connected_at = None
@@ -293,32 +297,45 @@ class Dispatcher:
 
         async def unbind() -> None:
             with contextlib.suppress(BrokerUnavailable):
-                await session.unbind(self._intents_binding())
+                for binding in self._intents_bindings():
+                    await session.unbind(binding)
             log.info("active: no longer following other dispatchers' intents")
 
         task = asyncio.get_running_loop().create_task(unbind())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _intents_binding(self) -> BindingSpec:
+    def _intents_bindings(self) -> list[BindingSpec]:
+        """DispatchIntents, and per-request dispatch events: those were the intents of
+        dispatchers before 2026-11-24 (a standby of this version still understands an active
+        one of that version during a rolling upgrade), and are SMARTGRID_DISPATCH_EVENTS now."""
         t = self.topology
-        return BindingSpec(self.events_queue, t.events_exchange, t.intent_routing_key)
+        keys = [t.intent_routing_key, *map(t.event_routing_key, _DISPATCH_KINDS)]
+        return [BindingSpec(self.events_queue, t.events_exchange, k) for k in keys]
 
     def _on_intent(self, delivery: Delivery) -> None:
         """Another dispatcher's intent: where it sends (or sent) a batch of requests."""
         if delivery.properties.app_id == self.instance:
             # Our own, coming back: _assign remembered its routes already (before announcing).
             return
+        routes: list[tuple[UUID, str]]
         try:
-            intent = DispatchIntent.model_validate_json(delivery.body)
+            if delivery.routing_key == self.topology.intent_routing_key:
+                intent = DispatchIntent.model_validate_json(delivery.body)
+                routes = [(r.request_id, r.substation_id) for r in intent.routes]
+            else:
+                event = ChargeEvent.model_validate_json(delivery.body)
+                if event.substation_id is None:
+                    return
+                routes = [(event.request_id, event.substation_id)]
         except ValidationError as exc:
-            log.warning("ignoring invalid dispatch intent: %s", _short(exc))
+            log.warning("ignoring an invalid dispatch intent: %s", _short(exc))
             return
-        for r in intent.routes:
-            key = r.request_id.int
-            if self._recent.get(key) == (r.substation_id, True):
+        for request_id, sid in routes:
+            key = request_id.int
+            if self._recent.get(key) == (sid, True):
                 continue  # our own intent, echoed after its assignment was confirmed
-            self._remember(key, (r.substation_id, False))
+            self._remember(key, (sid, False))
 
     def _remember(self, key: int, route: _Route) -> None:
         self._recent[key] = route
@@ -408,7 +425,7 @@ class Dispatcher:
                 self.held.popleft()
                 continue
             route = self._recent.get(head.key)
-            if route is not None and self.table.is_eligible(route[0], now):
+            if route is not None and self._may_resend_to(route[0], now):
                 # Sticky: where a copy may already be, so that its worker drops this one.
                 target: str | None = route[0]
                 self.metrics.resent.inc()
@@ -432,6 +449,21 @@ class Dispatcher:
         self.metrics.held.set(len(self.held))
         if self.held:
             self._wake_at_next_release(now)
+
+    def _may_resend_to(self, substation_id: str, now: float) -> bool:
+        """Whether a request a copy of which may wait at ``substation_id`` goes there again:
+        while it is up and has not been silent for its stale window since this dispatcher
+        (re)connected. Right after a reconnect every heartbeat is old, and sending such a
+        request elsewhere would charge it twice if the copy is there; a substation that is
+        really gone has its queue taken back after that window, copy included."""
+        s = self.table.get(substation_id)
+        if s is None or s.status != "up":
+            return False
+        connected_at = self._connected_at
+        if connected_at is None:
+            return self.table.is_fresh(s, now)
+        window = self.table.stale_after_intervals * s.interval_s
+        return not silent_while_connected(s.last_seen, connected_at, now, window)
 
     def _wake_at_next_release(self, now: float) -> None:
         """Retry the held requests when the next predicted release is due, not only at the

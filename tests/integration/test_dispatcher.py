@@ -18,6 +18,7 @@ from contracts import (
     DispatchIntent,
     EventKind,
     Heartbeat,
+    Route,
     Topology,
 )
 from contracts.messages import derived_request_id
@@ -233,3 +234,76 @@ async def test_per_request_dispatched_events_when_asked_for(
     assert {(e.request_id, e.kind, e.substation_id) for e in seen} == {
         (r.request_id, EventKind.DISPATCHED, "s1") for r in reqs
     }
+
+
+@pytest.mark.parametrize("form", ["DispatchIntent", "ChargeEvent of an older dispatcher"])
+async def test_a_request_another_dispatcher_announced_goes_where_it_said(
+    amqp_settings: AmqpSettings, topology: Topology, session: Session, form: str
+) -> None:
+    # Given a standing-by dispatcher, and two substations of which the policy prefers s2
+    await declare_substations(session, topology, ["s1", "s2"])
+    r = request(1)
+    async with running_dispatcher(amqp_settings, topology) as dispatcher:
+        await heartbeat(session, topology, "s1", 100, seq=1)
+        await heartbeat(session, topology, "s2", 10_000, seq=1)
+        await wait_until(lambda: len(dispatcher.table) == 2)
+        # When another dispatcher (since gone) had announced that r goes to s1
+        said: DispatchIntent | ChargeEvent
+        if form == "DispatchIntent":
+            routes = [Route(request_id=r.request_id, substation_id="s1")]
+            said = DispatchIntent(dispatcher="smartgrid-dispatcher-gone", routes=routes)
+            key = topology.intent_routing_key
+        else:
+            said = ChargeEvent(request_id=r.request_id, kind=EventKind.DISPATCHED,
+                               substation_id="s1", attempt=1)  # fmt: skip
+            key = topology.event_routing_key(EventKind.DISPATCHED)
+        await session.publish(topology.events_exchange, key, said.model_dump_json().encode())
+        await wait_until(lambda: dispatcher._recent.get(r.request_id.int) == ("s1", False))
+        # and r comes to this one (a redelivery after the other's crash looks just like it)
+        await session.publish(topology.requests_exchange, "", r.model_dump_json().encode())
+        got = await collect(session, topology.substation_queue("s1"), 1)
+    # Then it went to s1, where a copy may already be (whose worker drops it), not to s2
+    assert [Assignment.model_validate_json(d.body).request.request_id for d in got] == [
+        r.request_id
+    ]
+    assert dispatcher.metrics.resent._value.get() == 1
+    assert await session.queue_depth(topology.substation_queue("s2")) == 0
+
+
+@pytest.mark.timeout(60)
+async def test_after_a_reconnect_a_request_goes_back_where_a_copy_may_be(
+    amqp_settings: AmqpSettings, topology: Topology, session: Session
+) -> None:
+    # Given a dispatcher that knows r may already wait at s1 (its assignment was published, and
+    # the connection dropped before the confirm: here, another dispatcher's intent says so)
+    await declare_substations(session, topology, ["s1", "s2"])
+    r = request(1)
+    async with running_dispatcher(amqp_settings, topology) as dispatcher:
+        for sid in ("s1", "s2"):
+            await heartbeat(session, topology, sid, 1000, seq=1)
+        await wait_until(lambda: len(dispatcher.table) == 2)
+        intent = DispatchIntent(
+            dispatcher="smartgrid-dispatcher-gone",
+            routes=[Route(request_id=r.request_id, substation_id="s1")],
+        )
+        await session.publish(
+            topology.events_exchange, topology.intent_routing_key, intent.model_dump_json().encode()
+        )
+        await wait_until(lambda: dispatcher._recent.get(r.request_id.int) == ("s1", False))
+        # When its connection is gone for longer than a substation's stale window (3 intervals)
+        await asyncio.sleep(3.2)
+        assert dispatcher.link.session is not None
+        connects = dispatcher.link.connects
+        await dispatcher.link.session.close()
+        await wait_until(lambda: dispatcher.link.connects > connects)
+        # and, once back, it hears s2 first, and r is redelivered to it
+        await heartbeat(session, topology, "s2", 1000, seq=2)
+        s2 = dispatcher.table.get("s2")
+        await wait_until(lambda: s2 is not dispatcher.table.get("s2"))
+        await session.publish(topology.requests_exchange, "", r.model_dump_json().encode())
+        got = await collect(session, topology.substation_queue("s1"), 1, timeout=5)
+    # Then r went to s1 again, where the copy may be (s1's worker drops one), not to s2
+    assert [Assignment.model_validate_json(d.body).request.request_id for d in got] == [
+        r.request_id
+    ]
+    assert await session.queue_depth(topology.substation_queue("s2")) == 0
