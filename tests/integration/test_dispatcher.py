@@ -297,8 +297,8 @@ async def test_after_a_reconnect_a_request_goes_back_where_a_copy_may_be(
         await dispatcher.link.session.close()
         await wait_until(lambda: dispatcher.link.connects > connects)
         # and, once back, it hears s2 first, and r is redelivered to it
-        await heartbeat(session, topology, "s2", 1000, seq=2)
         s2 = dispatcher.table.get("s2")
+        await heartbeat(session, topology, "s2", 1000, seq=2)
         await wait_until(lambda: s2 is not dispatcher.table.get("s2"))
         await session.publish(topology.requests_exchange, "", r.model_dump_json().encode())
         got = await collect(session, topology.substation_queue("s1"), 1, timeout=5)
