@@ -79,6 +79,14 @@ class SubstationState:
         if not self.in_transit:
             self.in_transit_kw = 0.0  # no float crumbs
 
+    def withdrawn(self, entry: tuple[float, float | None]) -> None:
+        """One ``sent`` that will never arrive (the broker refused it)."""
+        with contextlib.suppress(ValueError):
+            self.in_transit.remove(entry)
+            self.in_transit_kw = max(0.0, self.in_transit_kw - entry[0])
+        if not self.in_transit:
+            self.in_transit_kw = 0.0
+
     def snapshot(self, now: float) -> dict[str, float]:
         """The fields of a ``LoadSnapshot``: validated with the Assignment that carries them,
         in one call (a model of its own each time costs more than the decision)."""
@@ -124,6 +132,15 @@ def assignment_end(s: SubstationState, kw: float, energy_kwh: float, now: float)
     power_kw = min(kw, s.charger_max_kw)
     duration_s = energy_kwh / power_kw * 3600.0 / s.time_scale
     return now + duration_s + ASSIGNMENT_END_MARGIN_S
+
+
+def _received_since(s: SubstationState, hb: Heartbeat) -> int:
+    """Assignments the worker received between ``s``'s heartbeat and ``hb``."""
+    if hb.assignments_received < s.assignments_received or hb.seq < s.seq:
+        # A restarted worker counts from 0 again (and what its predecessor held was requeued
+        # to it): take its count as what arrived since our last heartbeat.
+        return hb.assignments_received
+    return hb.assignments_received - s.assignments_received
 
 
 # The release queue is compacted when it holds more than this many entries beyond twice the
@@ -181,9 +198,10 @@ class LoadTable:
             # Reordered or duplicated. (A restarted worker starts seq at 0 again, but its
             # sent_at is newer, so it is accepted.)
             return False
-        carried = self._still_in_transit(s, hb) if s is not None else None
         if s is not None:
             self._live_releases -= s.releases_queued  # superseded: dead from now on
+            if self.count_in_transit:
+                s.arrived(_received_since(s, hb))
         state = self._by_id[hb.substation_id] = SubstationState(
             substation_id=hb.substation_id,
             capacity_kw=hb.capacity_kw,
@@ -201,10 +219,10 @@ class LoadTable:
             charger_max_kw=hb.charger_max_kw,
             assignments_received=hb.assignments_received,
         )
-        if carried is not None and carried.in_transit:
-            state.in_transit, state.in_transit_kw = carried.in_transit, carried.in_transit_kw
-            state.pending_kw = carried.in_transit_kw
-            state.pending_count = len(carried.in_transit)
+        if s is not None and self.count_in_transit and s.in_transit:
+            # What has not arrived stays pending: the heartbeat's committed_kw lacks it.
+            state.in_transit, state.in_transit_kw = s.in_transit, s.in_transit_kw
+            state.pending_kw, state.pending_count = s.in_transit_kw, len(s.in_transit)
         self._index.put(state)
         if self.use_releases:
             for r in hb.releases:
@@ -214,19 +232,6 @@ class LoadTable:
                     self._queue_release(end, state, kw, 1, pending=True)
             self.release_due(now)
         return True
-
-    def _still_in_transit(self, s: SubstationState, hb: Heartbeat) -> SubstationState | None:
-        """``s``, left with its assignments that ``hb`` does not count as received (the
-        newest ones); None if there are none to carry over."""
-        if not self.count_in_transit or not s.in_transit:
-            return None
-        received = hb.assignments_received - s.assignments_received
-        if received < 0 or hb.seq < s.seq:
-            # A restarted worker counts from 0 again (and what its predecessor held was
-            # requeued to it): take its count as what arrived since our last heartbeat.
-            received = hb.assignments_received
-        s.arrived(received)
-        return s
 
     def _queue_release(
         self, due: float, s: SubstationState, kw: float, sessions: int, *, pending: bool
@@ -302,9 +307,7 @@ class LoadTable:
         stays counted until the next heartbeat, as any assignment's does."""
         s = self._by_id.get(substation_id)
         if s is not None:
-            with contextlib.suppress(ValueError):
-                s.in_transit.remove(recorded)
-                s.in_transit_kw = max(0.0, s.in_transit_kw - recorded[0]) if s.in_transit else 0.0
+            s.withdrawn(recorded)
 
     def is_fresh(self, s: SubstationState, now: float) -> bool:
         return now - s.last_seen <= self.stale_after_intervals * s.interval_s

@@ -35,7 +35,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
@@ -53,7 +53,7 @@ from contracts import (
 )
 from contracts.messages import MAX_INTENT_ROUTES, derived_request_id, utcnow
 from contracts.topology import BindingSpec
-from dispatcher.load_table import LoadTable
+from dispatcher.load_table import LoadTable, SubstationState
 from dispatcher.metrics import DispatcherMetrics
 from dispatcher.policies import Policy, decider, make_policy
 from dispatcher.settings import DispatcherSettings
@@ -98,7 +98,7 @@ class _Held:
     # The substation whose queue it was taken back from, if it is a redispatch.
     reclaimed_from: str | None = None
     # request_id.int: the key of the sets and maps below (a UUID hashes in Python, an int in C).
-    key: int = 0
+    key: int = field(init=False, default=0)
     # As the load table recorded its assignment: (kW, estimated end or None).
     recorded: tuple[float, float | None] | None = None
 
@@ -345,19 +345,21 @@ class Dispatcher:
 
     # -- taking work back from substations that are gone ---------------------------------------
 
-    def _should_reclaim(self, now: float) -> set[str]:
+    def _silent(self, s: SubstationState, now: float) -> bool:
+        """``s`` said nothing for its stale window while this dispatcher could hear it."""
         connected_at = self._connected_at
         if connected_at is None:
+            return not self.table.is_fresh(s, now)
+        window = self.table.stale_after_intervals * s.interval_s
+        return silent_while_connected(s.last_seen, connected_at, now, window)
+
+    def _should_reclaim(self, now: float) -> set[str]:
+        if self._connected_at is None:
             return set()
-        window = self.table.stale_after_intervals
         return {
             s.substation_id
             for s in self.table
-            if s.status != "unroutable"
-            and (
-                s.status == "draining"
-                or silent_while_connected(s.last_seen, connected_at, now, window * s.interval_s)
-            )
+            if s.status != "unroutable" and (s.status == "draining" or self._silent(s, now))
         }
 
     async def _sync_reclaims(self, session: Session, now: float) -> None:
@@ -457,13 +459,7 @@ class Dispatcher:
         request elsewhere would charge it twice if the copy is there; a substation that is
         really gone has its queue taken back after that window, copy included."""
         s = self.table.get(substation_id)
-        if s is None or s.status != "up":
-            return False
-        connected_at = self._connected_at
-        if connected_at is None:
-            return self.table.is_fresh(s, now)
-        window = self.table.stale_after_intervals * s.interval_s
-        return not silent_while_connected(s.last_seen, connected_at, now, window)
+        return s is not None and s.status == "up" and not self._silent(s, now)
 
     def _wake_at_next_release(self, now: float) -> None:
         """Retry the held requests when the next predicted release is due, not only at the
@@ -525,8 +521,7 @@ class Dispatcher:
             {
                 "request_id": a.request.request_id,
                 "substation_id": a.substation_id,
-                # A reclaimed assignment always has attempt > 1.
-                "kind": "dispatched" if a.attempt == 1 else "redispatched",
+                "kind": _dispatch_kind(a.attempt),
                 "attempt": a.attempt,
             }
             for _, a in batch
@@ -591,8 +586,7 @@ class Dispatcher:
             return
         self._settled()
         sid = assignment.substation_id
-        route = self._recent.get(held.key)
-        if route is not None and route[0] == sid:
+        if held.key in self._recent:
             self._recent[held.key] = (sid, True)  # remembered by _assign, moments ago
         else:
             self._remember(held.key, (sid, True))
@@ -608,14 +602,18 @@ class Dispatcher:
         decided.inc()
         self.metrics.dispatch_seconds.observe(self.clock() - held.received)
         if self.settings.dispatch_events:
-            kind = EventKind.DISPATCHED if assignment.attempt == 1 else EventKind.REDISPATCHED
             event = ChargeEvent(
                 request_id=held.request.request_id,
-                kind=kind,
+                kind=EventKind(_dispatch_kind(assignment.attempt)),
                 substation_id=sid,
                 attempt=assignment.attempt,
             )
             publish_event(held.delivery.session, self.topology, event)
+
+
+def _dispatch_kind(attempt: int) -> str:
+    """A first dispatch, or a later one (a reclaimed assignment always has attempt > 1)."""
+    return EventKind.DISPATCHED.value if attempt == 1 else EventKind.REDISPATCHED.value
 
 
 def _short(exc: ValidationError) -> str:

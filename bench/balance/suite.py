@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from bench.balance.model import Omniscient, RunResult, Simulation, simulate
 from bench.balance.traces import GRIDS, TRACES, Grid, Trace
@@ -113,6 +114,15 @@ def _trace(grid: Grid, name: str, seed: int) -> Trace:
     return TRACES[name](grid, seed)
 
 
+def sim_options(policy: str) -> dict[str, Any]:
+    """How ``policy``'s runs are simulated: ``simulate``'s keyword arguments beside its name."""
+    return {
+        "releases": policy in WITH_RELEASES,
+        "transit_wall_s": TRANSIT_WALL_S if policy in (TRANSIT, TRANSIT_BLIND) else 0.0,
+        "count_in_transit": policy != TRANSIT_BLIND,
+    }
+
+
 def run_case(case: Case) -> RunResult:
     grid = GRIDS[case.grid]()
     return simulate(
@@ -121,9 +131,7 @@ def run_case(case: Case) -> RunResult:
         POLICIES[case.policy],
         heartbeat_wall_s=case.heartbeat_wall_s,
         seed=case.seed,
-        releases=case.policy in WITH_RELEASES,
-        transit_wall_s=TRANSIT_WALL_S if case.policy in (TRANSIT, TRANSIT_BLIND) else 0.0,
-        count_in_transit=case.policy != TRANSIT_BLIND,
+        **sim_options(case.policy),
     )
 
 

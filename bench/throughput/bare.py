@@ -306,7 +306,7 @@ def intent_relay(
     """The dispatcher's protocol, bare: announce (a confirmed intent), then on its confirm the
     assignments, then on their confirms the acks (coalesced with ``multiple`` where possible).
     ``batched``: one intent for the deliveries of one I/O-loop turn; else one per delivery."""
-    body = assignment_body()
+    body, event = assignment_body(), event_body()
     next_tag = [1]
     # publish tag -> (is an assignment, the source delivery tags it stands for), publish order
     waiting: dict[int, tuple[bool, list[int]]] = {}
@@ -327,7 +327,7 @@ def intent_relay(
             announcement = intent_body(len(dtags))
             ch.basic_publish(events_exchange, "intent.dispatched", announcement, PERSISTENT_JSON)
         else:
-            ch.basic_publish(events_exchange, "event.dispatched", event_body(), PERSISTENT_JSON)
+            ch.basic_publish(events_exchange, "event.dispatched", event, PERSISTENT_JSON)
 
     def announce() -> None:
         while unannounced:

@@ -21,8 +21,7 @@ from bench.balance.suite import (
     STRICT,
     TRANSIT,
     TRANSIT_BLIND,
-    TRANSIT_WALL_S,
-    WITH_RELEASES,
+    sim_options,
 )
 from bench.balance.traces import GRIDS, burst
 from bench.scale.measure import measure
@@ -41,9 +40,7 @@ def runs() -> dict[str, RunResult]:
             POLICIES[name],
             heartbeat_wall_s=1.0,
             seed=SEED,
-            releases=name in WITH_RELEASES,
-            transit_wall_s=TRANSIT_WALL_S if name in (TRANSIT, TRANSIT_BLIND) else 0.0,
-            count_in_transit=name != TRANSIT_BLIND,
+            **sim_options(name),
         )
         for name in (
             SMARTGRID,
