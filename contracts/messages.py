@@ -7,10 +7,11 @@ change them only together with ``SCHEMA_VERSION``.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 from uuid import UUID, uuid4, uuid5
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -36,12 +37,25 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# What the published JSON Schemas say is what passes: no NaN or infinity (JSON has neither), and
+# from the wire no string for a number, no number for a date-time, no bool for an integer.
+_WIRE = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
 class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(**_WIRE, str_strip_whitespace=True)
 
     schema_version: Literal[1] = Field(
         default=1, description="Contract version (SCHEMA_VERSION); only 1 exists."
     )
+
+    @classmethod
+    def model_validate_json(
+        cls, json_data: str | bytes | bytearray, *, strict: bool | None = True, **kwargs: Any
+    ) -> Self:
+        """Parse a message off the wire: strict unless asked otherwise (pydantic's lax mode
+        would take ``"30"`` for a number, which the JSON Schema refuses)."""
+        return super().model_validate_json(json_data, strict=strict, **kwargs)
 
 
 class ChargeRequest(_Message):
@@ -78,6 +92,17 @@ class ChargeRequest(_Message):
             raise ValueError("departure must be later than requested_at")
         return self
 
+    def fingerprint(self) -> int:
+        """What a retry with this ``request_id`` must repeat, as 64 bits: the vehicle, its
+        energy, power, departure and priority. Not ``requested_at``: a gateway sets it when
+        the client did not, so two deliveries of one request may differ there."""
+        doc = self.model_dump(mode="json", include=_FINGERPRINTED)
+        raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
+
+
+_FINGERPRINTED = {"vehicle_id", "energy_kwh", "max_power_kw", "departure", "priority"}
+
 
 # At most this many predicted releases ride on one heartbeat (a worker merges beyond it).
 MAX_RELEASES = 64
@@ -100,7 +125,7 @@ def derived_request_id(body: bytes, message_id: str | None) -> UUID:
 class Release(BaseModel):
     """Committed power a worker expects to free: sessions predicted to end by ``in_s``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = _WIRE
 
     in_s: float = Field(
         ge=0,
@@ -133,6 +158,12 @@ class Heartbeat(_Message):
     )
     status: Literal["up", "draining"] = "up"
     seq: int = Field(ge=0, description="Increases by one per heartbeat of this worker process.")
+    incarnation: UUID | None = Field(
+        default=None,
+        description="Random id of the worker process, new at every start. Heartbeats of one "
+        "incarnation are ordered by seq; one of another incarnation is a restart, taken if it "
+        "is not older than the last. Without it (an older worker), by seq and sent_at.",
+    )
     assignments_received: int = Field(ge=0, description="Assignments received since it started.")
     interval_s: float = Field(default=1.0, gt=0, le=300, description="Heartbeat period, s.")
     sent_at: AwareDatetime = Field(default_factory=utcnow)
@@ -159,7 +190,7 @@ class Heartbeat(_Message):
 class LoadSnapshot(BaseModel):
     """What the dispatcher believed about the chosen substation when it chose it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = _WIRE
 
     load_kw: float = Field(ge=0)
     capacity_kw: float = Field(gt=0)
@@ -209,7 +240,7 @@ class ChargeEvent(_Message):
     substation_id: SubstationId | None = None
     at: AwareDatetime = Field(default_factory=utcnow)
     energy_kwh: float | None = Field(
-        default=None, ge=0, description="completed: energy delivered, kWh."
+        default=None, ge=0, le=MAX_ENERGY_KWH, description="completed: energy delivered, kWh."
     )
     reason: str | None = Field(
         default=None, max_length=2000, description="rejected / dead_lettered: why."
@@ -224,7 +255,7 @@ MAX_INTENT_ROUTES = 1000
 class Route(BaseModel):
     """One request of a DispatchIntent: the substation it is sent to, and the how-many-th try."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = _WIRE
 
     request_id: UUID
     substation_id: SubstationId

@@ -211,3 +211,72 @@ def test_a_dispatch_intent_refuses_what_it_cannot_mean(routes: list[dict[str, ob
     body = json.dumps({"dispatcher": "d", "routes": routes})
     with pytest.raises(ValidationError):
         DispatchIntent.model_validate_json(body)
+
+
+# -- finding 6 of the hardening issue: the wire is as strict as the published schema ----------
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "error_type"),
+    [
+        (b'{"vehicle_id":"EV-1","energy_kwh":"30","max_power_kw":11}', "energy_kwh", "float_type"),
+        (b'{"vehicle_id":"EV-1","energy_kwh":30,"max_power_kw":"11"}', "max_power_kw", "float_type"),
+        (b'{"vehicle_id":"EV-1","energy_kwh":NaN,"max_power_kw":11}', "energy_kwh", "finite_number"),
+        (b'{"vehicle_id":"EV-1","energy_kwh":30,"max_power_kw":Infinity}', "max_power_kw",
+         "finite_number"),
+        (b'{"vehicle_id":"EV-1","energy_kwh":30,"max_power_kw":11,"priority":"5"}', "priority",
+         "int_type"),
+        (b'{"vehicle_id":"EV-1","energy_kwh":30,"max_power_kw":11,"priority":true}', "priority",
+         "int_type"),
+        (b'{"vehicle_id":"EV-1","energy_kwh":30,"max_power_kw":11,"requested_at":1700000000}',
+         "requested_at", "datetime_type"),
+        (b'{"vehicle_id":"EV-1","energy_kwh":30,"max_power_kw":11,"schema_version":"1"}',
+         "schema_version", "literal_error"),
+    ],
+)  # fmt: skip
+def test_off_the_wire_a_request_is_what_its_json_schema_says_and_the_error_says_why(
+    raw: bytes, field: str, error_type: str
+) -> None:
+    """Finding 6: a string for a number passed over AMQP (the schema says number), and a bare
+    NaN was refused as "less than or equal to 300". Each now fails for the true reason."""
+    with pytest.raises(ValidationError) as caught:
+        ChargeRequest.model_validate_json(raw)
+    errors = caught.value.errors()
+    assert [(e["loc"][0], e["type"]) for e in errors] == [(field, error_type)], errors
+    schema = ChargeRequest.model_json_schema()["properties"][field]
+    assert "string" not in json.dumps(schema) or field == "requested_at"
+
+
+def test_integers_are_numbers_and_iso_strings_are_dates_on_the_wire() -> None:
+    raw = json.dumps(
+        {**VALID, "request_id": str(uuid.uuid4()), "departure": "2099-01-01T08:00:00+01:00"}
+    )
+    req = ChargeRequest.model_validate_json(raw)
+    assert req.energy_kwh == 30.0
+    assert req.departure is not None and req.departure.utcoffset() == timedelta(hours=1)
+
+
+def test_an_event_cannot_claim_more_energy_than_a_request_may_ask_for() -> None:
+    """Finding 6: a fake completion of 1e6 kWh went into loadgen's total."""
+    rid = str(uuid.uuid4())
+    ok = {"request_id": rid, "kind": "completed", "energy_kwh": 300}
+    assert ChargeEvent.model_validate_json(json.dumps(ok)).energy_kwh == 300
+    with pytest.raises(ValidationError, match="less than or equal to 300"):
+        ChargeEvent.model_validate_json(json.dumps({**ok, "energy_kwh": 1e6}))
+
+
+def test_a_fingerprint_is_what_a_retry_must_repeat() -> None:
+    """Finding 7: a retry with the same request_id and another body is a conflict, told by this
+    fingerprint; when the request was made (set by a gateway if absent) is not part of it."""
+    rid = uuid.uuid4()
+    first = ChargeRequest(request_id=rid, vehicle_id="EV-1", energy_kwh=10, max_power_kw=11)
+    again = ChargeRequest.model_validate_json(
+        json.dumps({"request_id": str(rid), "vehicle_id": "EV-1", "energy_kwh": 10.0,
+                    "max_power_kw": 11, "priority": 0,
+                    "requested_at": (first.requested_at + timedelta(seconds=5)).isoformat()})
+    )  # fmt: skip
+    assert again.fingerprint() == first.fingerprint()
+    for patch in ({"energy_kwh": 250}, {"vehicle_id": "EV-2"}, {"priority": 1},
+                  {"departure": datetime.now(UTC) + timedelta(hours=2)}):  # fmt: skip
+        other = first.model_copy(update=patch)
+        assert other.fingerprint() != first.fingerprint(), patch
