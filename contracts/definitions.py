@@ -55,7 +55,11 @@ def roles(topology: Topology) -> list[Role]:
     exchanges = ("requests", "heartbeats", "substations", "events", "dead")
     core = ("requests", "dead")
     substation_queue = r"substation\.[a-z0-9][a-z0-9_-]*"
-    dispatcher_queues = (r"heartbeats\.dispatcher-[0-9a-f]+", r"events\.dispatcher-[0-9a-f]+")
+    dispatcher_queues = (
+        r"heartbeats\.dispatcher-[0-9a-f]+",
+        r"events\.dispatcher-[0-9a-f]+",
+        r"dead\.watch",
+    )
     loadgen_queues = (r"loadgen\.heartbeats\.[^.]+", r"loadgen\.events\.[^.]+")
     return [
         Role(
@@ -68,7 +72,8 @@ def roles(topology: Topology) -> list[Role]:
         ),
         Role(
             "dispatcher",
-            # its own heartbeat and event queues; substation queues when it takes one back
+            # its own heartbeat and event queues, the dead-letter watch queue; substation queues
+            # when it takes one back
             configure=names(*exchanges, substation_queue, *dispatcher_queues),
             write=names("requests", "substations", "events", "dead", *dispatcher_queues),
             read=names(
@@ -173,7 +178,7 @@ def build_definitions(
             "auto_delete": q.auto_delete,
             "arguments": dict(q.arguments),
         }
-        for q in topology.core_queues()
+        for q in [*topology.core_queues(), topology.dead_watch_queue_spec()]
     ]
     bindings = [
         {
@@ -184,7 +189,7 @@ def build_definitions(
             "routing_key": b.routing_key,
             "arguments": {},
         }
-        for b in topology.core_bindings()
+        for b in [*topology.core_bindings(), topology.dead_watch_binding()]
     ]
     return {
         "vhosts": [{"name": vhost}],

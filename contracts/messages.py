@@ -7,8 +7,8 @@ change them only together with ``SCHEMA_VERSION``.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
@@ -23,10 +23,11 @@ MAX_ENERGY_KWH = 300.0
 MAX_VEHICLE_POWER_KW = 500.0
 MIN_VEHICLE_POWER_KW = 1.0
 
+SUBSTATION_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SubstationId = Annotated[
     str,
     Field(
-        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        pattern=SUBSTATION_ID_PATTERN.pattern,
         description="Lower-case id; it becomes part of the queue name <ns>.substation.<id>.",
         examples=["s1", "north-300"],
     ),
@@ -93,15 +94,14 @@ class ChargeRequest(_Message):
         return self
 
     def fingerprint(self) -> int:
-        """What a retry with this ``request_id`` must repeat, as 64 bits: the vehicle, its
-        energy, power, departure and priority. Not ``requested_at``: a gateway sets it when
-        the client did not, so two deliveries of one request may differ there."""
-        doc = self.model_dump(mode="json", include=_FINGERPRINTED)
-        raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-        return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
-
-
-_FINGERPRINTED = {"vehicle_id", "energy_kwh", "max_power_kw", "departure", "priority"}
+        """What a retry with this ``request_id`` must repeat: its vehicle, energy, power,
+        departure and priority, hashed. Not ``requested_at``: a gateway sets it when the client
+        did not, so two copies of one request may differ there. The hash is this process's
+        own (Python's string hashing is salted per process): compare it only with fingerprints
+        the same process computed."""
+        return hash(
+            (self.vehicle_id, self.energy_kwh, self.max_power_kw, self.departure, self.priority)
+        )
 
 
 # At most this many predicted releases ride on one heartbeat (a worker merges beyond it).
@@ -120,6 +120,25 @@ def derived_request_id(body: bytes, message_id: str | None) -> UUID:
     if message_id:
         return uuid5(DERIVED_REQUEST_ID_NAMESPACE, f"message-id:{message_id}")
     return uuid5(DERIVED_REQUEST_ID_NAMESPACE, f"body:{hashlib.sha256(body).hexdigest()}")
+
+
+# A request_id as it appears in a ChargeRequest's JSON (an Assignment's first is its request's).
+_REQUEST_ID = re.compile(rb'"request_id"\s*:\s*"([0-9A-Fa-f-]{32,36})"')
+# How much of an unreadable message is searched for its request_id.
+READABLE_PREFIX_BYTES = 65_536
+
+
+def readable_request_id(body: bytes) -> UUID | None:
+    """Best effort: the request_id in a message that is not a valid one (so that its sender can
+    learn its fate), or None. A pattern over the first bytes, not a JSON parser: the message may
+    be anything (deeply nested, huge, not JSON at all), and reading it must not fail."""
+    found = _REQUEST_ID.search(body, 0, READABLE_PREFIX_BYTES)
+    if found is None:
+        return None
+    try:
+        return UUID(found.group(1).decode())
+    except ValueError:
+        return None
 
 
 class Release(BaseModel):

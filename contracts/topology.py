@@ -28,6 +28,10 @@ CONSUMER_TIMEOUT_MS = 24 * 3600 * 1000
 # Heartbeats are only worth reading while fresh; older ones are dropped by the broker.
 HEARTBEAT_TTL_MS = 5_000
 
+# The dead-letter watch queue keeps at most this much (drop-head beyond).
+DEAD_WATCH_MAX_MESSAGES = 100_000
+DEAD_WATCH_MAX_BYTES = 256 * 1024 * 1024
+
 # A follower's durable event queue is deleted by the broker after this long without consumers.
 FOLLOWER_EXPIRES_MS = 10 * 60 * 1000
 
@@ -108,6 +112,10 @@ class Topology:
     def dead_queue(self) -> str:
         return self._n("dead")
 
+    @property
+    def dead_watch_queue(self) -> str:
+        return self._n("dead.watch")
+
     # -- declarations, as data -------------------------------------------------------------
 
     def _work_queue_arguments(self, *, single_active_consumer: bool) -> dict[str, Any]:
@@ -147,6 +155,25 @@ class Topology:
     def dead_queue_spec(self) -> QueueSpec:
         # Classic and durable: nothing consumes it automatically, operators inspect it.
         return QueueSpec(self.dead_queue)
+
+    def dead_watch_queue_spec(self) -> QueueSpec:
+        """The dispatchers' copy of every dead letter, so that what the broker dead-lettered
+        by itself (a delivery limit reached, a rejection) is announced as a ``dead_lettered``
+        event: quorum, one active consumer, and bounded, oldest dropped (what it holds is
+        only ever announced, never charged)."""
+        return QueueSpec(
+            self.dead_watch_queue,
+            {
+                "x-queue-type": "quorum",
+                "x-single-active-consumer": True,
+                "x-max-length": DEAD_WATCH_MAX_MESSAGES,
+                "x-max-length-bytes": DEAD_WATCH_MAX_BYTES,
+                "x-overflow": "drop-head",
+            },
+        )
+
+    def dead_watch_binding(self) -> BindingSpec:
+        return BindingSpec(self.dead_watch_queue, self.dead_exchange)
 
     @staticmethod
     def heartbeat_queue_spec(name: str) -> QueueSpec:

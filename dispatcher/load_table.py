@@ -29,6 +29,7 @@ import random
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from uuid import UUID
 
 from contracts import Heartbeat
 from dispatcher.promise_index import PromiseIndex
@@ -60,6 +61,8 @@ class SubstationState:
     releases_queued: int = 0
     # From the heartbeat: assignments the worker process has received since it started.
     assignments_received: int = 0
+    # From the heartbeat: the worker process (None: an older worker that does not say).
+    incarnation: UUID | None = None
     # Our assignments not yet known to have reached the worker, oldest first: (kW, estimated
     # end or None), and their kW summed. At most MAX_IN_TRANSIT: beyond, the oldest count as
     # received.
@@ -134,13 +137,39 @@ def assignment_end(s: SubstationState, kw: float, energy_kwh: float, now: float)
     return now + duration_s + ASSIGNMENT_END_MARGIN_S
 
 
+def _restarted(s: SubstationState, hb: Heartbeat) -> bool:
+    """``hb`` comes from another worker process than ``s`` did."""
+    if hb.incarnation is not None or s.incarnation is not None:
+        return hb.incarnation != s.incarnation
+    # An older worker, without incarnation: its seq and count start from 0 again.
+    return hb.assignments_received < s.assignments_received or hb.seq < s.seq
+
+
 def _received_since(s: SubstationState, hb: Heartbeat) -> int:
     """Assignments the worker received between ``s``'s heartbeat and ``hb``."""
-    if hb.assignments_received < s.assignments_received or hb.seq < s.seq:
+    if _restarted(s, hb):
         # A restarted worker counts from 0 again (and what its predecessor held was requeued
         # to it): take its count as what arrived since our last heartbeat.
         return hb.assignments_received
     return hb.assignments_received - s.assignments_received
+
+
+def supersedes(hb: Heartbeat, s: SubstationState) -> bool:
+    """Whether ``hb`` is newer than the heartbeat ``s`` was built from.
+
+    One worker process's heartbeats reach a dispatcher's queue in the order they were sent, so
+    within one incarnation a seq not above the last is a duplicate (or a forgery) and is
+    refused. A heartbeat of another incarnation is a restart: it is taken, and the latest to
+    arrive wins. So a heartbeat forged with a huge seq for a real substation cannot lock the
+    real one out: its next heartbeat, of its own incarnation, supersedes the forgery. Without
+    incarnations on both sides (an older worker), a restart is told by a newer ``sent_at``
+    (which the dispatcher bounds: a heartbeat from the future is refused before it gets here).
+    """
+    if hb.incarnation is not None and hb.incarnation == s.incarnation:
+        return hb.seq > s.seq
+    if hb.incarnation is not None or s.incarnation is not None:
+        return True
+    return hb.seq > s.seq or hb.sent_at.timestamp() > s.sent_at_ts
 
 
 # The release queue is compacted when it holds more than this many entries beyond twice the
@@ -194,9 +223,7 @@ class LoadTable:
         """Apply a heartbeat; False if it is older than what the table already has."""
         sent_at = hb.sent_at.timestamp()
         s = self._by_id.get(hb.substation_id)
-        if s is not None and hb.seq <= s.seq and sent_at <= s.sent_at_ts:
-            # Reordered or duplicated. (A restarted worker starts seq at 0 again, but its
-            # sent_at is newer, so it is accepted.)
+        if s is not None and not supersedes(hb, s):
             return False
         if s is not None:
             self._live_releases -= s.releases_queued  # superseded: dead from now on
@@ -218,6 +245,7 @@ class LoadTable:
             time_scale=hb.time_scale,
             charger_max_kw=hb.charger_max_kw,
             assignments_received=hb.assignments_received,
+            incarnation=hb.incarnation,
         )
         if s is not None and self.count_in_transit and s.in_transit:
             # What has not arrived stays pending: the heartbeat's committed_kw lacks it.
@@ -332,9 +360,15 @@ class LoadTable:
         """Drop substations silent for ``seconds``; returns their ids."""
         gone = [sid for sid, s in self._by_id.items() if now - s.last_seen > seconds]
         for sid in gone:
-            self._live_releases -= self._by_id.pop(sid).releases_queued
-            self._index.forget(sid)
+            self.forget(sid)
         return gone
+
+    def forget(self, substation_id: str) -> None:
+        """Drop one substation (until a heartbeat of it is observed again)."""
+        s = self._by_id.pop(substation_id, None)
+        if s is not None:
+            self._live_releases -= s.releases_queued
+            self._index.forget(substation_id)
 
     def least_promised(self, now: float, request_kw: float) -> tuple[SubstationState, float] | None:
         """The eligible substation least promised once it takes ``request_kw`` (capped at its

@@ -43,18 +43,33 @@ class DispatcherMetrics:
         )
         self.heartbeats = Counter(
             "smartgrid_dispatcher_heartbeats_total",
-            "Heartbeats received, by outcome (applied, stale, invalid).",
+            "Heartbeats received, by outcome: applied; stale (superseded); invalid; refused as "
+            "future (sent_at beyond the clock skew), forbidden (user_id), full (max "
+            "substations), rate (new ids per second) or no_queue (its queue does not exist).",
             ["outcome"],
             registry=registry,
         )
         self.dead_lettered = Counter(
             "smartgrid_dispatcher_dead_lettered_total",
-            "Requests moved to <ns>.dead because they are not a valid ChargeRequest.",
+            "Requests moved to <ns>.dead: not a valid ChargeRequest, too large, or a conflict.",
             registry=registry,
         )
         self.republish_failures = Counter(
             "smartgrid_dispatcher_republish_failures_total",
-            "Assignments the broker did not confirm (the request is requeued), by reason.",
+            "Assignments the broker did not confirm (the request stays held and is dispatched "
+            "again), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.conflicts = Counter(
+            "smartgrid_dispatcher_conflicts_total",
+            "Requests rejected because their request_id came before with another body.",
+            registry=registry,
+        )
+        self.broker_dead_letters = Counter(
+            "smartgrid_dispatcher_broker_dead_letters_total",
+            "Messages the broker dead-lettered by itself (delivery limit, rejection), by its "
+            "reason; each with a readable request_id is announced as a dead_lettered event.",
             ["reason"],
             registry=registry,
         )

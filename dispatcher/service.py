@@ -14,6 +14,12 @@ Failover: a substation whose heartbeats stopped (or that drains) gets nothing ne
 in its queue is taken back: the dispatcher consumes that queue itself and dispatches each
 assignment again elsewhere (``redispatched``), acking it only once the new one is confirmed.
 
+Refusals: an assignment the broker returns (no queue is bound for its substation) or nacks
+costs its request nothing: the request stays held here and is dispatched again, elsewhere; the
+substation is out until a heartbeat after its queue exists (returned) or its next heartbeat
+(nacked). Substations are admitted only once their queue is seen to exist, at a bounded rate
+and number (``dispatcher.admission``), and no queue is ever created for one.
+
 Duplicates: the requests of one pump are announced together (one confirmed ``DispatchIntent``
 listing where each goes) before their assignments are published. A request id whose assignment
 this dispatcher saw confirmed, or that is in flight here, is acked without a second dispatch; one
@@ -27,14 +33,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import os
 import random
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
@@ -51,8 +56,21 @@ from contracts import (
     Heartbeat,
     Topology,
 )
-from contracts.messages import MAX_INTENT_ROUTES, derived_request_id, utcnow
+from contracts.messages import (
+    MAX_INTENT_ROUTES,
+    derived_request_id,
+    readable_request_id,
+    utcnow,
+)
 from contracts.topology import BindingSpec
+from dispatcher.admission import (
+    HINTS,
+    RefusalLog,
+    TokenBucket,
+    expected_user,
+    from_the_future,
+)
+from dispatcher.dead_letters import announcement, reason_label
 from dispatcher.load_table import LoadTable, SubstationState
 from dispatcher.metrics import DispatcherMetrics
 from dispatcher.policies import Policy, decider, make_policy
@@ -61,9 +79,6 @@ from messaging import BrokerLink, BrokerUnavailable, Delivery, PublishReturned, 
 from messaging.publishing import announce_intent, dead_letter, publish_event
 
 log = logging.getLogger(__name__)
-
-# A substation silent this long is dropped from the table (and from the metrics).
-FORGET_AFTER_S = 300.0
 
 
 def silent_while_connected(
@@ -76,6 +91,11 @@ def silent_while_connected(
 
 
 DRAIN_TIMEOUT_S = 5.0
+# A probe of a substation's queue gives up after this long (the id is probed again when heard).
+PROBE_TIMEOUT_S = 5.0
+# An id whose queue was missing is looked at again no sooner than this, s; so many are kept.
+NO_QUEUE_RECHECK_S = 10.0
+NO_QUEUE_REMEMBERED = 100_000
 _DISPATCH_KINDS = (EventKind.DISPATCHED, EventKind.REDISPATCHED)
 # Request ids remembered as dispatched, to drop duplicates (about 100 bytes each).
 RECENT_DISPATCHED = 200_000
@@ -84,9 +104,10 @@ RECENT_DISPATCHED = 200_000
 DECISION_SAMPLE = 16
 
 
-# Where a request was (or is being) dispatched, and whether the broker confirmed it. A plain
-# tuple of a str and a bool: the collector stops tracking it, and there may be 200,000 of them.
-_Route = tuple[str, bool]
+# Where a request was (or is being) dispatched, whether the broker confirmed it, and the
+# request's fingerprint (None: known only from another dispatcher's intent). A plain tuple of
+# atoms: the collector stops tracking it, and there may be 200,000 of them.
+_Route = tuple[str, bool, int | None]
 
 
 @dataclass(slots=True)
@@ -101,9 +122,11 @@ class _Held:
     key: int = field(init=False, default=0)
     # As the load table recorded its assignment: (kW, estimated end or None).
     recorded: tuple[float, float | None] | None = None
+    fingerprint: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.key = self.request.request_id.int
+        self.fingerprint = self.request.fingerprint()
 
 
 class Dispatcher:
@@ -113,11 +136,13 @@ class Dispatcher:
         policy: Policy,
         metrics: DispatcherMetrics,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.policy = policy
         self.metrics = metrics
         self.clock = clock
+        self.wall_clock = wall_clock
         self.topology = Topology(settings.namespace)
         # Predicted releases hold only while no substation shares power: with promises beyond
         # capacity (hold factor above 1), what is assigned later slows the sessions predicted,
@@ -129,10 +154,16 @@ class Dispatcher:
         self.held: deque[_Held] = deque()
         self.inflight = 0
         self._confirms = 0
-        # Request ids held or in flight here (from <ns>.requests), and recently dispatched ones.
-        # Both keyed by request_id.int.
-        self._pending_ids: set[int] = set()
+        # Request ids held or in flight here (from <ns>.requests) with their fingerprints, and
+        # recently dispatched ones. Both keyed by request_id.int.
+        self._pending: dict[int, int] = {}
         self._recent: OrderedDict[int, _Route] = OrderedDict()
+        # Admission of substations the table does not hold: those whose queue is being
+        # probed (with their latest heartbeat), and those whose queue was missing (until when).
+        self._probing: dict[str, Heartbeat] = {}
+        self._no_queue: OrderedDict[str, float] = OrderedDict()
+        self._admissions = TokenBucket(settings.admit_per_s, 2 * settings.admit_per_s)
+        self._refusals = RefusalLog()
         # Substation id -> consumer tag of its queue, for substations being taken back.
         self._reclaiming: dict[str, str] = {}
         self._idle = asyncio.Event()  # set whenever no assignment awaits its confirm
@@ -201,6 +232,9 @@ class Dispatcher:
         self._following_intents = True
         await session.consume(self.events_queue, self._on_intent, auto_ack=True)
         await session.set_prefetch(self.settings.prefetch)
+        await session.declare_queue(t.dead_watch_queue_spec())
+        await session.bind(t.dead_watch_binding())
+        await session.consume(t.dead_watch_queue, self._on_dead_letter)
         # Before the first request: silence counts from here (_may_resend_to, reclaims).
         self._connected_at = self.clock()
         self._requests_consumer = await session.consume(t.requests_queue, self._on_request)
@@ -210,8 +244,9 @@ class Dispatcher:
         self._connected_at = None
         # Their delivery tags died with the channel; the broker requeued them.
         self.held.clear()
-        self._pending_ids.clear()
+        self._pending.clear()
         self._reclaiming.clear()
+        self._probing.clear()
         self.inflight = 0
         self._idle.set()
         self._requests_consumer = None
@@ -227,12 +262,13 @@ class Dispatcher:
                         await session.queue_depth(self.topology.requests_queue)
                     )
             now = self.clock()
-            self.table.forget_older_than(now, FORGET_AFTER_S)
+            if session is not None:
+                with contextlib.suppress(BrokerUnavailable, TimeoutError):
+                    await self._sync_reclaims(session, now)
+                    await self._forget_silent(session, now)
             for state, n in self.table.counts(now).items():
                 self.metrics.substations.labels(state).set(n)
-            if session is not None:
-                with contextlib.suppress(BrokerUnavailable):
-                    await self._sync_reclaims(session, now)
+            self._refusals.tick(now)
             self._pump()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.backlog_poll_s)
@@ -246,27 +282,101 @@ class Dispatcher:
             self.metrics.heartbeats.labels("invalid").inc()
             log.warning("ignoring invalid heartbeat: %s", _short(exc))
             return
-        applied = self.table.observe(hb, self.clock())
+        except Exception as exc:  # whatever reading it raises, it is not a heartbeat
+            self.metrics.heartbeats.labels("invalid").inc()
+            log.warning("ignoring unreadable heartbeat: %s", type(exc).__name__)
+            return
+        now = self.clock()
+        sid = hb.substation_id
+        if from_the_future(hb, self.wall_clock(), self.settings.max_clock_skew_s):
+            self._refuse("future", sid, now)
+            return
+        template = self.settings.heartbeat_user
+        if template is not None and delivery.user_id != expected_user(template, sid):
+            self._refuse("forbidden", sid, now)
+            return
+        if self.table.get(sid) is None:
+            self._admit(hb, now)
+            return
+        applied = self.table.observe(hb, now)
         self.metrics.heartbeats.labels("applied" if applied else "stale").inc()
         if applied:
             self._pump()
 
+    def _refuse(self, reason: str, substation_id: str, now: float) -> None:
+        self.metrics.heartbeats.labels(reason).inc()
+        self._refusals.refused(reason, substation_id, now, HINTS[reason])
+
+    def _admit(self, hb: Heartbeat, now: float) -> None:
+        """A heartbeat of a substation the table does not hold: admit it once its queue is
+        seen to exist (a probe, creating nothing), within the admission rate and the table's
+        bound. Until then it is not eligible: an assignment to it would only come back."""
+        sid = hb.substation_id
+        if sid in self._probing:
+            self._probing[sid] = hb  # the probe under way applies the latest
+            return
+        retry_at = self._no_queue.get(sid)
+        if retry_at is not None and now < retry_at:
+            self._refuse("no_queue", sid, now)
+            return
+        if len(self.table) + len(self._probing) >= self.settings.max_substations:
+            self._refuse("full", sid, now)
+            return
+        if not self._admissions.take(now):
+            self._refuse("rate", sid, now)
+            return
+        session = self.link.session
+        if session is None:
+            return
+        self._probing[sid] = hb
+        self._spawn(self._probe(session, sid))
+
+    async def _probe(self, session: Session, sid: str) -> None:
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                depth = await session.queue_exists(self.topology.substation_queue(sid))
+        except (BrokerUnavailable, TimeoutError) as exc:
+            self._probing.pop(sid, None)  # probed again when next heard
+            log.debug("probe of substation %s's queue failed: %s", sid, exc)
+            return
+        hb = self._probing.pop(sid, None)
+        now = self.clock()
+        if depth is None:
+            self._no_queue[sid] = now + NO_QUEUE_RECHECK_S
+            self._no_queue.move_to_end(sid)
+            while len(self._no_queue) > NO_QUEUE_REMEMBERED:
+                self._no_queue.popitem(last=False)
+            self._refuse("no_queue", sid, now)
+            return
+        self._no_queue.pop(sid, None)
+        if hb is None or session is not self.link.session or self.table.get(sid) is not None:
+            return
+        self.table.observe(hb, now)
+        self.metrics.heartbeats.labels("applied").inc()
+        log.info("substation %s admitted: %.0f kW, %d bays", sid, hb.capacity_kw, hb.bays)
+        self._pump()
+
+    def _spawn(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _on_request(self, delivery: Delivery) -> None:
         session = delivery.session
+        limit = self.settings.max_request_bytes
+        if len(delivery.body) > limit:
+            reason = f"larger than {limit} bytes (SMARTGRID_MAX_REQUEST_BYTES)"
+            self._reject_request(delivery, reason, EventKind.DEAD_LETTERED)
+            return
         try:
             request = ChargeRequest.model_validate_json(delivery.body)
         except ValidationError as exc:
             reason = f"invalid ChargeRequest: {_short(exc)}"
-            log.warning("dead-lettering message %s: %s", delivery.properties.message_id, reason)
-            dead_letter(session, self.topology, delivery, reason, self.topology.requests_queue)
-            self.metrics.dead_lettered.inc()
-            request_id = _request_id_of(delivery.body)
-            if request_id is not None:
-                publish_event(
-                    session,
-                    self.topology,
-                    ChargeEvent(request_id=request_id, kind=EventKind.DEAD_LETTERED, reason=reason),
-                )
+            self._reject_request(delivery, reason, EventKind.DEAD_LETTERED)
+            return
+        except Exception as exc:  # it would fail the same way on every redelivery
+            reason = f"unreadable ChargeRequest: {type(exc).__name__}"
+            self._reject_request(delivery, reason, EventKind.DEAD_LETTERED)
             return
         if "request_id" not in request.model_fields_set:
             # A client that sent no id: one that every redelivery of this message shares.
@@ -275,18 +385,52 @@ class Dispatcher:
                     "request_id": derived_request_id(delivery.body, delivery.properties.message_id)
                 }
             )
-        key = request.request_id.int
-        route = self._recent.get(key)
-        if key in self._pending_ids or (route is not None and route[1]):
+        held = _Held(delivery, request, self.clock(), delivery.delivery_count + 1)
+        key = held.key
+        first = self._pending.get(key)
+        if first is None:
+            route = self._recent.get(key)
+            if route is not None and route[1]:
+                first = route[2]
+        if first is not None:
+            if first != held.fingerprint:
+                reason = (
+                    f"conflict: request_id {request.request_id} came before with another "
+                    "vehicle, energy, power, departure or priority; this copy is not dispatched"
+                )
+                self.metrics.conflicts.inc()
+                self._reject_request(delivery, reason, EventKind.REJECTED, request.request_id)
+                return
             # Held or in flight here, or its assignment confirmed: a second one is not needed.
             self.metrics.duplicates.inc()
             delivery.ack()
             return
         if self._following_intents:
             self._stop_following_intents(session)
-        self._pending_ids.add(key)
-        self.held.append(_Held(delivery, request, self.clock(), delivery.delivery_count + 1))
+        self._pending[key] = held.fingerprint
+        self.held.append(held)
         self._pump_soon()
+
+    def _reject_request(
+        self,
+        delivery: Delivery,
+        reason: str,
+        kind: EventKind,
+        request_id: UUID | None = None,
+    ) -> None:
+        """Move a request to <ns>.dead with ``reason`` (acked once that is confirmed), and tell
+        its sender, if its request_id can be read, with a ``kind`` event."""
+        session = delivery.session
+        log.warning("dead-lettering message %s: %s", delivery.properties.message_id, reason)
+        try:
+            dead_letter(session, self.topology, delivery, reason, self.topology.requests_queue)
+        except BrokerUnavailable:
+            return  # the session is gone: the broker requeued it
+        self.metrics.dead_lettered.inc()
+        request_id = request_id or readable_request_id(delivery.body)
+        if request_id is not None:
+            event = ChargeEvent(request_id=request_id, kind=kind, reason=reason[:2000])
+            publish_event(session, self.topology, event)
 
     def _stop_following_intents(self, session: Session) -> None:
         """Requests arrive here: this dispatcher is the active one (single active consumer) until
@@ -301,9 +445,7 @@ class Dispatcher:
                     await session.unbind(binding)
             log.info("active: no longer following other dispatchers' intents")
 
-        task = asyncio.get_running_loop().create_task(unbind())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(unbind())
 
     def _intents_bindings(self) -> list[BindingSpec]:
         """DispatchIntents, and per-request dispatch events: those were the intents of
@@ -319,7 +461,7 @@ class Dispatcher:
             # Our own, coming back: _assign remembered its routes already (before announcing).
             return
         routes: list[tuple[UUID, str]]
-        try:
+        try:  # whatever reading it raises, it says nothing to follow
             if delivery.routing_key == self.topology.intent_routing_key:
                 intent = DispatchIntent.model_validate_json(delivery.body)
                 routes = [(r.request_id, r.substation_id) for r in intent.routes]
@@ -331,11 +473,15 @@ class Dispatcher:
         except ValidationError as exc:
             log.warning("ignoring an invalid dispatch intent: %s", _short(exc))
             return
+        except Exception as exc:
+            log.warning("ignoring an unreadable dispatch intent: %s", type(exc).__name__)
+            return
         for request_id, sid in routes:
             key = request_id.int
-            if self._recent.get(key) == (sid, True):
+            known = self._recent.get(key)
+            if known is not None and known[:2] == (sid, True):
                 continue  # our own intent, echoed after its assignment was confirmed
-            self._remember(key, (sid, False))
+            self._remember(key, (sid, False, None if known is None else known[2]))
 
     def _remember(self, key: int, route: _Route) -> None:
         self._recent[key] = route
@@ -359,7 +505,7 @@ class Dispatcher:
         return {
             s.substation_id
             for s in self.table
-            if s.status != "unroutable" and (s.status == "draining" or self._silent(s, now))
+            if s.status != "refused" and (s.status == "draining" or self._silent(s, now))
         }
 
     async def _sync_reclaims(self, session: Session, now: float) -> None:
@@ -367,8 +513,14 @@ class Dispatcher:
         wanted = self._should_reclaim(now)
         for sid in sorted(wanted - set(self._reclaiming)):
             queue = self.topology.substation_queue(sid)
-            # Declaring (idempotent, same arguments as the worker's) never 404s the channel.
-            await session.declare_queue(self.topology.substation_queue_spec(sid))
+            # Only a queue that exists is taken back: declaring one would create queues for
+            # whatever ids heartbeats claim. One that is gone holds nothing to take back.
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                depth = await session.queue_exists(queue)
+            if depth is None:
+                self.table.forget(sid)
+                log.warning("substation %s is stale or draining and has no queue: forgotten", sid)
+                continue
             self._reclaiming[sid] = await session.consume(
                 queue, functools.partial(self._on_reclaimed, sid)
             )
@@ -378,13 +530,44 @@ class Dispatcher:
             await session.cancel(tag)
             log.info("substation %s is back: no longer taking back its queue", sid)
 
+    def _forget_after(self, s: SubstationState) -> float:
+        """How long a silent substation stays in the table: never less than twice its stale
+        window, so that it is taken back before it could be forgotten."""
+        window = self.table.stale_after_intervals * s.interval_s
+        return max(self.settings.forget_after_s, 2 * window)
+
+    async def _forget_silent(self, session: Session, now: float) -> None:
+        """Drop substations silent (while this dispatcher could hear them) for their forget
+        time, but never one whose queue still holds work: that work would sit in a queue
+        nobody consumes (its reclaim ends with it)."""
+        connected_at = self._connected_at
+        if connected_at is None:
+            return
+        for s in list(self.table):
+            sid = s.substation_id
+            if now - max(s.last_seen, connected_at) <= self._forget_after(s):
+                continue
+            if any(h.reclaimed_from == sid for h in self.held):
+                continue
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                depth = await session.queue_exists(self.topology.substation_queue(sid))
+            if depth:
+                continue  # taken back meanwhile (or about to be)
+            tag = self._reclaiming.pop(sid, None)
+            if tag is not None:
+                await session.cancel(tag)
+            self.table.forget(sid)
+            log.info("substation %s silent for %.0f s: forgotten", sid, now - s.last_seen)
+
     def _on_reclaimed(self, sid: str, delivery: Delivery) -> None:
         try:
             assignment = Assignment.model_validate_json(delivery.body)
-        except ValidationError as exc:
-            reason = f"invalid Assignment: {_short(exc)}"
-            dead_letter(delivery.session, self.topology, delivery, reason, sid)
-            self.metrics.dead_lettered.inc()
+        except Exception as exc:  # whatever reading it raises, it would raise again
+            detail = _short(exc) if isinstance(exc, ValidationError) else type(exc).__name__
+            reason = f"invalid Assignment: {detail}"
+            with contextlib.suppress(BrokerUnavailable):
+                dead_letter(delivery.session, self.topology, delivery, reason, sid)
+                self.metrics.dead_lettered.inc()
             return
         self.metrics.reclaimed.labels(sid).inc()
         # Oldest work first: it waited at a substation that will not serve it.
@@ -421,6 +604,7 @@ class Dispatcher:
         dispatched_at = utcnow()  # one clock read for the batch (it costs more than a decision)
         choose = decider(self.policy, self.table, now)
         batch: list[tuple[_Held, Assignment]] = []
+        deferred: list[_Held] = []
         while self.held:
             head = self.held[0]
             if not head.delivery.session.is_open:  # from a connection that is gone
@@ -431,6 +615,11 @@ class Dispatcher:
                 # Sticky: where a copy may already be, so that its worker drops this one.
                 target: str | None = route[0]
                 self.metrics.resent.inc()
+            elif route is not None and self._refusing(route[0]):
+                # A copy may be there, but it refuses publishes until its next heartbeat:
+                # wait for it, without holding up the requests behind.
+                deferred.append(self.held.popleft())
+                continue
             elif self._decisions % DECISION_SAMPLE:
                 self._decisions += 1
                 target = choose(head.request.max_power_kw)
@@ -448,6 +637,7 @@ class Dispatcher:
                 batch = []
         if batch:
             self._announce(session, batch)
+        self.held.extendleft(reversed(deferred))
         self.metrics.held.set(len(self.held))
         if self.held:
             self._wake_at_next_release(now)
@@ -460,6 +650,10 @@ class Dispatcher:
         really gone has its queue taken back after that window, copy included."""
         s = self.table.get(substation_id)
         return s is not None and s.status == "up" and not self._silent(s, now)
+
+    def _refusing(self, substation_id: str) -> bool:
+        s = self.table.get(substation_id)
+        return s is not None and s.status == "refused"
 
     def _wake_at_next_release(self, now: float) -> None:
         """Retry the held requests when the next predicted release is due, not only at the
@@ -506,7 +700,7 @@ class Dispatcher:
         held.recorded = (kw, end)
         known = self._recent.get(held.key)
         if known is None or known[0] != target:
-            self._remember(held.key, (target, False))
+            self._remember(held.key, (target, False, held.fingerprint))
         return held, assignment
 
     def _announce(self, session: Session, batch: list[tuple[_Held, Assignment]]) -> None:
@@ -533,6 +727,7 @@ class Dispatcher:
             )
         except BrokerUnavailable:
             return  # the session is gone; the requests are redelivered after reconnect
+        # In flight until confirmed or refused (a refusal puts the request back in held).
         self.inflight += len(batch)
         self._idle.clear()
 
@@ -555,25 +750,52 @@ class Dispatcher:
                     continue
                 except BrokerUnavailable as gone:
                     exc = gone
-            self._failed(held, assignment, exc)
+                self._failed(held, assignment, exc)
+            else:
+                # The intent was not taken: no substation is to blame, and dispatching again
+                # at once could only spin; the next heartbeat or predicted release retries.
+                self._failed(held, assignment, exc, substation_refused=False)
 
-    def _failed(self, held: _Held, assignment: Assignment, exc: BaseException) -> None:
+    def _failed(
+        self,
+        held: _Held,
+        assignment: Assignment,
+        exc: BaseException,
+        *,
+        substation_refused: bool = True,
+    ) -> None:
+        """The broker did not take an assignment (or its batch's intent). The request stays
+        held here and is dispatched again: a nack with requeue would cost it one of the
+        delivery limit's deliveries, and after 20 the broker would dead-letter it."""
         self._settled()
-        reason = type(exc).__name__
-        self.metrics.republish_failures.labels(reason).inc()
-        log.warning(
-            "assignment to %s not confirmed (%s); requeueing", assignment.substation_id, exc
-        )
+        sid = assignment.substation_id
+        self.metrics.republish_failures.labels(type(exc).__name__).inc()
         if held.recorded is not None:
-            self.table.unrecord_assignment(assignment.substation_id, held.recorded)
+            self.table.unrecord_assignment(sid, held.recorded)
+            held.recorded = None
+        if isinstance(exc, BrokerUnavailable) or not held.delivery.session.is_open:
+            return  # the session is gone: the broker requeued the request (_lost cleared held)
+        route = self._recent.get(held.key)
+        if not substation_refused:
+            log.warning("intent not confirmed (%s); dispatching again later", exc)
+            self.held.appendleft(held)
+            return
         if isinstance(exc, PublishReturned):
-            # Its queue is gone: keep it out until it heartbeats (and redeclares) again.
-            state = self.table.get(assignment.substation_id)
+            # No queue is bound for it, so no copy waits there: it leaves the table until a
+            # heartbeat after its queue exists (admission probes it).
+            if route is not None and route[0] == sid and not route[1]:
+                del self._recent[held.key]
+            if self.table.get(sid) is not None:
+                self.table.forget(sid)
+                log.warning("substation %s: assignment returned unroutable; out until its "
+                            "queue exists", sid)  # fmt: skip
+        else:
+            state = self.table.get(sid)
             if state is not None:
-                state.status = "unroutable"
-        if held.reclaimed_from is None:
-            self._pending_ids.discard(held.key)
-        held.delivery.nack(requeue=True)
+                state.status = "refused"  # until its next heartbeat
+            log.warning("assignment to %s not confirmed (%s); dispatching it again", sid, exc)
+        self.held.appendleft(held)
+        self._pump_soon()
 
     def _settled(self) -> None:
         self.inflight = max(0, self.inflight - 1)
@@ -586,11 +808,12 @@ class Dispatcher:
             return
         self._settled()
         sid = assignment.substation_id
+        route = (sid, True, held.fingerprint)
         if held.key in self._recent:
-            self._recent[held.key] = (sid, True)  # remembered by _assign, moments ago
+            self._recent[held.key] = route  # remembered by _assign, moments ago
         else:
-            self._remember(held.key, (sid, True))
-        self._pending_ids.discard(held.key)
+            self._remember(held.key, route)
+        self._pending.pop(held.key, None)
         self._confirms += 1
         if self._confirms == self.settings.fault_exit_after_confirms:
             log.error("fault injection: exiting between a confirm and its ack")
@@ -610,6 +833,41 @@ class Dispatcher:
             )
             publish_event(held.delivery.session, self.topology, event)
 
+    # -- dead letters the broker made -----------------------------------------------------------
+
+    def _on_dead_letter(self, delivery: Delivery) -> None:
+        """A copy of a dead letter: announce it if the broker dead-lettered it by itself."""
+        told = announcement(self.topology, delivery.headers, delivery.body)
+        if told is None:
+            delivery.ack()  # dead-lettered by smartgrid, which announced it then
+            return
+        reason, event = told
+        self.metrics.broker_dead_letters.labels(reason_label(reason)).inc()
+        if event is None:
+            log.warning("the broker dead-lettered a message without a readable request_id (%s)",
+                        reason)  # fmt: skip
+            delivery.ack()
+            return
+        log.warning("request %s: %s", event.request_id, event.reason)
+        try:
+            fut = delivery.session.publish(
+                self.topology.events_exchange,
+                self.topology.event_routing_key(event.kind),
+                event.model_dump_json().encode(),
+                message_id=str(event.event_id),
+                mandatory=False,
+            )
+        except BrokerUnavailable:
+            return  # requeued with the session; announced after the reconnect
+
+        def settle(f: asyncio.Future[None]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                delivery.nack(requeue=True)
+            else:
+                delivery.ack()
+
+        fut.add_done_callback(settle)
+
 
 def _dispatch_kind(attempt: int) -> str:
     """A first dispatch, or a later one (a reclaimed assignment always has attempt > 1)."""
@@ -619,14 +877,6 @@ def _dispatch_kind(attempt: int) -> str:
 def _short(exc: ValidationError) -> str:
     parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
     return "; ".join(parts)[:900]
-
-
-def _request_id_of(body: bytes) -> uuid.UUID | None:
-    """Best effort: the request_id of an invalid request, so its sender can learn its fate."""
-    try:
-        return uuid.UUID(str(json.loads(body)["request_id"]))
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 def build_dispatcher(settings: DispatcherSettings, registry: CollectorRegistry) -> Dispatcher:

@@ -34,6 +34,45 @@ class DispatcherSettings(AmqpSettings):
         "event.redispatched) once its assignment is confirmed, for observers that follow only "
         "event.#; off, the intent.dispatched messages (one per batch) say the same for less.",
     )
+    forget_after_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="A substation silent this long (or twice its stale window, if longer) is "
+        "dropped from the table, once its queue holds nothing to take back, s.",
+    )
+    max_substations: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Substations the table holds at most; heartbeats of further ids are refused.",
+    )
+    admit_per_s: float = Field(
+        default=100.0,
+        gt=0,
+        description="New substation ids admitted per second at most (a burst of twice that): "
+        "each costs a probe of its queue; heartbeats of ids beyond are refused until later.",
+    )
+    max_clock_skew_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="A heartbeat whose sent_at is later than this dispatcher's clock by more "
+        "than this is refused, s.",
+    )
+    heartbeat_user: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="If set, a heartbeat counts only if its broker-validated AMQP user_id is "
+        "this, with {substation_id} replaced by the substation's id (e.g. "
+        "'substation-{substation_id}'): for brokers where every substation has its own user.",
+    )
+    max_request_bytes: int = Field(
+        default=16_384,
+        ge=256,
+        le=10_000_000,
+        description="A message on <ns>.requests larger than this is dead-lettered unread.",
+    )
     seed: int | None = Field(default=None, description="Seed for the policy's random choices.")
     fault_exit_after_confirms: int = Field(
         default=0,

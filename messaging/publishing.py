@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 
 from contracts import ChargeEvent, DispatchIntent, Topology
@@ -15,6 +16,7 @@ log = logging.getLogger(__name__)
 REASON_HEADER = "x-smartgrid-reason"
 SOURCE_HEADER = "x-smartgrid-source"
 MAX_REASON_CHARS = 1000
+_BROKER_DEATH = re.compile(r"^x-(death|first-death-|last-death-)")
 
 
 def publish_event(session: Session, topology: Topology, event: ChargeEvent) -> None:
@@ -55,7 +57,10 @@ def dead_letter(
     RabbitMQ's own dead-lettering records only "rejected"; republishing keeps the real reason
     (e.g. the validation error) in a header. If the publish fails, the delivery is requeued.
     """
-    headers = dict(delivery.headers)
+    # The broker's own x-death headers are not copied: a dead letter that carries them was
+    # dead-lettered by the broker (the watch queue announces those), this one by smartgrid,
+    # which announces it itself.
+    headers = {k: v for k, v in delivery.headers.items() if not _BROKER_DEATH.match(k)}
     headers[REASON_HEADER] = reason[:MAX_REASON_CHARS]
     headers[SOURCE_HEADER] = source
     fut = session.publish(

@@ -48,6 +48,15 @@ from messaging.tls import ssl_options
 
 log = logging.getLogger(__name__)
 
+
+def _not_a_probe_404(record: logging.LogRecord) -> bool:
+    """pika warns of every channel the broker closes; a probe's 404 (``queue_exists`` of a
+    missing queue) is an answer, not a problem, and a flood of heartbeats could make thousands."""
+    return "Channel.Close (404)" not in record.getMessage()
+
+
+logging.getLogger("pika.channel").addFilter(_not_a_probe_404)
+
 # AMQP reply codes that retrying will not fix: access refused, not found, precondition failed,
 # not allowed. A channel closed with one of these during setup is a configuration error.
 _FATAL_REPLY_CODES = {403, 404, 406, 530}
@@ -69,6 +78,12 @@ class Delivery:
     @property
     def headers(self) -> dict[str, Any]:
         return dict(self.properties.headers or {})
+
+    @property
+    def user_id(self) -> str | None:
+        """The publisher's user as the broker validated it (it refuses a ``user_id`` other
+        than the publishing connection's own user), if the publisher set one."""
+        return self.properties.user_id  # type: ignore[no-any-return]
 
     @property
     def delivery_count(self) -> int:
@@ -167,6 +182,10 @@ class Session:
         self._unsettled: deque[int] = deque()
         self._settled_alone: set[int] = set()
         self._acks: set[int] = set()
+        # A second channel for passive declares: one of a missing queue closes its channel.
+        self._probe: pika.channel.Channel | None = None
+        self._probe_lock = asyncio.Lock()
+        self._probe_waiting: asyncio.Future[Any] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -335,11 +354,12 @@ class Session:
         persistent: bool = True,
         expiration_ms: int | None = None,
         mandatory: bool = True,
+        user_id: str | None = None,
     ) -> None:
         if not self.is_open:
             raise BrokerUnavailable("not connected to the broker")
         frames = None
-        if headers is None and expiration_ms is None:
+        if headers is None and expiration_ms is None and user_id is None:
             frames = self._frames.encode(
                 exchange,
                 routing_key,
@@ -363,6 +383,7 @@ class Session:
             app_id=app_id,
             headers=headers,
             expiration=str(expiration_ms) if expiration_ms is not None else None,
+            user_id=user_id,
         )
         self.channel.basic_publish(exchange, routing_key, body, props, mandatory=mandatory)
 
@@ -497,6 +518,58 @@ class Session:
         frame = await self._await(self._rpc(self.channel.queue_declare, queue=queue, passive=True))
         return int(frame.method.message_count)
 
+    async def queue_exists(self, queue: str) -> int | None:
+        """Ready messages in ``queue``, or None if there is no such queue; creates nothing.
+
+        The passive declare runs on a probe channel of its own: for a missing queue the broker
+        closes the channel it was asked on (404), and this session's channel must not end.
+        The probe channel is opened again when next needed; probes run one at a time.
+        """
+        async with self._probe_lock:
+            channel = await self._probe_channel()
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._probe_waiting = fut
+
+            def done(frame: Any) -> None:
+                if not fut.done():
+                    fut.set_result(frame)
+
+            try:
+                channel.queue_declare(queue, passive=True, callback=done)
+                frame = await self._await(fut)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code == 404:
+                    return None
+                raise BrokerUnavailable(f"probe of {queue} refused: {exc}") from exc
+            finally:
+                self._probe_waiting = None
+            return int(frame.method.message_count)
+
+    async def _probe_channel(self) -> pika.channel.Channel:
+        probe = self._probe
+        if probe is not None and probe.is_open:
+            return probe
+        if not self.is_open:
+            raise BrokerUnavailable("not connected to the broker")
+        opened: asyncio.Future[pika.channel.Channel] = asyncio.get_running_loop().create_future()
+
+        def on_open(ch: pika.channel.Channel) -> None:
+            if not opened.done():
+                opened.set_result(ch)
+
+        probe = self.connection.channel(on_open_callback=on_open)
+        probe.add_on_close_callback(self._on_probe_closed)
+        self._probe = probe
+        await self._await(opened)
+        return probe
+
+    def _on_probe_closed(self, channel: Any, exc: BaseException) -> None:
+        if self._probe is channel:
+            self._probe = None
+        waiting = self._probe_waiting
+        if waiting is not None and not waiting.done():
+            waiting.set_exception(exc)
+
     async def bind(self, spec: BindingSpec) -> None:
         await self._binding(self.channel.queue_bind, spec)
 
@@ -548,10 +621,12 @@ class Session:
             try:
                 on_message(delivery)
             except Exception:
-                # A bug in a handler must not kill the connection; the message goes back.
-                log.exception("consumer callback failed; requeueing delivery")
+                # A handler that cannot cope with a message would fail on every redelivery of
+                # it too: reject it once, and the queue's dead-letter exchange takes it (with
+                # x-death saying so), rather than requeue it until the delivery limit.
+                log.exception("consumer callback failed; dead-lettering the delivery")
                 if not delivery.settled:
-                    delivery.nack(requeue=True)
+                    delivery.nack(requeue=False)
 
         frame = await self._await(
             self._rpc(

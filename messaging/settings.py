@@ -96,6 +96,14 @@ class AmqpSettings(BaseSettings):
             )
         return self
 
+    def amqp_user(self) -> str | None:
+        """The user named in ``amqp_url`` (None if it names none, e.g. TLS client-certificate
+        login): what the broker checks a message's ``user_id`` property against."""
+        url = urlparse(self.amqp_url.get_secret_value())
+        if url.username is None or "auth_mechanism=external" in url.query.lower():
+            return None
+        return unquote(url.username)
+
     def redacted_url(self) -> str:
         url = urlparse(self.amqp_url.get_secret_value())
         netloc = url.hostname or ""

@@ -78,6 +78,11 @@ class WorkerMetrics:
         self.dead_lettered = counter(
             "smartgrid_substation_dead_lettered", "Invalid assignments moved to the dead queue."
         ).labels(sid)
+        self.misaddressed = counter(
+            "smartgrid_substation_misaddressed",
+            "Assignments for another substation found in this one's queue, handed back for "
+            "dispatch (their request republished to <ns>.requests) instead of served.",
+        ).labels(sid)
         self.heartbeats_sent = counter(
             "smartgrid_substation_heartbeats_sent", "Heartbeats published."
         ).labels(sid)

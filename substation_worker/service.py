@@ -10,6 +10,9 @@ Delivery rules (at least once, duplicates harmless):
   mid-session gets the broker to redeliver it. Prefetch = bays, so the queue, not this process,
   holds the backlog.
 * A request already held here, or completed recently, is acked at once without a second session.
+* An assignment addressed to another substation is not this one's to charge: its request goes
+  back to ``<ns>.requests`` for the dispatcher to decide (it drops it if it dispatched it).
+* A message that cannot be read, whatever the reason, is dead-lettered once with the reason.
 * When the connection is lost, every session held is dropped: the broker requeues their
   deliveries, and their old delivery tags must never be acked on the new channel.
 * SIGTERM drains: heartbeat ``draining`` (the dispatcher stops sending and takes back the
@@ -21,20 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from contracts import Assignment, ChargeEvent, EventKind, Heartbeat, Topology
-from contracts.messages import MAX_ENERGY_KWH, MIN_VEHICLE_POWER_KW
+from contracts.messages import MAX_ENERGY_KWH, MIN_VEHICLE_POWER_KW, readable_request_id
 from contracts.topology import CONSUMER_TIMEOUT_MS, HEARTBEAT_TTL_MS
 from messaging import BrokerLink, Delivery, MessagingError, Session
 from messaging.publishing import dead_letter, publish_event
@@ -78,6 +80,11 @@ class WorkerService:
         )
         self.assignments_received = 0
         self.seq = 0
+        # This process: its heartbeats are ordered by seq; another incarnation is a restart.
+        self.incarnation = uuid4()
+        # Set on heartbeats, so that a dispatcher can require the substation's own user (the
+        # broker refuses a user_id that is not the connection's user).
+        self._user_id = settings.amqp_user()
         self.status: Literal["up", "draining"] = "up"
         self._empty = asyncio.Event()  # set while no session is held
         self._held: dict[str, _Held] = {}
@@ -197,6 +204,12 @@ class WorkerService:
         except ValidationError as exc:
             self._reject(delivery, str(exc))
             return
+        except Exception as exc:  # it would fail the same way on every redelivery
+            self._reject(delivery, f"unreadable Assignment: {type(exc).__name__}")
+            return
+        if assignment.substation_id != self.sid:
+            self._hand_back_misaddressed(delivery, assignment)
+            return
         self.assignments_received += 1
         self.metrics.assignments_received.inc()
         key = str(assignment.request.request_id)
@@ -212,14 +225,41 @@ class WorkerService:
             log.debug("duplicate assignment %s acked", key)
             delivery.ack()
             return
-        if assignment.substation_id != self.sid:
-            log.warning("assignment %s is for %s, serving it here", key, assignment.substation_id)
         # Bring the simulation up to now first, so the newcomer is not credited past time.
         self._tick()
         req = assignment.request
         self.sim.offer(key, req.energy_kwh, req.max_power_kw)
         self._held[key] = _Held(delivery, assignment)
         self._apply(Step(started=self.sim.admit()))
+
+    def _hand_back_misaddressed(self, delivery: Delivery, assignment: Assignment) -> None:
+        """Republish the request (confirmed), then ack: the dispatcher sends it where it goes,
+        or drops it as a duplicate of one it dispatched."""
+        request = assignment.request
+        log.warning(
+            "assignment %s is for %s, not %s: handing it back for dispatch",
+            request.request_id,
+            assignment.substation_id,
+            self.sid,
+        )
+        self.metrics.misaddressed.inc()
+        try:
+            fut = delivery.session.publish(
+                self.topology.requests_exchange,
+                "",
+                request.model_dump_json().encode(),
+                message_id=str(request.request_id),
+            )
+        except MessagingError:
+            return  # the session is gone: the broker requeues it
+
+        def settle(f: asyncio.Future[None]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                delivery.nack(requeue=True)
+            else:
+                delivery.ack()
+
+        fut.add_done_callback(settle)
 
     def _reject(self, delivery: Delivery, reason: str) -> None:
         log.warning("invalid assignment dead-lettered: %s", reason.splitlines()[0])
@@ -230,7 +270,7 @@ class WorkerService:
             log.warning("could not dead-letter: %s", exc)
             return
         self.metrics.dead_lettered.inc()
-        request_id = _readable_request_id(delivery.body)
+        request_id = readable_request_id(delivery.body)
         if request_id is not None:
             self._emit(
                 ChargeEvent(
@@ -369,6 +409,7 @@ class WorkerService:
             queued=queued,
             status=self.status,
             seq=self.seq,
+            incarnation=self.incarnation,
             assignments_received=self.assignments_received,
             interval_s=self.settings.heartbeat_interval_s,
             time_scale=self.settings.time_scale,
@@ -383,28 +424,9 @@ class WorkerService:
             hb.model_dump_json().encode(),
             message_id=uuid4().hex,
             expiration_ms=HEARTBEAT_TTL_MS,
+            user_id=self._user_id,
         )
         self.metrics.heartbeats_sent.inc()
-
-
-def _readable_request_id(body: bytes) -> UUID | None:
-    """The request id of an invalid assignment, when one can still be read from it."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(doc, dict):
-        return None
-    request = doc.get("request")
-    candidates = [request.get("request_id") if isinstance(request, dict) else None]
-    candidates.append(doc.get("request_id"))
-    for c in candidates:
-        if isinstance(c, str):
-            try:
-                return UUID(c)
-            except ValueError:
-                continue
-    return None
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -135,29 +134,67 @@ async def test_requests_stay_in_the_queue_while_no_substation_has_room(
         assert len(got) == 1
 
 
-async def test_unroutable_assignment_requeues_the_request(
+async def test_a_ghost_substation_is_never_routed_to_nor_given_a_queue(
     amqp_settings: AmqpSettings, topology: Topology, session: Session
 ) -> None:
-    # A heartbeat from a substation whose queue does not exist: the assignment is returned
-    await session.declare_all(
-        topology.exchanges(), topology.core_queues(), topology.core_bindings()
-    )
+    """Finding 1: a heartbeat for a substation whose queue does not exist made the dispatcher
+    route to it; every request came back unroutable, was requeued, and the delivery limit
+    dead-lettered it. A substation is admitted only once its queue is seen to exist."""
+    # Given a real substation and a ghost heartbeating beside it (no queue of its own)
+    await declare_substations(session, topology, ["s1"])
     async with running_dispatcher(amqp_settings, topology) as dispatcher:
-        await heartbeat(session, topology, "ghost", 100, seq=1)
-        await wait_until(lambda: dispatcher.table.get("ghost") is not None)
+        for seq in range(1, 4):
+            await heartbeat(session, topology, "ghost", 100_000, seq=seq)
+        await heartbeat(session, topology, "s1", 1000, seq=1)
+        await wait_until(lambda: dispatcher.table.get("s1") is not None)
+        await wait_until(lambda: dispatcher.metrics.heartbeats.labels("no_queue")._value.get() >= 1)
+        # When requests arrive (the ghost, far bigger, would be the policy's choice)
+        reqs = [request(i) for i in range(10)]
+        for r in reqs:
+            await session.publish(topology.requests_exchange, "", r.model_dump_json().encode())
+        got = await collect(session, topology.substation_queue("s1"), len(reqs))
+        # Then all went to s1, none came back, and the ghost got neither a place nor a queue
+        assert {Assignment.model_validate_json(d.body).request.request_id for d in got} == {
+            r.request_id for r in reqs
+        }
+        assert dispatcher.table.get("ghost") is None
+        assert dispatcher.metrics.republish_failures.labels("PublishReturned")._value.get() == 0
+    assert await session.queue_exists(topology.substation_queue("ghost")) is None
+    assert await session.queue_depth(topology.requests_queue) == 0
+
+
+async def test_a_returned_assignment_costs_its_request_no_delivery(
+    amqp_settings: AmqpSettings, topology: Topology, session: Session
+) -> None:
+    """Finding 1: a returned assignment used to nack its request with requeue, one of the
+    delivery limit's 20 deliveries each time. Now the request stays held and goes elsewhere,
+    and the substation is out until a heartbeat after its queue exists again."""
+    # Given two admitted substations, of which the policy prefers "big"
+    await declare_substations(session, topology, ["big", "small"])
+    async with running_dispatcher(amqp_settings, topology) as dispatcher:
+        await heartbeat(session, topology, "big", 10_000, seq=1)
+        await heartbeat(session, topology, "small", 100, seq=1)
+        await wait_until(lambda: len(dispatcher.table) == 2)
+        # When big's queue disappears (an operator deleted it) and a request comes
+        await session.delete_queue(topology.substation_queue("big"))
         r = request(1)
         await session.publish(topology.requests_exchange, "", r.model_dump_json().encode())
-        await wait_until(
-            lambda: (
-                dispatcher.metrics.republish_failures.labels("PublishReturned")._value.get() >= 1
-            )
-        )
-        ghost = dispatcher.table.get("ghost")
-        assert ghost is not None
-        assert ghost.status == "unroutable"
-    # the request is back in <ns>.requests, not lost
-    got = await collect(session, topology.requests_queue, 1, timeout=5)
-    assert [json.loads(d.body)["request_id"] for d in got] == [str(r.request_id)]
+        got = await collect(session, topology.substation_queue("small"), 1)
+        # Then it went to small, acked once: nothing back in the requests queue, no redelivery
+        assigned = [Assignment.model_validate_json(d.body) for d in got]
+        assert [(a.request.request_id, a.attempt) for a in assigned] == [(r.request_id, 1)]
+        assert dispatcher.metrics.republish_failures.labels("PublishReturned")._value.get() == 1
+        assert await session.queue_depth(topology.requests_queue) == 0
+        assert dispatcher.table.get("big") is None
+        # And big comes back once its queue exists and it heartbeats again
+        await heartbeat(session, topology, "big", 10_000, seq=2)
+        await asyncio.sleep(0.5)
+        assert dispatcher.table.get("big") is None  # probed: no queue yet
+        await session.declare_queue(topology.substation_queue_spec("big"))
+        await session.bind(topology.substation_binding("big"))
+        dispatcher._no_queue.clear()  # (rather than wait out the re-check interval)
+        await heartbeat(session, topology, "big", 10_000, seq=3)
+        await wait_until(lambda: dispatcher.table.get("big") is not None)
 
 
 async def test_a_request_without_id_keeps_one_id_across_copies(
@@ -258,7 +295,9 @@ async def test_a_request_another_dispatcher_announced_goes_where_it_said(
                                substation_id="s1", attempt=1)  # fmt: skip
             key = topology.event_routing_key(EventKind.DISPATCHED)
         await session.publish(topology.events_exchange, key, said.model_dump_json().encode())
-        await wait_until(lambda: dispatcher._recent.get(r.request_id.int) == ("s1", False))
+        await wait_until(
+            lambda: (dispatcher._recent.get(r.request_id.int) or ())[:2] == ("s1", False)
+        )
         # and r comes to this one (a redelivery after the other's crash looks just like it)
         await session.publish(topology.requests_exchange, "", r.model_dump_json().encode())
         got = await collect(session, topology.substation_queue("s1"), 1)
@@ -289,7 +328,9 @@ async def test_after_a_reconnect_a_request_goes_back_where_a_copy_may_be(
         await session.publish(
             topology.events_exchange, topology.intent_routing_key, intent.model_dump_json().encode()
         )
-        await wait_until(lambda: dispatcher._recent.get(r.request_id.int) == ("s1", False))
+        await wait_until(
+            lambda: (dispatcher._recent.get(r.request_id.int) or ())[:2] == ("s1", False)
+        )
         # When its connection is gone for longer than a substation's stale window (3 intervals)
         await asyncio.sleep(3.2)
         assert dispatcher.link.session is not None

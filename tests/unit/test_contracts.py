@@ -219,9 +219,12 @@ def test_a_dispatch_intent_refuses_what_it_cannot_mean(routes: list[dict[str, ob
 @pytest.mark.parametrize(
     ("raw", "field", "error_type"),
     [
-        (b'{"vehicle_id":"EV-1","energy_kwh":"30","max_power_kw":11}', "energy_kwh", "float_type"),
-        (b'{"vehicle_id":"EV-1","energy_kwh":30,"max_power_kw":"11"}', "max_power_kw", "float_type"),
-        (b'{"vehicle_id":"EV-1","energy_kwh":NaN,"max_power_kw":11}', "energy_kwh", "finite_number"),
+        (b'{"vehicle_id":"EV-1","energy_kwh":"30","max_power_kw":11}', "energy_kwh",
+         "float_type"),
+        (b'{"vehicle_id":"EV-1","energy_kwh":30,"max_power_kw":"11"}', "max_power_kw",
+         "float_type"),
+        (b'{"vehicle_id":"EV-1","energy_kwh":NaN,"max_power_kw":11}', "energy_kwh",
+         "finite_number"),
         (b'{"vehicle_id":"EV-1","energy_kwh":30,"max_power_kw":Infinity}', "max_power_kw",
          "finite_number"),
         (b'{"vehicle_id":"EV-1","energy_kwh":30,"max_power_kw":11,"priority":"5"}', "priority",
@@ -253,7 +256,8 @@ def test_integers_are_numbers_and_iso_strings_are_dates_on_the_wire() -> None:
     )
     req = ChargeRequest.model_validate_json(raw)
     assert req.energy_kwh == 30.0
-    assert req.departure is not None and req.departure.utcoffset() == timedelta(hours=1)
+    assert req.departure is not None
+    assert req.departure.utcoffset() == timedelta(hours=1)
 
 
 def test_an_event_cannot_claim_more_energy_than_a_request_may_ask_for() -> None:

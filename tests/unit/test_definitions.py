@@ -50,7 +50,7 @@ def test_definitions_hold_hashes_not_passwords() -> None:
         assert pw not in text
     assert {u["name"] for u in doc["users"]} == set(PASSWORDS)
     assert all(u["hashing_algorithm"] == "rabbit_password_hashing_sha256" for u in doc["users"])
-    assert {q["name"] for q in doc["queues"]} == {"sg.requests", "sg.dead"}
+    assert {q["name"] for q in doc["queues"]} == {"sg.requests", "sg.dead", "sg.dead.watch"}
     (requests,) = [q for q in doc["queues"] if q["name"] == "sg.requests"]
     assert requests["arguments"] == TOPO.requests_queue_spec().arguments
     assert {p["vhost"] for p in doc["permissions"]} == {"v"}

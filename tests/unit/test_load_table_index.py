@@ -151,10 +151,10 @@ def test_a_new_heartbeat_and_staleness_move_a_substation_in_the_index() -> None:
     assert table.least_promised(5.0, 7) is None
     table.observe(beat("a", 0, 3), 5.0)
     assert table.least_promised(5.0, 7)[0].substation_id == "a"  # type: ignore[index]
-    # the dispatcher marks it unroutable (its queue is gone): out, though fresh
+    # the dispatcher marks it refused (the broker nacked an assignment): out, though fresh
     state = table.get("a")
     assert state is not None
-    state.status = "unroutable"
+    state.status = "refused"
     assert table.least_promised(5.0, 7) is None
 
 
