@@ -107,7 +107,7 @@ def chaos_grid(
         SUBSTATIONS,
         settings=settings.model_copy(update={"namespace": topology.namespace}),
         time_scale=TIME_SCALE,
-        heartbeat_interval_s=HEARTBEAT_S,
+        heartbeat_interval_s=kw.pop("heartbeat_interval_s", HEARTBEAT_S),
         log_dir=log_dir,
         extra_env=env,
         **kw,

@@ -197,6 +197,35 @@ async def test_a_returned_assignment_costs_its_request_no_delivery(
         await wait_until(lambda: dispatcher.table.get("big") is not None)
 
 
+async def test_a_retry_with_another_body_is_a_conflict_rejected_with_the_reason(
+    amqp_settings: AmqpSettings, topology: Topology, session: Session
+) -> None:
+    """Finding 7: the same request_id with 10 kWh, then 250 kWh, was acked as a duplicate over
+    AMQP, silently. The second is a conflict: dead-lettered, with a `rejected` event saying so;
+    a retry with the same body is still a harmless duplicate."""
+    await declare_substations(session, topology, ["s1"])
+    events = await _follow_events(session, topology, "event.rejected")
+    first = ChargeRequest(vehicle_id="EV-9", energy_kwh=10, max_power_kw=11)
+    conflicting = first.model_copy(update={"energy_kwh": 250.0})
+    async with running_dispatcher(amqp_settings, topology) as dispatcher:
+        await heartbeat(session, topology, "s1", 1000, seq=1)
+        await wait_until(lambda: dispatcher.table.get("s1") is not None)
+        for r in (first, first, conflicting):
+            await session.publish(topology.requests_exchange, "", r.model_dump_json().encode())
+        got = await collect(session, topology.substation_queue("s1"), 2, timeout=3)
+        rejected = await collect(session, events, 1)
+        dead = await collect(session, topology.dead_queue, 1)
+        assert dispatcher.metrics.duplicates._value.get() == 1
+        assert dispatcher.metrics.conflicts._value.get() == 1
+    assert [Assignment.model_validate_json(d.body).request for d in got] == [first]
+    (event,) = [ChargeEvent.model_validate_json(d.body) for d in rejected]
+    assert (event.request_id, event.kind) == (first.request_id, EventKind.REJECTED)
+    assert event.reason is not None
+    assert event.reason.startswith("conflict")
+    assert [ChargeRequest.model_validate_json(d.body) for d in dead] == [conflicting]
+    assert str(dead[0].headers[REASON_HEADER]).startswith("conflict")
+
+
 async def test_a_request_without_id_keeps_one_id_across_copies(
     amqp_settings: AmqpSettings, topology: Topology, session: Session
 ) -> None:

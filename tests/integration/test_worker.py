@@ -254,6 +254,51 @@ async def test_invalid_assignment_is_dead_lettered_and_work_goes_on(
         assert metric(registry, "smartgrid_substation_dead_lettered_total") == 2
 
 
+async def test_an_assignment_for_another_substation_is_handed_back_not_served(
+    amqp_settings: AmqpSettings, topology: Topology, session: Session
+) -> None:
+    """Finding 10: an assignment addressed to s1 but put in s2's queue was served by s2
+    ("serving it here"). It is not s2's to charge: its request goes back to <ns>.requests,
+    where the dispatcher sends it where it belongs (or drops it as a duplicate)."""
+    async with running_worker(amqp_settings, topology) as (_service, registry):
+        events = await listen(
+            session, f"{topology.namespace}.t-events", topology.events_exchange, "event.#"
+        )
+        # Given an assignment for "elsewhere" in this worker's queue, and one for it
+        stray = make_assignment().model_copy(update={"substation_id": "elsewhere"})
+        own = make_assignment()
+        await publish(session, topology, stray.model_dump_json().encode(),
+                      own.model_dump_json().encode())  # fmt: skip
+        # Then its own completes, and the stray's request waits in <ns>.requests, unserved
+        await eventually(
+            lambda: len(events.events(EventKind.COMPLETED, own.request.request_id)) == 1,
+            "its own assignment completed",
+        )
+        await eventually(
+            lambda: metric(registry, "smartgrid_substation_misaddressed_total") == 1,
+            "the stray handed back",
+        )
+        assert events.events(EventKind.STARTED, stray.request.request_id) == []
+        handed_back = await _collect_one(session, topology.requests_queue)
+        assert ChargeRequest.model_validate_json(handed_back) == stray.request
+        assert metric(registry, "smartgrid_substation_assignments_received_total") == 1
+
+
+async def _collect_one(session: Session, queue: str) -> bytes:
+    got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def on(d: Delivery) -> None:
+        d.ack()
+        if not got.done():
+            got.set_result(d.body)
+
+    tag = await session.consume(queue, on)
+    try:
+        return await asyncio.wait_for(got, 10)
+    finally:
+        await session.cancel(tag)
+
+
 async def test_connection_loss_redelivers_and_completes_each_once(
     amqp_settings: AmqpSettings, topology: Topology, session: Session
 ) -> None:
