@@ -49,18 +49,28 @@ def definitions(
     namespace: str = typer.Option(DEFAULT_NAMESPACE, envvar="SMARTGRID_NAMESPACE"),
     vhost: str = typer.Option("smartgrid", envvar="SMARTGRID_VHOST"),
     user_prefix: str = typer.Option("", help="Prefix of every user name (tests use one)."),
+    substation_users: str = typer.Option(
+        "",
+        envvar="SMARTGRID_SUBSTATION_USERS",
+        help="Comma-separated substation ids: each gets a user of its own, substation-<id> "
+        "(password RABBITMQ_SUBSTATION_<ID>_PASSWORD), allowed only its own queue, instead of "
+        "the shared substation user. Pair with the dispatchers' "
+        "SMARTGRID_HEARTBEAT_USER=substation-{substation_id}.",
+    ),
 ) -> None:
     """Write RabbitMQ definitions: vhost, one least-privilege user per role, core topology.
 
     Passwords come from the environment only (RABBITMQ_<ROLE>_PASSWORD); the file holds their
     salted hashes. The broker loads it at boot (load_definitions in rabbitmq.conf)."""
     topology = Topology(namespace)
+    ids = [s.strip() for s in substation_users.split(",") if s.strip()]
     try:
         doc = build_definitions(
             topology,
-            passwords_from_env(os.environ, topology),
+            passwords_from_env(os.environ, topology, ids),
             vhost=vhost,
             user_prefix=user_prefix,
+            substation_users=ids,
         )
     except DefinitionsError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -68,7 +78,7 @@ def definitions(
     out.parent.mkdir(parents=True, exist_ok=True)
     # Salted hashes only; the broker's container runs as another user and must read it.
     out.write_text(json.dumps(doc, indent=2))
-    users = ", ".join(user_prefix + r.name for r in roles(topology))
+    users = ", ".join(user_prefix + r.name for r in roles(topology, ids))
     typer.echo(f"wrote {out}: vhost {vhost}, users {users}")
 
 

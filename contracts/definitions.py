@@ -23,10 +23,11 @@ import base64
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.messages import SUBSTATION_ID_PATTERN
 from contracts.topology import Topology
 
 HASHING_ALGORITHM = "rabbit_password_hashing_sha256"
@@ -43,8 +44,19 @@ class Role:
     description: str = ""
 
 
-def roles(topology: Topology) -> list[Role]:
-    """Every role of a deployment, its permissions scoped to ``topology``'s namespace."""
+# The user of one substation, when each has its own (``substation_users``); the dispatcher's
+# SMARTGRID_HEARTBEAT_USER is this with {substation_id} for the id.
+SUBSTATION_USER = "substation-{substation_id}"
+
+
+def roles(topology: Topology, substation_users: Sequence[str] = ()) -> list[Role]:
+    """Every role of a deployment, its permissions scoped to ``topology``'s namespace.
+
+    With ``substation_users`` (substation ids), each of those substations gets a user of its
+    own (``substation-<id>``) instead of the shared ``substation`` one, allowed only its own
+    queue: it cannot consume another's work, and with SMARTGRID_HEARTBEAT_USER the dispatcher
+    believes its heartbeats only for its own id (the broker checks the ``user_id`` property
+    against the connection's user)."""
     ns = re.escape(topology.namespace)
 
     def names(*alternatives: str) -> str:
@@ -61,6 +73,36 @@ def roles(topology: Topology) -> list[Role]:
         r"dead\.watch",
     )
     loadgen_queues = (r"loadgen\.heartbeats\.[^.]+", r"loadgen\.events\.[^.]+")
+
+    def substation(name: str, queue: str, whose: str) -> Role:
+        return Role(
+            name,
+            configure=names(*exchanges, queue),
+            write=names("requests", "heartbeats", "events", "dead", queue),
+            read=names("requests", "substations", "dead", queue),
+            description=f"consumes {whose} queue, publishes heartbeats and events",
+        )
+
+    for sid in substation_users:
+        if not SUBSTATION_ID_PATTERN.match(sid):
+            raise DefinitionsError(f"{sid!r} is not a substation id")
+    if len(
+        {password_env_var(SUBSTATION_USER.format(substation_id=s)) for s in substation_users}
+    ) < len(substation_users):
+        raise DefinitionsError(
+            f"substation ids repeat (or differ only in - and _): {substation_users}"
+        )
+    if substation_users:
+        substations = [
+            substation(
+                SUBSTATION_USER.format(substation_id=sid),
+                re.escape(f"substation.{sid}"),
+                f"substation {sid}'s",
+            )
+            for sid in substation_users
+        ]
+    else:
+        substations = [substation("substation", substation_queue, "its substation")]
     return [
         Role(
             "gateway",
@@ -81,13 +123,7 @@ def roles(topology: Topology) -> list[Role]:
             ),
             description="consumes requests and heartbeats, publishes assignments and events",
         ),
-        Role(
-            "substation",
-            configure=names(*exchanges, substation_queue),
-            write=names("requests", "heartbeats", "events", "dead", substation_queue),
-            read=names("requests", "substations", "dead", substation_queue),
-            description="consumes its substation queue, publishes heartbeats and events",
-        ),
+        *substations,
         Role(
             "loadgen",
             configure=names(*exchanges, *loadgen_queues),
@@ -107,7 +143,7 @@ def roles(topology: Topology) -> list[Role]:
 
 
 def password_env_var(role: str) -> str:
-    return f"RABBITMQ_{role.upper()}_PASSWORD"
+    return f"RABBITMQ_{role.upper().replace('-', '_')}_PASSWORD"
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -126,9 +162,10 @@ def build_definitions(
     *,
     vhost: str = "smartgrid",
     user_prefix: str = "",
+    substation_users: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The definitions document. ``passwords`` maps each role name to its password."""
-    all_roles = roles(topology)
+    all_roles = roles(topology, substation_users)
     missing = [password_env_var(r.name) for r in all_roles if not passwords.get(r.name)]
     if missing:
         raise DefinitionsError(f"no password given for: {', '.join(missing)}")
@@ -201,5 +238,9 @@ def build_definitions(
     }
 
 
-def passwords_from_env(env: Mapping[str, str], topology: Topology) -> dict[str, str]:
-    return {r.name: env.get(password_env_var(r.name), "") for r in roles(topology)}
+def passwords_from_env(
+    env: Mapping[str, str], topology: Topology, substation_users: Sequence[str] = ()
+) -> dict[str, str]:
+    return {
+        r.name: env.get(password_env_var(r.name), "") for r in roles(topology, substation_users)
+    }

@@ -110,13 +110,17 @@ def test_services_start_only_after_what_they_need_is_healthy() -> None:
 
 def test_each_service_has_its_own_user() -> None:
     services = load_compose()["services"]
-    role_names = {r.name for r in roles(Topology())}
+    # The definitions service gives each substation a user of its own
+    definitions_env = services["definitions"]["environment"]
+    substation_ids = definitions_env["SMARTGRID_SUBSTATION_USERS"].split(",")
+    role_names = {r.name for r in roles(Topology(), substation_ids)}
+    assert {password_env_var(r) for r in role_names} <= set(definitions_env)
     users: dict[str, str] = {}
     for name, s in services.items():
         url = s.get("environment", {}).get("SMARTGRID_AMQP_URL")
         if url is None:
             continue
-        m = re.match(r"amqp://([a-z]+):\$\{([A-Z_]+):\?[^}]*\}@rabbitmq:5672/smartgrid$", url)
+        m = re.match(r"amqp://([a-z-]+):\$\{([A-Z_]+):\?[^}]*\}@rabbitmq:5672/smartgrid$", url)
         assert m, f"{name}: {url}"
         user, var = m.groups()
         assert user in role_names - {"admin"}, name
@@ -124,7 +128,12 @@ def test_each_service_has_its_own_user() -> None:
         users[name] = user
     assert users["gateway"] == "gateway"
     assert users["dispatcher-1"] == users["dispatcher-2"] == "dispatcher"
-    assert {users[n] for n in users if n.startswith("substation-")} == {"substation"}
+    assert {n: users[n] for n in users if n.startswith("substation-")} == {
+        f"substation-{sid}": f"substation-{sid}" for sid in substation_ids
+    }
+    for name in ("dispatcher-1", "dispatcher-2"):
+        heartbeat_user = services[name]["environment"]["SMARTGRID_HEARTBEAT_USER"]
+        assert heartbeat_user == "substation-{substation_id}"
 
 
 def test_only_loopback_ports_are_published() -> None:

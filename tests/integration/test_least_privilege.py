@@ -7,6 +7,7 @@ doing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import uuid
@@ -17,15 +18,18 @@ from urllib.parse import quote, urlsplit
 import pika
 import pika.exceptions
 import pytest
+from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from contracts import Topology
+from contracts import Heartbeat, Topology
 from contracts.definitions import build_definitions, roles
+from dispatcher.service import build_dispatcher
+from dispatcher.settings import DispatcherSettings
 from loadgen.grid import LocalGrid, SubstationSpec
 from loadgen.report import build_report
 from loadgen.run import RunOptions, run_load
 from loadgen.settings import LoadgenSettings
-from messaging import AmqpSettings
+from messaging import AmqpSettings, BrokerUnavailable, FatalBrokerError, Session
 from tests.deploy.conftest import DEPLOY
 from tests.management import management_client
 from tests.private_broker import private_broker
@@ -33,6 +37,7 @@ from tests.private_broker import private_broker
 pytestmark = pytest.mark.integration
 
 SUBSTATIONS = (SubstationSpec("north", 150.0, 8), SubstationSpec("south", 600.0, 32))
+SUBSTATION_IDS = [s.id for s in SUBSTATIONS]
 
 
 @dataclass
@@ -40,6 +45,7 @@ class Deployment:
     topology: Topology
     vhost: str
     urls: dict[str, str]  # role -> AMQP URL with its own user
+    prefix: str  # of every user name
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +54,11 @@ def deployment(amqp_settings: AmqpSettings) -> Iterator[Deployment]:
     topology = Topology(f"test-lp-{tag}")
     vhost = f"test-lp-{tag}"
     prefix = f"test-lp-{tag}-"
-    passwords = {r.name: secrets.token_hex(16) for r in roles(topology)}
-    doc = build_definitions(topology, passwords, vhost=vhost, user_prefix=prefix)
+    # A user per substation, as the compose stack has
+    passwords = {r.name: secrets.token_hex(16) for r in roles(topology, SUBSTATION_IDS)}
+    doc = build_definitions(
+        topology, passwords, vhost=vhost, user_prefix=prefix, substation_users=SUBSTATION_IDS
+    )
     amqp = urlsplit(amqp_settings.amqp_url.get_secret_value())
     urls = {
         role: f"amqp://{prefix}{role}:{pw}@{amqp.hostname}:{amqp.port or 5672}/{quote(vhost)}"
@@ -58,7 +67,7 @@ def deployment(amqp_settings: AmqpSettings) -> Iterator[Deployment]:
     with management_client(amqp_settings) as api:
         api.post("/definitions", json=doc).raise_for_status()
         try:
-            yield Deployment(topology, vhost, urls)
+            yield Deployment(topology, vhost, urls, prefix)
         finally:
             # Deleting the vhost deletes every queue and exchange in it.
             api.delete(f"/vhosts/{quote(vhost, safe='')}")
@@ -88,8 +97,16 @@ def test_a_grid_runs_with_one_least_privilege_user_per_role(
     ns = d.topology.namespace
     process_env = {
         "gateway": {"SMARTGRID_AMQP_URL": d.urls["gateway"]},
-        "dispatcher": {"SMARTGRID_AMQP_URL": d.urls["dispatcher"]},
-        **{f"worker-{s.id}": {"SMARTGRID_AMQP_URL": d.urls["substation"]} for s in SUBSTATIONS},
+        # Heartbeats count only from each substation's own user (finding 4 of the hardening
+        # issue): the workers set user_id, the broker checks it, the dispatcher requires it.
+        "dispatcher": {
+            "SMARTGRID_AMQP_URL": d.urls["dispatcher"],
+            "SMARTGRID_HEARTBEAT_USER": f"{d.prefix}substation-{{substation_id}}",
+        },
+        **{
+            f"worker-{s.id}": {"SMARTGRID_AMQP_URL": d.urls[f"substation-{s.id}"]}
+            for s in SUBSTATIONS
+        },
     }
     grid = LocalGrid(
         SUBSTATIONS,
@@ -151,7 +168,8 @@ def refused(url: str, action: str, name: str) -> bool:
         ("gateway", "publish", "requests", False),
         ("dispatcher", "consume", "requests", False),
         ("dispatcher", "publish", "substations", False),
-        ("substation", "publish", "heartbeats", False),
+        ("substation-north", "publish", "heartbeats", False),
+        ("substation-north", "consume", "substation.north", False),
         ("loadgen", "publish", "requests", False),
         # ...and what it has no business doing is refused.
         # RabbitMQ checks the permission before it looks for the queue.
@@ -159,13 +177,15 @@ def refused(url: str, action: str, name: str) -> bool:
         ("gateway", "consume", "heartbeats.dispatcher-0a1b2c3d", True),
         ("gateway", "publish", "substations", True),
         ("gateway", "declare-queue", "substation.rogue", True),
-        ("substation", "publish", "substations", True),
-        ("substation", "consume", "loadgen.events.x", True),
+        ("substation-north", "publish", "substations", True),
+        ("substation-north", "consume", "loadgen.events.x", True),
+        ("substation-north", "consume", "substation.south", True),
+        ("substation-north", "declare-queue", "substation.rogue", True),
         ("loadgen", "consume", "substation.north", True),
         ("loadgen", "publish", "substations", True),
         ("loadgen", "declare-queue", "substation.rogue", True),
         ("dispatcher", "publish", "heartbeats", True),
-        ("substation", "declare-queue", "loadgen.events.rogue", True),
+        ("substation-north", "declare-queue", "loadgen.events.rogue", True),
     ],
 )
 def test_each_role_is_refused_what_it_does_not_need(
@@ -175,12 +195,70 @@ def test_each_role_is_refused_what_it_does_not_need(
     assert refused(deployment.urls[role], action, name) is is_refused
 
 
+async def test_a_heartbeat_counts_only_from_its_own_substation_s_user(
+    deployment: Deployment,
+) -> None:
+    """Finding 4: any peer that may publish heartbeats could speak for any substation. With a
+    user per substation and SMARTGRID_HEARTBEAT_USER, the broker refuses a user_id that is not
+    the connection's own, and the dispatcher refuses a heartbeat whose user_id is not the
+    substation's user."""
+
+    d = deployment
+    t = d.topology
+    north = await Session.open(settings_for(d, "substation-north"), "lp-north")
+    settings = DispatcherSettings(
+        amqp_url=SecretStr(d.urls["dispatcher"]),
+        namespace=t.namespace,
+        metrics_port=0,
+        heartbeat_user=f"{d.prefix}substation-{{substation_id}}",
+    )
+    dispatcher = build_dispatcher(settings, CollectorRegistry())
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    try:
+        await dispatcher.link.wait_ready(10)
+        for sid in SUBSTATION_IDS:  # as the workers would (each may declare only its own)
+            own = await Session.open(settings_for(d, f"substation-{sid}"), f"lp-{sid}")
+            await own.declare_queue(t.substation_queue_spec(sid))
+            await own.close()
+
+        def beat(sid: str) -> bytes:
+            return Heartbeat(substation_id=sid, capacity_kw=100, bays=2, load_kw=0,
+                             active_sessions=0, queued=0, seq=1,
+                             assignments_received=0).model_dump_json().encode()  # fmt: skip
+
+        me = f"{d.prefix}substation-north"
+        # Given north speaking for itself, and north claiming to be south
+        north.publish_and_forget(t.heartbeats_exchange, "", beat("north"), user_id=me)
+        north.publish_and_forget(t.heartbeats_exchange, "", beat("south"), user_id=me)
+        refused = dispatcher.metrics.heartbeats.labels("forbidden")
+        async with asyncio.timeout(10):
+            while dispatcher.table.get("north") is None or refused._value.get() < 1:
+                await asyncio.sleep(0.05)
+        # Then north is in the table and south is not
+        assert dispatcher.table.get("south") is None
+        # And north cannot even send a heartbeat that says it comes from south's user
+        north.publish_and_forget(
+            t.heartbeats_exchange, "", beat("south"), user_id=f"{d.prefix}substation-south"
+        )
+        async with asyncio.timeout(10):
+            await north.closed.wait()
+        assert "PRECONDITION_FAILED" in str(north.close_reason)
+    finally:
+        stop.set()
+        with contextlib.suppress(FatalBrokerError, BrokerUnavailable):
+            await asyncio.wait_for(task, 15)
+        await north.close()
+
+
 def test_the_compose_broker_config_loads_the_definitions_at_boot() -> None:
     """deploy/rabbitmq/rabbitmq.conf on a private node: the definitions load at boot, the
     users work with their passwords, and no guest user is created."""
     topology = Topology()
-    passwords = {r.name: secrets.token_hex(16) for r in roles(topology)}
-    doc = build_definitions(topology, passwords)  # as the compose stack: vhost smartgrid
+    ids = ["north", "east", "south"]
+    passwords = {r.name: secrets.token_hex(16) for r in roles(topology, ids)}
+    # as the compose stack: vhost smartgrid, a user per substation
+    doc = build_definitions(topology, passwords, substation_users=ids)
     conf = []
     for line in (DEPLOY / "rabbitmq" / "rabbitmq.conf").read_text().splitlines():
         if line.startswith("load_definitions"):

@@ -115,3 +115,29 @@ def test_namespace_is_escaped_in_patterns() -> None:
     (gw,) = [r for r in roles(dotted) if r.name == "gateway"]
     assert allowed(gw.write, "a.b.requests")
     assert not allowed(gw.write, "aXb.requests")
+
+
+def test_each_substation_may_have_a_user_of_its_own_allowed_only_its_queue() -> None:
+    """Finding 4 (the hardening issue): with a user per substation, a substation cannot take
+    another's work, and the dispatcher can require that a heartbeat comes from its own user."""
+    ids = ["north", "south-2"]
+    by_name = {r.name: r for r in roles(TOPO, ids)}
+    assert "substation" not in by_name
+    north, south = by_name["substation-north"], by_name["substation-south-2"]
+    for verb in ("configure", "write", "read"):
+        assert allowed(getattr(north, verb), "sg.substation.north")
+        assert not allowed(getattr(north, verb), "sg.substation.south-2")
+        assert not allowed(getattr(north, verb), "sg.substation.northern")
+        assert allowed(getattr(south, verb), "sg.substation.south-2")
+    assert allowed(north.write, "sg.heartbeats")
+    assert not allowed(north.write, "sg.substations")
+    assert password_env_var("substation-south-2") == "RABBITMQ_SUBSTATION_SOUTH_2_PASSWORD"
+    passwords = {name: f"{name}-password-1234" for name in by_name}
+    doc = build_definitions(TOPO, passwords, vhost="v", substation_users=ids)
+    assert {u["name"] for u in doc["users"]} == set(by_name)
+
+
+@pytest.mark.parametrize("ids", [["North"], ["a-b", "a_b"], ["x", "x"]])
+def test_substation_users_need_distinct_valid_ids(ids: list[str]) -> None:
+    with pytest.raises(DefinitionsError):
+        roles(TOPO, ids)
