@@ -4,7 +4,8 @@ Commands: ``run`` (a demand profile, followed to the end, with a report), ``watc
 substation table from heartbeats), ``demo`` (the whole grid locally, under a burst),
 ``ensure-broker`` (start a local RabbitMQ if none answers).
 Exit codes: 0 ok (nothing lost), 1 the run lost requests or could not reach the grid, 2 invalid
-options or settings, 130 interrupted.
+options or settings, 130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the report so far is
+printed first; a second signal exits at once (``loadgen.signals``).
 """
 
 from __future__ import annotations
@@ -14,14 +15,21 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
+if TYPE_CHECKING:
+    from loadgen.signals import StopSignals
+
 EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # SIGINT; any signal: 128 + its number (SIGTERM: 143)
+
+# The demo's grid gets 10 s to stop, then its namespace is deleted: more than a run alone
+# needs before a signal makes the process exit regardless.
+DEMO_HARD_EXIT_S = 40.0
 
 app = typer.Typer(
     help="Drive load into a smartgrid and report what it did.",
@@ -58,6 +66,24 @@ LOG_LEVEL = typer.Option(
 )
 SEED = typer.Option(
     None, "--seed", envvar="LOADGEN_SEED", help="Seed the demand for a repeatable run."
+)
+TOP = typer.Option(
+    20,
+    "--top",
+    envvar="LOADGEN_TOP",
+    min=1,
+    max=1000,
+    help="Show at most this many substations live and in the report (the busiest; the rest "
+    "is one line).",
+)
+BROKER_TIMEOUT = typer.Option(
+    5.0,
+    "--broker-timeout",
+    envvar="LOADGEN_BROKER_TIMEOUT",
+    min=0.1,
+    max=300,
+    help="Seconds one broker call (declare, bind, consume, delete, close) may take; cleanup "
+    "that takes longer is given up.",
 )
 CONCURRENCY = typer.Option(
     64,
@@ -173,6 +199,8 @@ def run_cmd(
     json_path: Path | None = typer.Option(
         None, "--json", envvar="LOADGEN_JSON", help="Also write the report as JSON here."
     ),
+    top: int = TOP,
+    broker_timeout: float = BROKER_TIMEOUT,
     plot_path: Path | None = typer.Option(
         None,
         "--plot",
@@ -188,7 +216,8 @@ def run_cmd(
 
     Exit 0 when nothing accepted was lost; 1 when an accepted request neither completed nor was
     rejected within --settle (or the grid could not be reached, or refused the API key);
-    2 for bad options.
+    2 for bad options; 130 (Ctrl-C) or 143 (SIGTERM) when stopped early, after the report so
+    far.
     """
     from loadgen.profiles import PROFILES
     from loadgen.run import RunOptions
@@ -223,11 +252,17 @@ def run_cmd(
             request_timeout_s=request_timeout,
             gateway_url=settings.gateway_url,
             api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            top=top,
+            broker_timeout_s=broker_timeout,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    with _friendly_errors(console):
-        code = run(settings, options, console, json_path=json_path, plot_path=plot_path)
+    from loadgen.signals import StopSignals
+
+    with StopSignals() as signals, _friendly_errors(console):
+        code = run(
+            settings, options, console, json_path=json_path, plot_path=plot_path, signals=signals
+        )
     raise typer.Exit(code)
 
 
@@ -238,14 +273,16 @@ def run(
     *,
     json_path: Path | None = None,
     plot_path: Path | None = None,
+    signals: StopSignals | None = None,
 ) -> int:
-    """``loadgen run`` without the CLI: returns the exit code; tests call this directly."""
+    """``loadgen run`` without the CLI: returns the exit code; tests call this directly.
+    ``signals`` (a ``StopSignals``) lets SIGINT/SIGTERM end the run early."""
     from loadgen.live import run_live
     from loadgen.report import build_report, print_report, write_json, write_plot
 
-    result = run_live(settings, options, console)
-    report = build_report(result)
-    print_report(console, report)
+    result = run_live(settings, options, console, signals)
+    report = build_report(result, limit=options.top)
+    print_report(console, report, options.top)
     refused = report.rejected_at_ingress.get("401", 0)
     if refused:
         from loadgen.view import print_error
@@ -260,8 +297,12 @@ def run(
         write_json(report, json_path)
         console.print(f"report written to {json_path}")
     if plot_path is not None:
-        write_plot(result.state, plot_path, f"{options.profile} via {options.via}")
+        write_plot(result.state, plot_path, f"{options.profile} via {options.via}", options.top)
         console.print(f"plot written to {plot_path}")
+    if result.interrupted or (signals is not None and signals.exit_code is not None):
+        console.print("[yellow]interrupted: the report above is of what was seen so far[/]")
+    if signals is not None and signals.exit_code is not None:
+        return signals.exit_code
     if result.interrupted:
         return EXIT_INTERRUPTED
     # Refused for want of a key is a setup error, like an unreachable gateway.
@@ -279,23 +320,26 @@ def watch_cmd(
         min=0.1,
         help="Stop after seconds. [default: until Ctrl-C]",
     ),
+    top: int = TOP,
+    broker_timeout: float = BROKER_TIMEOUT,
     log_level: str | None = LOG_LEVEL,
 ) -> None:
-    """Live table of every substation from its heartbeats: load, capacity, utilization,
-    sessions, queued, status."""
+    """Live table of the substations from their heartbeats (the busiest, and a count of the
+    others): load, capacity, utilization, sessions, queued, status. Ctrl-C or SIGTERM ends it
+    (exit 0)."""
+    from loadgen.signals import StopSignals
     from loadgen.watch import watch
-    from messaging.runtime import install_stop_signals
 
     console = _console()
     settings = _settings(namespace=namespace, amqp_url=amqp_url, log_level=log_level)
 
-    async def main() -> None:
+    async def main(signals: StopSignals) -> None:
         stop = asyncio.Event()
-        install_stop_signals(stop)  # Ctrl-C is the normal way to end a watch
-        await watch(settings, console, duration, stop)
+        with signals.setting(stop):  # a signal is the normal way to end a watch
+            await watch(settings, console, duration, stop, top=top, broker_timeout_s=broker_timeout)
 
-    with _friendly_errors(console):
-        asyncio.run(main())
+    with StopSignals() as signals, _friendly_errors(console):
+        asyncio.run(main(signals))
 
 
 @app.command("demo")
@@ -339,6 +383,8 @@ def demo_cmd(
         max=24 * 3600,
         help="Keep the grid up this many seconds after the burst (to look at it in Prometheus).",
     ),
+    top: int = TOP,
+    broker_timeout: float = BROKER_TIMEOUT,
     amqp_url: str | None = AMQP_URL,
     log_level: str | None = LOG_LEVEL,
 ) -> None:
@@ -364,9 +410,13 @@ def demo_cmd(
         time_scale=time_scale,
         keep_namespace=keep_namespace,
         linger_s=linger,
+        top=top,
+        broker_timeout_s=broker_timeout,
     )
-    with _friendly_errors(console):
-        code = run_demo(settings, opts, console)
+    from loadgen.signals import StopSignals
+
+    with StopSignals(hard_exit_s=DEMO_HARD_EXIT_S) as signals, _friendly_errors(console):
+        code = run_demo(settings, opts, console, signals)
     raise typer.Exit(code)
 
 

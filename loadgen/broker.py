@@ -17,7 +17,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from contracts import Topology
-from messaging import AmqpSettings, Session
+from loadgen.bounded import BROKER_TIMEOUT_S, attempt, open_session
+from messaging import AmqpSettings
 from messaging.errors import FatalBrokerError, MessagingError
 from messaging.settings import is_loopback_host
 
@@ -82,8 +83,8 @@ def broker_answers(settings: AmqpSettings) -> bool:
 
 
 async def _probe(settings: AmqpSettings) -> None:
-    session = await Session.open(settings, "smartgrid-loadgen-probe")
-    await session.close()
+    session = await open_session(settings, "smartgrid-loadgen-probe", BROKER_TIMEOUT_S)
+    await attempt(session.close(), BROKER_TIMEOUT_S, "closing the probe connection")
 
 
 def find_rabbitmq_server() -> str | None:
@@ -184,13 +185,20 @@ def _tail(text: str, lines: int = 5) -> str:
 
 
 async def delete_namespace(
-    settings: AmqpSettings, topology: Topology, substation_ids: Iterable[str] = ()
-) -> None:
+    settings: AmqpSettings,
+    topology: Topology,
+    substation_ids: Iterable[str] = (),
+    *,
+    call_timeout_s: float = BROKER_TIMEOUT_S,
+) -> bool:
     """Delete a namespace's exchanges and its durable queues (substation queues by id).
 
-    Exclusive queues (heartbeat and event followers) go away with their connections.
+    Exclusive queues (heartbeat and event followers) go away with their connections. Each
+    call is bounded; after the first that fails the rest is given up (a broker that did not
+    answer one will not answer the next in time either), with one line in the log. Returns
+    whether everything was deleted; raises BrokerUnavailable if no connection opens.
     """
-    session = await Session.open(settings, "smartgrid-loadgen-cleanup")
+    session = await open_session(settings, "smartgrid-loadgen-cleanup", call_timeout_s)
     try:
         queues = [
             topology.requests_queue,
@@ -198,8 +206,12 @@ async def delete_namespace(
             *(topology.substation_queue(s) for s in sorted(set(substation_ids))),
         ]
         for q in queues:
-            await session.delete_queue(q)
+            if not await attempt(session.delete_queue(q), call_timeout_s, f"deleting {q}"):
+                return False
         for ex in topology.exchanges():
-            await session.delete_exchange(ex.name)
+            deleting = session.delete_exchange(ex.name)
+            if not await attempt(deleting, call_timeout_s, f"deleting {ex.name}"):
+                return False
+        return True
     finally:
-        await session.close()
+        await attempt(session.close(), call_timeout_s, "closing the cleanup connection")

@@ -1,12 +1,13 @@
 """The demo: a broker, a local grid of three substations, a burst, a live view, a report.
 
 Everything it starts it stops, and the namespace it made is deleted at the end, also after a
-failure or Ctrl-C.
+failure or a signal (SIGINT, SIGTERM: the report so far, exit 128 + the signal's number).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -15,13 +16,19 @@ from pathlib import Path
 from rich.console import Console
 
 from contracts import Topology
+from loadgen.bounded import BROKER_TIMEOUT_S
 from loadgen.broker import BrokerSetupError, delete_namespace, ensure_broker
 from loadgen.grid import LocalGrid, SubstationSpec
 from loadgen.live import run_live
 from loadgen.report import build_report, print_report
 from loadgen.run import RunOptions, RunResult
+from loadgen.signals import StopSignals
+from loadgen.state import DEFAULT_TOP
 from loadgen.view import print_error
 from messaging import AmqpSettings, MessagingError
+
+# Ctrl-C without a signal handler to tell which signal it was (a KeyboardInterrupt).
+EXIT_INTERRUPTED = 130
 
 DEMO_SUBSTATIONS = (
     SubstationSpec("s150", 150.0, 8),
@@ -45,10 +52,18 @@ class DemoOptions:
     keep_namespace: bool = False
     # Keep the grid up this long after the burst, e.g. to look at it in Prometheus.
     linger_s: float = 0.0
+    top: int = DEFAULT_TOP
+    broker_timeout_s: float = BROKER_TIMEOUT_S
 
 
-def run_demo(settings: AmqpSettings, opts: DemoOptions, console: Console) -> int:
+def run_demo(
+    settings: AmqpSettings,
+    opts: DemoOptions,
+    console: Console,
+    signals: StopSignals | None = None,
+) -> int:
     """The whole demo; returns the exit code (0: every request accepted and completed)."""
+    interruptible = signals.raising if signals else contextlib.nullcontext
     try:
         how = ensure_broker(settings, say=console.print)
     except BrokerSetupError as exc:
@@ -79,7 +94,8 @@ def run_demo(settings: AmqpSettings, opts: DemoOptions, console: Console) -> int
     )
     result: RunResult | None = None
     try:
-        grid.start()
+        with interruptible():
+            grid.start()
         console.print(
             f"grid ready; sending {opts.requests} requests at {opts.rate_per_s:g}/s "
             f"to the gateway at {grid.gateway_url}"
@@ -93,27 +109,31 @@ def run_demo(settings: AmqpSettings, opts: DemoOptions, console: Console) -> int
             seed=opts.seed,
             settle_s=opts.timeout_s,
             gateway_url=grid.gateway_url,
+            top=opts.top,
+            broker_timeout_s=opts.broker_timeout_s,
         )
-        result = run_live(settings, options, console)
+        result = run_live(settings, options, console, signals)
         if opts.linger_s > 0 and not result.interrupted:
             console.print(
                 f"the grid stays up for {opts.linger_s:g} s (Ctrl-C stops it); metrics: "
                 + ", ".join(grid.metrics_urls.values())
             )
-            time.sleep(opts.linger_s)
+            with interruptible():
+                time.sleep(opts.linger_s)
     except KeyboardInterrupt:
         console.print("interrupted; stopping the grid")
     finally:
         grid.stop()
         if not opts.keep_namespace:
-            _cleanup(settings, topology, [s.id for s in opts.substations], console)
+            _cleanup(settings, topology, [s.id for s in opts.substations], console, opts)
+    interrupted = signals.exit_code if signals and signals.exit_code else EXIT_INTERRUPTED
     if result is None:
-        return 130
-    report = build_report(result, [s.id for s in opts.substations])
-    print_report(console, report)
-    if result.interrupted:
+        return interrupted
+    report = build_report(result, [s.id for s in opts.substations], opts.top)
+    print_report(console, report, opts.top)
+    if result.interrupted or (signals and signals.exit_code):
         console.print("[yellow]interrupted before every request completed[/]")
-        return 130
+        return interrupted
     if report.lost == 0 and report.sent == report.accepted == opts.requests:
         console.print(
             f"[green]all {report.accepted} accepted requests completed[/] in "
@@ -125,9 +145,19 @@ def run_demo(settings: AmqpSettings, opts: DemoOptions, console: Console) -> int
 
 
 def _cleanup(
-    settings: AmqpSettings, topology: Topology, substation_ids: list[str], console: Console
+    settings: AmqpSettings,
+    topology: Topology,
+    substation_ids: list[str],
+    console: Console,
+    opts: DemoOptions,
 ) -> None:
+    deleting = delete_namespace(
+        settings, topology, substation_ids, call_timeout_s=opts.broker_timeout_s
+    )
     try:
-        asyncio.run(delete_namespace(settings, topology, substation_ids))
+        if asyncio.run(deleting):
+            return
+        why = "the broker did not answer in time"
     except MessagingError as exc:
-        print_error(console, f"could not delete namespace {topology.namespace}: {exc}")
+        why = str(exc)
+    print_error(console, f"could not delete namespace {topology.namespace}: {why}")

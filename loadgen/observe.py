@@ -3,33 +3,26 @@
 Each follower has queues of its own, bound before anything is sent, so it sees every event
 published after ``start()`` returns: heartbeats in an exclusive queue (only fresh ones matter),
 events in a durable one that outlives a reconnect or a broker restart (deleted by ``stop()``,
-or by the broker once unused for ten minutes).
+or by the broker once unused for ten minutes). Every broker call is bounded
+(``loadgen.bounded``): a broker that stops answering delays ``stop()`` by seconds, not forever.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
+import time
 import uuid
+from datetime import UTC, datetime
 from types import TracebackType
-
-from pydantic import ValidationError
 
 from contracts import ChargeEvent, DispatchIntent, Heartbeat, Topology
 from contracts.topology import BindingSpec
+from loadgen.bounded import BROKER_TIMEOUT_S, attempt, open_session, within
 from loadgen.state import GridState
-from messaging import (
-    AmqpSettings,
-    BrokerLink,
-    BrokerUnavailable,
-    Delivery,
-    MessagingError,
-    Session,
-)
-
-log = logging.getLogger(__name__)
+from messaging import AmqpSettings, BrokerLink, BrokerUnavailable, Delivery, Session
 
 ALL_EVENTS = "event.#"
+# While the substation table is full, forget stale substations at most this often.
+PRUNE_EVERY_S = 1.0
 
 
 class GridObserver:
@@ -44,6 +37,7 @@ class GridObserver:
         heartbeats: bool = True,
         events: bool = True,
         connect_timeout_s: float = 15.0,
+        call_timeout_s: float = BROKER_TIMEOUT_S,
     ) -> None:
         self.settings = settings
         self.topology = topology
@@ -51,32 +45,43 @@ class GridObserver:
         self.heartbeats = heartbeats
         self.events = events
         self.connect_timeout_s = connect_timeout_s
+        self.call_timeout_s = call_timeout_s
         tag = uuid.uuid4().hex[:8]
         self.heartbeat_queue = f"{topology.namespace}.loadgen.heartbeats.{tag}"
         self.event_queue = f"{topology.namespace}.loadgen.events.{tag}"
         self._link = BrokerLink(settings, f"smartgrid-loadgen-{tag}", self._setup)
+        self._pruned_at = 0.0
 
     async def _setup(self, session: Session) -> None:
-        t = self.topology
+        t, s = self.topology, self.call_timeout_s
         # Declaring the exchanges (idempotent) lets a follower start before the grid does.
-        await session.declare_all(t.exchanges(), [], [])
+        await within(session.declare_all(t.exchanges(), [], []), s, "declaring the exchanges")
         if self.heartbeats:
-            await session.declare_queue(t.heartbeat_queue_spec(self.heartbeat_queue))
-            await session.bind(BindingSpec(self.heartbeat_queue, t.heartbeats_exchange))
-            await session.consume(self.heartbeat_queue, self._on_heartbeat, auto_ack=True)
+            q = self.heartbeat_queue
+            await within(session.declare_queue(t.heartbeat_queue_spec(q)), s, f"declaring {q}")
+            await within(session.bind(BindingSpec(q, t.heartbeats_exchange)), s, f"binding {q}")
+            consume = session.consume(q, self._on_heartbeat, auto_ack=True)
+            await within(consume, s, f"consuming {q}")
         if self.events:
-            await session.declare_queue(t.event_follower_queue_spec(self.event_queue))
-            await session.bind(BindingSpec(self.event_queue, t.events_exchange, ALL_EVENTS))
+            q = self.event_queue
+            await within(session.declare_queue(t.event_follower_queue_spec(q)), s, f"declaring {q}")
+            await within(
+                session.bind(BindingSpec(q, t.events_exchange, ALL_EVENTS)), s, f"binding {q}"
+            )
             # The dispatcher says where it sends requests in one intent per batch.
-            intents = BindingSpec(self.event_queue, t.events_exchange, t.intent_routing_key)
-            await session.bind(intents)
-            await session.consume(self.event_queue, self._on_event, auto_ack=True)
+            intents = BindingSpec(q, t.events_exchange, t.intent_routing_key)
+            await within(session.bind(intents), s, f"binding {q}")
+            await within(session.consume(q, self._on_event, auto_ack=True), s, f"consuming {q}")
 
     def _on_heartbeat(self, delivery: Delivery) -> None:
+        state = self.state
+        if state.substations_full and time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
+            self._pruned_at = time.monotonic()
+            state.prune(datetime.now(UTC))
         try:
-            self.state.on_heartbeat(Heartbeat.model_validate_json(delivery.body))
-        except ValidationError:
-            self.state.invalid_messages += 1
+            state.on_heartbeat(Heartbeat.model_validate_json(delivery.body))
+        except ValueError:  # pydantic's ValidationError: not a Heartbeat
+            state.invalid_messages += 1
 
     def _on_event(self, delivery: Delivery) -> None:
         try:
@@ -85,7 +90,7 @@ class GridObserver:
                     self.state.on_event(event)
             else:
                 self.state.on_event(ChargeEvent.model_validate_json(delivery.body))
-        except ValidationError:
+        except ValueError:  # pydantic's ValidationError: not what its routing key says
             self.state.invalid_messages += 1
 
     async def start(self) -> GridObserver:
@@ -94,8 +99,8 @@ class GridObserver:
         The first connection is tried once, so that a broker that is not there is reported at
         once; after that the link reconnects by itself.
         """
-        probe = await Session.open(self.settings, "smartgrid-loadgen-probe")
-        await probe.close()
+        probe = await open_session(self.settings, "smartgrid-loadgen-probe", self.connect_timeout_s)
+        await attempt(probe.close(), self.call_timeout_s, "closing the probe connection")
         try:
             await self._link.start(self.connect_timeout_s)
         except BrokerUnavailable as exc:
@@ -107,12 +112,14 @@ class GridObserver:
         return self._link.ready.is_set()
 
     async def stop(self) -> None:
-        """Disconnect; re-raises what ended the link (a fatal refusal), if anything did."""
+        """Delete the events queue and disconnect, each within the call timeout (what cannot
+        be done in time is left to the broker: the queue expires); re-raises what ended the
+        link (a fatal refusal), if anything did."""
         session = self._link.session
         if self.events and session is not None and session.is_open:
-            with contextlib.suppress(MessagingError):
-                await session.delete_queue(self.event_queue)
-        await self._link.stop()
+            q = self.event_queue
+            await attempt(session.delete_queue(q), self.call_timeout_s, f"deleting {q}")
+        await self._link.stop(self.call_timeout_s)
 
     async def __aenter__(self) -> GridObserver:
         return await self.start()

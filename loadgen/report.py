@@ -6,8 +6,15 @@
 * ``sent``: requests loadgen issued; ``accepted``: the gateway answered 202 / the broker confirmed;
 * ``rejected``: refused at the ingress (any other answer, by status or error) plus accepted ones
   rejected or dead-lettered downstream (by reason);
-* ``completed``: accepted and completed; ``duplicates``: completions beyond the first;
+* ``completed``: accepted and completed; ``duplicates``: completions beyond the first (each
+  its own event, the same energy: the request was charged again);
+* ``suspect``: completions not to be believed (of a request never seen dispatched, or a second
+  one with another energy), counted neither as completed nor as duplicates;
 * ``lost``: accepted, and neither completed nor explicitly rejected within the settle time.
+
+The per-substation table lists every substation while there are at most ``limit``; beyond, only
+those this run sent to or that completed its work (the rest is a count), and it prints at most
+``limit`` rows (the busiest by requests) and a line for the others.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from rich.table import Table
 from contracts import EventKind
 from loadgen.profiles import mean_rate
 from loadgen.run import RunResult
-from loadgen.state import ACCEPTED_STATUSES, GridState, ReportRow
+from loadgen.state import ACCEPTED_STATUSES, DEFAULT_TOP, GridState, ReportRow
 
 STAGES = (
     ("accepted", None),
@@ -36,6 +43,9 @@ STAGES = (
     ("completed", EventKind.COMPLETED),
 )
 REASON_CHARS = 80
+# Distinct downstream rejection reasons printed (the JSON has them all).
+REASONS_SHOWN = 10
+FIRST_IDS = 20
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,14 @@ class Report:
     substations: list[ReportRow]
     imbalance: float
     lost_ids: list[str] = field(default_factory=list)
+    suspect: int = 0
+    suspect_ids: list[str] = field(default_factory=list)
+    # Events of requests this run did not send, messages that were no valid contract message,
+    # heartbeats of substations beyond what loadgen tracks: ignored, and counted here.
+    foreign_events: int = 0
+    invalid_messages: int = 0
+    ignored_heartbeats: int = 0
+    substations_not_listed: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -127,14 +145,16 @@ def _reason(text: str) -> str:
     return first[:REASON_CHARS]
 
 
-def build_report(result: RunResult, order: list[str] | None = None) -> Report:
+def build_report(
+    result: RunResult, order: list[str] | None = None, limit: int = DEFAULT_TOP
+) -> Report:
     state, options, pacing = result.state, result.options, result.pacing
     ingress = {k: v for k, v in state.ingress_statuses.items() if k not in ACCEPTED_STATUSES}
     failed = state.accepted_failed()
     downstream = Counter(_reason(state.failure_reasons.get(r, "unknown")) for r in failed)
     completed = state.accepted_completed
     lost = state.lost()
-    rows = state.report(order)
+    rows = state.report(order, limit)
     means = [r.mean_utilization for r in rows if r.capacity_kw > 0]
     mean_of_means = sum(means) / len(means) if means else 0.0
     completion_span = max(result.elapsed_s, 1e-9)
@@ -170,7 +190,13 @@ def build_report(result: RunResult, order: list[str] | None = None) -> Report:
         latency=_stage_latencies(state),
         substations=rows,
         imbalance=max(means) / mean_of_means if mean_of_means > 0 else math.nan,
-        lost_ids=sorted(str(r) for r in _first(lost, 20)),
+        lost_ids=[str(r) for r in _first(lost, FIRST_IDS)],
+        suspect=state.suspect,
+        suspect_ids=[str(r) for r in _first(state.suspect_requests(), FIRST_IDS)],
+        foreign_events=state.foreign_events,
+        invalid_messages=state.invalid_messages,
+        ignored_heartbeats=state.ignored_heartbeats,
+        substations_not_listed=state.not_listed(rows),
     )
 
 
@@ -194,6 +220,7 @@ def counts_table(report: Report) -> Table:
     t.add_column("rejected", justify="right")
     t.add_column("completed", justify="right")
     t.add_column("duplicates", justify="right")
+    t.add_column("suspect", justify="right")
     t.add_column("lost", justify="right")
     lost_style = "bold red" if report.lost else "green"
     t.add_row(
@@ -202,6 +229,7 @@ def counts_table(report: Report) -> Table:
         str(report.rejected),
         str(report.completed),
         str(report.duplicates),
+        f"[yellow]{report.suspect}[/]" if report.suspect else "0",
         f"[{lost_style}]{report.lost}[/]",
     )
     return t
@@ -220,8 +248,27 @@ def latency_table(report: Report) -> Table:
     return t
 
 
-def substations_table(rows: list[ReportRow], title: str = "per substation") -> Table:
-    t = Table(title=title, title_justify="left")
+def substations_table(
+    rows: list[ReportRow],
+    title: str = "per substation",
+    *,
+    limit: int | None = None,
+    not_listed: int = 0,
+) -> Table:
+    """The listed rows, at most ``limit`` of them (the most requests first chosen, shown in
+    their order); the others, and ``not_listed`` substations, summed up in one line each."""
+    shown, hidden = rows, []
+    if limit is not None and len(rows) > limit:
+        top = {id(r) for r in sorted(rows, key=lambda r: -r.requests)[:limit]}
+        shown = [r for r in rows if id(r) in top]
+        hidden = [r for r in rows if id(r) not in top]
+    caption = f"… and {not_listed} more substations that did none of this run's work"
+    t = Table(
+        title=title,
+        title_justify="left",
+        caption=caption if not_listed else None,
+        caption_justify="left",
+    )
     t.add_column("substation")
     for col in (
         "capacity kW",
@@ -233,7 +280,7 @@ def substations_table(rows: list[ReportRow], title: str = "per substation") -> T
         "mean utilization",
     ):
         t.add_column(col, justify="right")
-    for r in rows:
+    for r in shown:
         t.add_row(
             r.substation_id,
             f"{r.capacity_kw:.0f}",
@@ -243,6 +290,15 @@ def substations_table(rows: list[ReportRow], title: str = "per substation") -> T
             f"{r.capacity_share:.1%}",
             f"{r.peak_utilization:.0%}",
             f"{r.mean_utilization:.0%}",
+        )
+    if hidden:
+        t.add_row(
+            f"… and {len(hidden)} more",
+            f"{sum(r.capacity_kw for r in hidden):.0f}",
+            str(sum(r.requests for r in hidden)),
+            f"{sum(r.energy_kwh for r in hidden):.1f}",
+            *[""] * 4,
+            style="dim",
         )
     if rows:
         t.add_section()
@@ -256,7 +312,8 @@ def substations_table(rows: list[ReportRow], title: str = "per substation") -> T
     return t
 
 
-def print_report(console: Console, report: Report) -> None:
+def print_report(console: Console, report: Report, limit: int = DEFAULT_TOP) -> None:
+    """The report on screen; bounded whatever the number of substations and reasons."""
     console.print(counts_table(report))
     if report.rejected_at_ingress:
         console.print(
@@ -265,12 +322,11 @@ def print_report(console: Console, report: Report) -> None:
             soft_wrap=True,
         )
     if report.rejected_downstream:
-        console.print(
-            "rejected downstream: "
-            + "; ".join(f"{k} x{v}" for k, v in report.rejected_downstream.items()),
-            soft_wrap=True,
-            markup=False,
-        )
+        reasons = list(report.rejected_downstream.items())
+        text = "; ".join(f"{k} x{v}" for k, v in reasons[:REASONS_SHOWN])
+        if len(reasons) > REASONS_SHOWN:
+            text += f"; … and {len(reasons) - REASONS_SHOWN} more reasons"
+        console.print("rejected downstream: " + text, soft_wrap=True, markup=False)
     pacing = f"sent {report.sent}/{report.planned} at {report.achieved_rate_per_s:.1f}/s"
     if report.target_rate_per_s:
         off = report.achieved_rate_per_s / report.target_rate_per_s - 1
@@ -283,12 +339,31 @@ def print_report(console: Console, report: Report) -> None:
         highlight=False,
     )
     console.print(latency_table(report))
-    console.print(substations_table(report.substations))
+    console.print(
+        substations_table(report.substations, limit=limit, not_listed=report.substations_not_listed)
+    )
     if not math.isnan(report.imbalance):
         console.print(
             f"imbalance (max over mean of the substations' mean utilization): "
             f"{report.imbalance:.2f} (1.00 = even)",
             highlight=False,
+        )
+    ignored = {
+        "events of requests this run did not send": report.foreign_events,
+        "messages that are not valid contract messages": report.invalid_messages,
+        "heartbeats of substations beyond the ones tracked": report.ignored_heartbeats,
+    }
+    if any(ignored.values()):
+        console.print(
+            "ignored: " + ", ".join(f"{n} {what}" for what, n in ignored.items() if n),
+            highlight=False,
+        )
+    if report.suspect:
+        console.print(
+            f"[yellow]{report.suspect} suspect completions[/] (of a request never seen "
+            "dispatched, or again with another energy), not counted as completed: "
+            f"{', '.join(report.suspect_ids[:5])}",
+            soft_wrap=True,
         )
     if report.lost:
         console.print(
@@ -316,18 +391,21 @@ def _no_nan(value: Any) -> Any:
     return value
 
 
-def write_plot(state: GridState, path: Path, title: str) -> None:
-    """Per-substation load over time (and its capacity), from every heartbeat, as a PNG."""
+def write_plot(state: GridState, path: Path, title: str, limit: int = DEFAULT_TOP) -> None:
+    """Per-substation load over time (and its capacity), from every heartbeat, as a PNG: at
+    most ``limit`` substations, those this run used first, then those heard from most."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
     samples = sorted(state.history, key=lambda s: s.at)
+    heard = Counter(s.substation_id for s in samples)
+    drawn = sorted(heard, key=lambda sid: (sid not in state.involved, -heard[sid], sid))[:limit]
     fig, ax = plt.subplots(figsize=(10, 5))
     if samples:
         t0 = samples[0].at
-        for sid in sorted({s.substation_id for s in samples}):
+        for sid in sorted(drawn):
             mine = [s for s in samples if s.substation_id == sid]
             xs = [(s.at - t0).total_seconds() for s in mine]
             (line,) = ax.plot(xs, [s.load_kw for s in mine], label=f"{sid} load")

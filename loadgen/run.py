@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Literal
 
 from contracts import Topology
+from loadgen.bounded import BROKER_TIMEOUT_S
 from loadgen.demand import Demand, sample_demand
 from loadgen.observe import GridObserver
 from loadgen.profiles import PROFILES, arrivals, load_trace
 from loadgen.senders import AmqpSender, HttpSender, Sender
-from loadgen.state import GridState
+from loadgen.state import DEFAULT_TOP, GridState
 from messaging import AmqpSettings
 
 Via = Literal["http", "amqp"]
@@ -45,6 +46,10 @@ class RunOptions:
     request_timeout_s: float = 10.0
     gateway_url: str = "http://127.0.0.1:8000"
     api_key: str | None = field(default=None, repr=False)
+    # Substations a live view and the printed report show at most (the busiest).
+    top: int = DEFAULT_TOP
+    # Every broker call (declare, bind, consume, delete, close) waits at most this long.
+    broker_timeout_s: float = BROKER_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.via not in ("http", "amqp"):
@@ -58,6 +63,8 @@ class RunOptions:
             raise ValueError("give exactly one of requests or duration")
         if self.speed <= 0 or self.rate <= 0 or self.settle_s < 0 or self.concurrency < 1:
             raise ValueError("rate, speed and concurrency must be positive, settle >= 0")
+        if self.top < 1 or self.broker_timeout_s <= 0:
+            raise ValueError("top and the broker timeout must be positive")
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,12 @@ class RunResult:
 
 def _sender(settings: AmqpSettings, topology: Topology, options: RunOptions) -> Sender:
     if options.via == "amqp":
-        return AmqpSender(settings, topology, timeout_s=options.request_timeout_s)
+        return AmqpSender(
+            settings,
+            topology,
+            timeout_s=options.request_timeout_s,
+            call_timeout_s=options.broker_timeout_s,
+        )
     return HttpSender(
         options.gateway_url,
         concurrency=options.concurrency,
@@ -139,6 +151,7 @@ async def run_load(
     options: RunOptions,
     *,
     state: GridState | None = None,
+    result: RunResult | None = None,
     on_tick: Callable[[RunResult], None] | None = None,
     tick_s: float = 0.25,
     stop: asyncio.Event | None = None,
@@ -148,22 +161,30 @@ async def run_load(
 
     ``stop`` (e.g. set on Ctrl-C) ends sending and settling early, with ``interrupted`` set;
     ``settled`` says when to stop waiting (by default: every accepted request finished).
+    ``result`` (see ``new_result``) is filled in as the run goes, so that a caller who gives up
+    on the run still has what it saw; by default the state keeps only this run's requests.
     Raises IngressUnreachable / BrokerUnavailable (with a clear message) if the gateway or the
     broker does not answer at the start.
     """
     topology = Topology(settings.namespace)
     schedule = plan(options)
-    result = RunResult(options, state or GridState(keep_history=True))
+    if result is None:
+        result = new_result(options, state)
     result.pacing.planned = len(schedule)
     result.pacing.planned_span_s = schedule[-1].offset_s if schedule else 0.0
-    async with (
-        GridObserver(settings, topology, result.state),
-        _sender(settings, topology, options) as sender,
-    ):
+    observer = GridObserver(
+        settings, topology, result.state, call_timeout_s=options.broker_timeout_s
+    )
+    async with observer, _sender(settings, topology, options) as sender:
         await _send_and_settle(
             sender, schedule, result, on_tick, tick_s, stop or asyncio.Event(), settled
         )
     return result
+
+
+def new_result(options: RunOptions, state: GridState | None = None) -> RunResult:
+    """An empty result for ``run_load`` to fill; its state keeps only the run's own requests."""
+    return RunResult(options, state or GridState(keep_history=True, own_only=True))
 
 
 async def _send_and_settle(
@@ -210,8 +231,10 @@ async def _send_and_settle(
             pending.add(task)
             task.add_done_callback(pending.discard)
         result.sending_s = loop.time() - start
-        if pending:  # each is bounded by the request timeout
-            await asyncio.wait(set(pending), timeout=options.request_timeout_s + 5)
+        # Each send is bounded by the request timeout; a stop ends the wait at once.
+        answers_until = time.monotonic() + options.request_timeout_s + 5
+        while pending and not stop.is_set() and time.monotonic() < answers_until:
+            await asyncio.wait(set(pending), timeout=0.1)
         settle_until = time.monotonic() + options.settle_s
         while not settled(state) and time.monotonic() < settle_until:
             await _sleep_unless(stop, 0.1)

@@ -16,6 +16,7 @@ from uuid import UUID
 import httpx
 
 from contracts import ChargeRequest, Topology
+from loadgen.bounded import BROKER_TIMEOUT_S, within
 from loadgen.state import CONFIRMED
 from messaging import AmqpSettings, BrokerLink, MessagingError, Session
 
@@ -104,15 +105,24 @@ class AmqpSender:
 
     via = "amqp"
 
-    def __init__(self, settings: AmqpSettings, topology: Topology, *, timeout_s: float) -> None:
+    def __init__(
+        self,
+        settings: AmqpSettings,
+        topology: Topology,
+        *,
+        timeout_s: float,
+        call_timeout_s: float = BROKER_TIMEOUT_S,
+    ) -> None:
         self.settings = settings
         self.topology = topology
         self.timeout_s = timeout_s
+        self.call_timeout_s = call_timeout_s
         self._link = BrokerLink(settings, "smartgrid-loadgen-publisher", self._setup)
 
     async def _setup(self, session: Session) -> None:
         t = self.topology
-        await session.declare_all(t.exchanges(), t.core_queues(), t.core_bindings())
+        declare = session.declare_all(t.exchanges(), t.core_queues(), t.core_bindings())
+        await within(declare, self.call_timeout_s, "declaring the topology")
 
     async def __aenter__(self) -> AmqpSender:
         try:
@@ -128,7 +138,7 @@ class AmqpSender:
         tb: TracebackType | None,
     ) -> None:
         with contextlib.suppress(MessagingError):
-            await self._link.stop()
+            await self._link.stop(self.call_timeout_s)
 
     async def send(self, request_id: UUID, body: dict[str, Any]) -> str:
         session = self._link.session

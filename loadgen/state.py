@@ -1,11 +1,21 @@
 """What loadgen knows about a grid, built from heartbeats, events and ingress results.
 
 Pure: no I/O, no clock (times are passed in). Events are at-least-once, so requests are counted
-by distinct ``request_id``; a second ``completed`` event for one id is a duplicate charge.
+by distinct ``request_id``, and a completion said again with its ``event_id`` counts once.
+Anyone who can publish to the grid's exchanges can lie to loadgen, so what it believes is
+guarded:
+
+* a completion of a request loadgen never saw dispatched, or a second completion with another
+  energy than the first, is *suspect*: counted apart, never as completed nor as a duplicate;
+* a second completion with the same energy and its own ``event_id`` is a duplicate charge;
+* a run (``own_only``) ignores events of requests it did not send, counting them as foreign;
+* at most ``max_substations`` substations are tracked; heartbeats of others are counted and
+  dropped, and the load history is thinned out rather than allowed to grow without bound.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +26,7 @@ from contracts import ChargeEvent, EventKind, Heartbeat
 # A request in one of these states will not change any more.
 TERMINAL = (EventKind.COMPLETED, EventKind.DEAD_LETTERED, EventKind.REJECTED)
 FAILED = (EventKind.DEAD_LETTERED, EventKind.REJECTED)
+DISPATCH_KINDS = (EventKind.DISPATCHED, EventKind.REDISPATCHED)
 # Heartbeats older than this many of their intervals mark the substation stale (as the
 # dispatcher does).
 STALE_AFTER_INTERVALS = 3.0
@@ -23,6 +34,14 @@ STALE_AFTER_INTERVALS = 3.0
 # confirm for a request loadgen published itself.
 CONFIRMED = "confirmed"
 ACCEPTED_STATUSES = frozenset({"202", CONFIRMED})
+# Substations a live view or the printed report shows at most, the busiest (an option).
+DEFAULT_TOP = 20
+# Far more substations than a grid loadgen drives; beyond it, heartbeats are counted, not kept.
+MAX_SUBSTATIONS = 1000
+# Load samples kept for the plot; beyond it every other one is dropped (the span stays whole).
+MAX_HISTORY = 100_000
+# Completed energies this close are the same charge said again, not another one.
+ENERGY_TOLERANCE_KWH = 1e-6
 
 
 @dataclass
@@ -71,9 +90,12 @@ class ReportRow:
 
 @dataclass
 class GridState:
-    """Everything a run saw. ``keep_history`` records every heartbeat's load (for plots)."""
+    """Everything a run saw. ``keep_history`` records every heartbeat's load (for plots);
+    ``own_only`` keeps only the events of requests recorded with ``on_sent``."""
 
     keep_history: bool = False
+    own_only: bool = False
+    max_substations: int = MAX_SUBSTATIONS
     substations: dict[str, SubstationView] = field(default_factory=dict)
     history: list[LoadSample] = field(default_factory=list)
     sent: int = 0
@@ -92,14 +114,27 @@ class GridState:
     # request id -> event ids of its completions: one per charging session (a completion event
     # said again after a lost ack keeps its event_id and is not a second charge)
     completion_events: dict[UUID, set[UUID]] = field(default_factory=dict)
+    # request id -> event ids of its suspect completions (see the module docstring)
+    suspects: dict[UUID, set[UUID]] = field(default_factory=dict)
     failure_reasons: dict[UUID, str] = field(default_factory=dict)
+    # Substations this run's requests were dispatched to or completed at (kept in every view).
+    involved: set[str] = field(default_factory=set)
     invalid_messages: int = 0
+    foreign_events: int = 0
+    ignored_heartbeats: int = 0
 
     # -- updates ---------------------------------------------------------------------------
+
+    @property
+    def substations_full(self) -> bool:
+        return len(self.substations) >= self.max_substations
 
     def on_heartbeat(self, hb: Heartbeat) -> None:
         view = self.substations.get(hb.substation_id)
         if view is None:
+            if self.substations_full:
+                self.ignored_heartbeats += 1
+                return
             view = self.substations[hb.substation_id] = SubstationView(hb)
         elif hb.seq < view.heartbeat.seq and hb.sent_at <= view.heartbeat.sent_at:
             return  # an older heartbeat overtaken by a newer one
@@ -108,20 +143,65 @@ class GridState:
         view.utilization_sum += view.utilization
         view.heartbeats += 1
         if self.keep_history:
+            if len(self.history) >= MAX_HISTORY:
+                del self.history[::2]
             self.history.append(
                 LoadSample(hb.sent_at, hb.substation_id, hb.load_kw, hb.capacity_kw)
             )
 
+    def prune(self, now: datetime) -> int:
+        """Forget stale substations that none of this run's requests went to, to make room
+        for live ones once the table is full; returns how many were forgotten."""
+        gone = [
+            sid
+            for sid, view in self.substations.items()
+            if sid not in self.involved and view.status(now) == "stale"
+        ]
+        for sid in gone:
+            del self.substations[sid]
+        return len(gone)
+
     def on_event(self, ev: ChargeEvent) -> None:
+        if self.own_only and ev.request_id not in self.sent_at:
+            self.foreign_events += 1
+            return
+        if ev.kind is EventKind.COMPLETED and not self._on_completed(ev):
+            return
         self.by_kind[ev.kind].add(ev.request_id)
         times = self.first_at.setdefault(ev.request_id, {})
         if ev.kind not in times or ev.at < times[ev.kind]:
             times[ev.kind] = ev.at
-        if ev.kind is EventKind.COMPLETED:
-            self.completion_events.setdefault(ev.request_id, set()).add(ev.event_id)
-            self.completions.setdefault(ev.request_id, (ev.substation_id, ev.energy_kwh or 0.0))
+        if ev.kind in DISPATCH_KINDS and ev.substation_id:
+            self._involve(ev.substation_id)
         elif ev.kind in FAILED:
             self.failure_reasons.setdefault(ev.request_id, ev.reason or ev.kind.value)
+
+    def _on_completed(self, ev: ChargeEvent) -> bool:
+        """Record a completion; False if it is not to be believed (a repeat or a suspect)."""
+        rid, energy = ev.request_id, ev.energy_kwh or 0.0
+        charges = self.completion_events.get(rid)
+        suspects = self.suspects.get(rid, set())
+        if (charges is not None and ev.event_id in charges) or ev.event_id in suspects:
+            return False  # the same event delivered again
+        # A worker completes only what a dispatcher sent it, and a dispatcher announces where
+        # it sends a request before the assignment exists: no dispatch seen, no charge.
+        dispatched = any(rid in self.by_kind[k] for k in DISPATCH_KINDS)
+        first = self.completions.get(rid)
+        if not dispatched or (first is not None and abs(first[1] - energy) > ENERGY_TOLERANCE_KWH):
+            self.suspects.setdefault(rid, set()).add(ev.event_id)
+            return False
+        if charges is None:
+            self.completions[rid] = (ev.substation_id, energy)
+            self.completion_events[rid] = {ev.event_id}
+            if ev.substation_id:
+                self._involve(ev.substation_id)
+        else:
+            charges.add(ev.event_id)  # the same charge again under a new id: a double charge
+        return True
+
+    def _involve(self, substation_id: str) -> None:
+        if substation_id in self.involved or len(self.involved) < self.max_substations:
+            self.involved.add(substation_id)
 
     def on_sent(self, request_id: UUID, at: datetime) -> None:
         self.sent += 1
@@ -158,7 +238,8 @@ class GridState:
         return (self.accepted & failed) - self.by_kind[EventKind.COMPLETED]
 
     def lost(self) -> set[UUID]:
-        """Accepted, and neither completed nor explicitly rejected (so far)."""
+        """Accepted, and neither completed nor explicitly rejected (so far). A suspect
+        completion does not count: a request only said to be done may still wait somewhere."""
         return self.accepted - self.by_kind[EventKind.COMPLETED] - self.accepted_failed()
 
     @property
@@ -167,12 +248,24 @@ class GridState:
         own = self.own_completions()
         return sum(len(ids) - 1 for r, ids in self.completion_events.items() if r in own)
 
+    def suspect_requests(self) -> set[UUID]:
+        """This run's requests with a completion not to be believed."""
+        return {r for r in self.suspects if self._own(r)}
+
+    @property
+    def suspect(self) -> int:
+        """Suspect completions (distinct events) of this run's requests."""
+        return sum(len(self.suspects[r]) for r in self.suspect_requests())
+
     def all_accepted_completed(self) -> bool:
         return self.accepted <= self.by_kind[EventKind.COMPLETED]
 
     def all_accepted_settled(self) -> bool:
         """Every accepted request reached a state it will not leave (completed or failed)."""
         return not self.lost()
+
+    def _own(self, request_id: UUID) -> bool:
+        return not self.sent_at or request_id in self.sent_at
 
     def own_completions(self) -> dict[UUID, tuple[str | None, float]]:
         """Completions of the requests this run sent (all, if it only watched): another client
@@ -181,11 +274,30 @@ class GridState:
             return self.completions
         return {r: c for r, c in self.completions.items() if r in self.sent_at}
 
-    def report(self, order: list[str] | None = None) -> list[ReportRow]:
-        """One row per substation (``order`` first, then any others seen), completed work only."""
+    def busiest(self, limit: int, now: datetime) -> tuple[list[str], int]:
+        """The ``limit`` substations most worth showing, by id, and how many others there are:
+        those this run uses first, then live ones, each by utilization."""
+
+        def rank(sid: str) -> tuple[bool, bool, float, str]:
+            view = self.substations[sid]
+            return (sid in self.involved, view.status(now) != "stale", view.utilization, sid)
+
+        shown = heapq.nlargest(max(limit, 0), self.substations, key=rank)
+        return sorted(shown), len(self.substations) - len(shown)
+
+    def report(self, order: list[str] | None = None, limit: int | None = None) -> list[ReportRow]:
+        """One row per substation (``order`` first, then the others by id), completed work only.
+
+        Beyond ``limit`` substations, only those in ``order``, sent to or completed at are
+        listed: a crowd of others that did none of this run's work (such as heartbeats of
+        made-up ids) is left out (``not_listed`` counts them)."""
         completions = self.own_completions()
+        worked = {s for s, _ in completions.values() if s}
+        seen = {*self.substations, *worked}
+        if limit is not None and len(seen) > limit:
+            seen &= {*(order or []), *self.involved, *worked}
         ids = list(order or [])
-        ids += sorted({*self.substations, *(s for s, _ in completions.values() if s)} - set(ids))
+        ids += sorted(seen - set(ids))
         requests: Counter[str] = Counter()
         energy: dict[str, float] = defaultdict(float)
         for sid, kwh in completions.values():
@@ -209,3 +321,7 @@ class GridState:
             )
             for sid, v in views.items()
         ]
+
+    def not_listed(self, rows: list[ReportRow]) -> int:
+        """Tracked substations that ``rows`` leaves out."""
+        return len(self.substations.keys() - {r.substation_id for r in rows})

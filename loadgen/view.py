@@ -1,4 +1,8 @@
-"""How loadgen shows a grid: a rich live table on a terminal, periodic plain lines otherwise."""
+"""How loadgen shows a grid: a rich live table on a terminal, periodic plain lines otherwise.
+
+Both stay the same size whatever the number of substations: at most ``limit`` of them (those
+this run uses, then the live and busiest: ``GridState.busiest``) and one line for the rest.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +19,16 @@ from rich.text import Text
 
 from contracts import EventKind
 from loadgen.run import RunResult
-from loadgen.state import GridState
+from loadgen.state import ACCEPTED_STATUSES, DEFAULT_TOP, GridState
 
 STATUS_STYLE = {"up": "green", "draining": "yellow", "stale": "red"}
 
 
-def substation_table(state: GridState, now: datetime, title: str = "substations") -> Table:
-    table = Table(title=title, title_justify="left", expand=False)
+def substation_table(
+    state: GridState, now: datetime, title: str = "substations", limit: int = DEFAULT_TOP
+) -> Table:
+    shown, more = state.busiest(limit, now)
+    table = Table(title=title, title_justify="left", expand=False, caption=_ignored(state))
     table.add_column("substation")
     table.add_column("load kW", justify="right")
     table.add_column("capacity kW", justify="right")
@@ -30,7 +37,7 @@ def substation_table(state: GridState, now: datetime, title: str = "substations"
     table.add_column("queued", justify="right")
     table.add_column("status")
     table.add_column("heartbeat age", justify="right")
-    for sid in sorted(state.substations):
+    for sid in shown:
         view = state.substations[sid]
         hb = view.heartbeat
         status = view.status(now)
@@ -49,18 +56,28 @@ def substation_table(state: GridState, now: datetime, title: str = "substations"
             Text(status, style=STATUS_STYLE.get(status, "")),
             f"{view.age_s(now):.1f}s",
         )
+    if more:
+        table.add_row(f"… and {more} more substations", *[""] * 7, style="dim")
     if not state.substations:
         table.add_row("(no heartbeat yet)", *[""] * 7)
     return table
+
+
+def _ignored(state: GridState) -> str | None:
+    n = state.ignored_heartbeats
+    if not n:
+        return None
+    return f"{n} heartbeats of substations beyond the {state.max_substations} tracked ignored"
 
 
 def progress_text(result: RunResult) -> str:
     state = result.state
     window = result.sending_s or result.elapsed_s  # the send rate, frozen once all are sent
     rate = state.sent / window if window > 0 else 0.0
+    suspect = f"  suspect {state.suspect}" if state.suspects else ""
     return (
         f"sent {state.sent}/{result.pacing.planned}  confirmed {len(state.accepted)}  "
-        f"completed {state.accepted_completed}  in flight {state.in_flight}  "
+        f"completed {state.accepted_completed}{suspect}  in flight {state.in_flight}  "
         f"{rate:.0f}/s  {result.elapsed_s:.1f}s"
     )
 
@@ -84,22 +101,35 @@ def counts_text(state: GridState, elapsed_s: float) -> str:
     )
     if failed:
         text += f"  failed {failed}"
-    refused = sum(n for status, n in state.ingress_statuses.items() if status != "202")
+    refused = sum(
+        n for status, n in state.ingress_statuses.items() if status not in ACCEPTED_STATUSES
+    )
     if refused:
         text += f"  not accepted {refused}"
     return text + f"  elapsed {elapsed_s:.1f}s"
 
 
-def status_line(state: GridState, now: datetime, elapsed_s: float, counts: bool = True) -> str:
+def status_line(
+    state: GridState,
+    now: datetime,
+    elapsed_s: float,
+    counts: bool = True,
+    limit: int = DEFAULT_TOP,
+) -> str:
     """One plain line for logs and pipes."""
     parts = [counts_text(state, elapsed_s)] if counts else [f"elapsed {elapsed_s:.1f}s"]
-    for sid in sorted(state.substations):
+    shown, more = state.busiest(limit, now)
+    for sid in shown:
         view = state.substations[sid]
         hb = view.heartbeat
         parts.append(
             f"{sid} {hb.load_kw:.0f}/{hb.capacity_kw:.0f}kW {view.utilization:.0%} "
             f"active {hb.active_sessions} queued {hb.queued} {view.status(now)}"
         )
+    if more:
+        parts.append(f"… and {more} more substations")
+    if state.ignored_heartbeats:
+        parts.append(f"{state.ignored_heartbeats} heartbeats of untracked substations ignored")
     return " | ".join(parts)
 
 

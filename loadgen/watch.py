@@ -9,17 +9,27 @@ from datetime import UTC, datetime
 from rich.console import Console
 
 from contracts import Topology
+from loadgen.bounded import BROKER_TIMEOUT_S
 from loadgen.observe import GridObserver
+from loadgen.state import DEFAULT_TOP
 from loadgen.view import LiveView, status_line, substation_table
 from messaging import AmqpSettings
 
 
 async def watch(
-    settings: AmqpSettings, console: Console, duration_s: float | None, stop: asyncio.Event
+    settings: AmqpSettings,
+    console: Console,
+    duration_s: float | None,
+    stop: asyncio.Event,
+    *,
+    top: int = DEFAULT_TOP,
+    broker_timeout_s: float = BROKER_TIMEOUT_S,
 ) -> None:
-    """Until ``stop`` is set (Ctrl-C), or for ``duration_s`` seconds."""
+    """Until ``stop`` is set (Ctrl-C), or for ``duration_s`` seconds; at most ``top``
+    substations on screen (the busiest) and a count of the others."""
     topology = Topology(settings.namespace)
-    async with GridObserver(settings, topology, events=False) as observer:
+    observer = GridObserver(settings, topology, events=False, call_timeout_s=broker_timeout_s)
+    async with observer:
         state = observer.state
         started = time.monotonic()
         if duration_s is not None:
@@ -27,7 +37,9 @@ async def watch(
         title = f"{settings.namespace} @ {settings.redacted_url()}"
         view = LiveView(
             console,
-            lambda: substation_table(state, datetime.now(UTC), title=title),
-            lambda: status_line(state, datetime.now(UTC), time.monotonic() - started, counts=False),
+            lambda: substation_table(state, datetime.now(UTC), title=title, limit=top),
+            lambda: status_line(
+                state, datetime.now(UTC), time.monotonic() - started, counts=False, limit=top
+            ),
         )
         await view.run(stop)

@@ -220,9 +220,10 @@ async def test_a_worker_stopped_half_way_is_accounted_for(
     # What is lost is exactly what waits in the dead worker's queue (the broker's own count)
     assert report.lost == depth
     assert report.exit_code == (1 if depth else 0)
-    # And completions per substation agree with the workers (the victim's until its death)
+    # And completions per substation agree with the workers (the victim's until its death: a
+    # session or two may end between reading its counter and the kill)
     rows = {r.substation_id: r for r in report.substations}
-    assert rows[victim].requests == last_seen[victim][0]
+    assert abs(rows[victim].requests - last_seen[victim][0]) <= 2
     for sid, (done, _) in survivors.items():
         assert rows[sid].requests == done
     print(f"\nlost {report.lost} (in {victim}'s queue: {depth}), completed {report.completed}")

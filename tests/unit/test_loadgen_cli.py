@@ -58,3 +58,17 @@ def test_a_bad_trace_exits_2_naming_the_row(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["run", "--profile", "replay", "--trace", str(trace)])
     assert result.exit_code == 2
     assert "bad.csv:3: energy_kwh" in result.output
+
+
+@pytest.mark.parametrize("command", ["run", "watch", "demo"])
+def test_the_view_limit_and_the_broker_timeout_are_options(command: str) -> None:
+    """Finding 9: how many substations a view shows and how long one broker call may take
+    are options of every command that follows a grid (with their variables), checked early."""
+    params = {p.name: p for p in COMMANDS[command].params}
+    assert params["top"].envvar == "LOADGEN_TOP"
+    assert params["broker_timeout"].envvar == "LOADGEN_BROKER_TIMEOUT"
+    for bad in (["--top", "0"], ["--broker-timeout", "0"]):
+        args = [command, *(["-n", "1"] if command == "run" else []), *bad]
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+        assert result.exit_code == 2, result.output
+        assert "greater than or equal to" in result.output

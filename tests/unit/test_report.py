@@ -107,6 +107,7 @@ def test_nothing_lost_is_exit_0() -> None:
     rid = uuid.uuid4()
     state.on_sent(rid, T0)
     state.on_ingress_result(rid, "confirmed", at(0.01))
+    state.on_event(event(rid, EventKind.DISPATCHED, 0.5, substation_id="a"))
     state.on_event(event(rid, EventKind.COMPLETED, 1, substation_id="a", energy_kwh=5.0))
     r = build_report(RunResult(RunOptions(via="amqp", requests=1), state))
     assert (r.accepted, r.completed, r.lost, r.exit_code) == (1, 1, 0, 0)
