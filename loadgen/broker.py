@@ -203,6 +203,7 @@ async def delete_namespace(
         queues = [
             topology.requests_queue,
             topology.dead_queue,
+            topology.dead_watch_queue,
             *(topology.substation_queue(s) for s in sorted(set(substation_ids))),
         ]
         for q in queues:

@@ -250,7 +250,11 @@ class Session:
         channel.confirm_delivery(
             session._on_confirm, callback=lambda _f: confirmed.set_result(None)
         )
-        await session._await(confirmed)
+        try:
+            await asyncio.wait_for(session._await(confirmed), settings.connect_timeout_s)
+        except TimeoutError as exc:
+            _close_quietly(conn)
+            raise BrokerUnavailable("confirm mode was not acknowledged in time") from exc
         return session
 
     @property

@@ -199,6 +199,7 @@ def assert_nothing_lost(result: RunResult, report: Report) -> None:
     assert report.lost == 0, f"lost {report.lost}: {report.lost_ids[:5]}"
     assert report.completed + sum(report.rejected_downstream.values()) == report.accepted
     assert report.duplicates == 0, "a request was charged twice"
+    assert report.suspect == 0, f"suspect completions: {report.suspect_ids[:5]}"
     assert result.settled
 
 
