@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import resource
 import signal
 import threading
 from collections.abc import Iterator
@@ -19,8 +21,12 @@ if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
 
+log = logging.getLogger("gateway")
+
 # Graceful shutdown waits this much beyond the confirm timeout for in-flight requests.
 SHUTDOWN_GRACE_S = 5.0
+# Open files needed beside the HTTP connections: the listener, the broker, logs, the runtime.
+SPARE_FILES = 64
 
 
 def _server_class() -> type[uvicorn.Server]:
@@ -54,18 +60,50 @@ def uvicorn_config(app: FastAPI, settings: GatewaySettings) -> uvicorn.Config:
     """How the gateway serves HTTP (also what bench.throughput serves its no-broker twin with)."""
     import uvicorn
 
+    from gateway.limits import ConnectionLimits, limited_protocol
+
+    refused = app.state.metrics.refused_connections
+    limits = ConnectionLimits(
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=settings.max_connections,
+        on_refusal=lambda status: refused.labels(str(status)).inc(),
+    )
     return uvicorn.Config(
         app,
         host=settings.http_host,
         port=settings.http_port,
         loop="uvloop",
-        http="httptools",
+        http=limited_protocol(limits),  # httptools, with limits on what precedes the body
+        ws="none",  # no WebSocket route: an upgrade would leave the protocol (and its limits)
+        timeout_keep_alive=settings.keep_alive_timeout_s,
         lifespan="on",
         log_config=None,  # keep the process's own logging format
         log_level=settings.log_level.lower(),
         access_log=False,
         timeout_graceful_shutdown=int(settings.confirm_timeout_s + SHUTDOWN_GRACE_S),
     )
+
+
+def allow_open_files(connections: int) -> None:
+    """Raise the soft open-file limit (up to the hard one) so ``connections`` sockets fit.
+
+    Beyond it accept() fails before max_connections is reached, and so does reconnecting to
+    the broker; many hosts start services with a soft limit of 1024.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = connections + SPARE_FILES
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    allowed = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (allowed, hard))
+    if allowed < need:
+        log.warning(
+            "open files limited to %d: fewer than SMARTGRID_MAX_CONNECTIONS=%d connections fit",
+            allowed,
+            connections,
+        )
 
 
 def run(settings: GatewaySettings) -> int:
@@ -80,6 +118,7 @@ def run(settings: GatewaySettings) -> int:
     from messaging.runtime import configure_logging, freeze_startup_heap
 
     configure_logging(settings.log_level)
+    allow_open_files(settings.max_connections)
     publisher = AmqpRequestPublisher(settings)
     app = create_app(settings, publisher)
     server = _server_class()(uvicorn_config(app, settings))

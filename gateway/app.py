@@ -1,8 +1,8 @@
 """The HTTP API: POST /v1/charge-requests, GET /healthz, GET /metrics (+ /docs, /openapi.json).
 
 A request is answered 202 only after the broker confirmed it. Everything that can be refused
-without the broker (size, media type, contract validation) is refused before anything is
-published, so an invalid request never reaches a queue.
+without the broker (size, media type, key, a body too slow, contract validation, a conflicting
+retry) is refused before anything is published, so an invalid request never reaches a queue.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from contracts import ChargeRequest
-from gateway.idempotency import RecentRequests, request_id_for_key
+from gateway.deadlines import Deadlines
+from gateway.idempotency import Conflict, RecentRequests, request_id_for_key
 from gateway.metrics import GatewayMetrics
 from gateway.publisher import ManagedPublisher, RequestPublisher
 from gateway.ratelimit import TokenBucket, retry_after_header
@@ -37,6 +39,11 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Extra time the HTTP layer allows beyond the publisher's own confirm timeout, so a publisher
 # that fails to enforce it still cannot hang a request.
 PUBLISH_GUARD_S = 1.0
+# Counted for a client that went away before its request was complete; never sent (nginx's
+# "client closed request").
+CLIENT_CLOSED = 499
+# A body that stopped arriving leaves the connection mid-request: it cannot serve another.
+_CLOSE = {"Connection": "close"}
 
 
 # -- response shapes (documented in OpenAPI) ---------------------------------------------------
@@ -85,16 +92,29 @@ def _declared_too_large(request: Request, limit: int) -> bool:
     return length is not None and length.strip().isdigit() and int(length) > limit
 
 
-async def _read_capped(request: Request, limit: int) -> bytes | None:
-    """The body, or None once more than ``limit`` bytes arrived (chunked bodies too)."""
+async def _read_capped(receive: Receive, limit: int) -> bytes | None:
+    """The body, or None once more than ``limit`` bytes arrived (chunked bodies too).
+
+    Raises ClientDisconnect if the client went away first.
+    """
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             return None
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _peer(request: Request) -> str:
+    client = request.client
+    return f"{client.host}:{client.port}" if client else "?"
 
 
 def _key_matches(request: Request, expected: bytes) -> bool:
@@ -133,6 +153,9 @@ def create_app(
     metrics.broker_connected.set_function(lambda: 1.0 if publisher.connected else 0.0)
     retry_after = {"Retry-After": str(settings.retry_after_s)}
     max_body = settings.max_body_bytes
+    max_key = settings.max_idempotency_key_chars
+    # A client that stops sending its body must not hold a request (and its memory) open.
+    body_deadlines = Deadlines(settings.body_timeout_s)
     api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
     bucket = (
         TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst, time.monotonic())
@@ -185,34 +208,51 @@ def create_app(
             return _json(413, {"detail": f"body larger than {max_body} bytes"})
         if not _is_json(request.headers.get("content-type")):
             return _json(415, {"detail": f"Content-Type must be {JSON}"})
-        raw = await _read_capped(request, max_body)
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key is not None:
+            key = key.strip()
+            # 400, not 422: the header is malformed, while 422 says which body fields break
+            # the contract. Keys are UUID-like; a long one would only cost memory and hashing.
+            if len(key) > max_key:
+                too_long = f"{IDEMPOTENCY_HEADER} longer than {max_key} characters"
+                return _json(400, {"detail": too_long})
+        try:
+            raw = await body_deadlines.within(lambda: _read_capped(request.receive, max_body))
+        except TimeoutError:
+            late = f"body not received within {body_deadlines.timeout_s:g}s"
+            return _json(408, {"detail": late}, _CLOSE)
         if raw is None:
             return _json(413, {"detail": f"body larger than {max_body} bytes"})
         try:
             charge = ChargeRequest.model_validate_json(raw)
         except ValidationError as exc:
             return _json(422, {"detail": _field_errors(exc)})
-        key = request.headers.get(IDEMPOTENCY_HEADER)
         if key is not None:
-            rid = request_id_for_key(key.strip())
+            rid = request_id_for_key(key)
             if "request_id" in charge.model_fields_set and charge.request_id != rid:
                 return _json(
                     422,
                     {"detail": f"{IDEMPOTENCY_HEADER} names request_id {rid}, the body another"},
                 )
             charge = charge.model_copy(update={"request_id": rid})
-        if charge.request_id in recent:
-            metrics.replays.inc()
-            return _accepted(charge)
-        if not publisher.connected:
-            return unavailable("not connected to the broker; retry later")
-        started = time.perf_counter()
+        fingerprint = charge.fingerprint()
         try:
+            if recent.confirmed(charge.request_id, fingerprint):
+                metrics.replays.inc()
+                return _accepted(charge)
+            if not publisher.connected:
+                return unavailable("not connected to the broker; retry later")
+            started = time.perf_counter()
             with metrics.inflight_publishes.track_inprogress():
                 async with asyncio.timeout(publish_deadline_s):
                     published = await recent.once(
-                        charge.request_id, lambda: publisher.publish(charge)
+                        charge.request_id, fingerprint, lambda: publisher.publish(charge)
                     )
+        except Conflict:
+            # A different request under a used id, confirmed or in flight: publishing it would
+            # either be dropped downstream as a duplicate or replace what was accepted.
+            used = f"request_id {charge.request_id} was already used with a different body"
+            return _json(409, {"detail": used})
         except TimeoutError:
             log.warning("publish of %s exceeded %.1fs", charge.request_id, publish_deadline_s)
             return unavailable("the broker did not confirm in time; retry later")
@@ -232,9 +272,21 @@ def create_app(
         summary="Submit a charge request",
         description="The body is a ChargeRequest (contract v1). `request_id` is the idempotency "
         "key: generated when omitted; retry a 503 with the same one (or send an "
-        "`Idempotency-Key` header: any string, mapped to the request_id).",
+        "`Idempotency-Key` header: any string up to the configured length, mapped to the "
+        "request_id). A retry must repeat the body: the same request_id with another vehicle, "
+        "energy, power, departure or priority is a conflict (409).",
         responses={
+            400: {"model": Problem, "description": "Idempotency-Key longer than accepted."},
             401: {"model": Problem, "description": "API key required (X-API-Key or Bearer)."},
+            408: {
+                "model": Problem,
+                "description": "The body did not all arrive in time: nothing was accepted.",
+            },
+            409: {
+                "model": Problem,
+                "description": "The request_id (or Idempotency-Key) was already used with a "
+                "different body: nothing was published. A retry must repeat the body.",
+            },
             413: {"model": Problem, "description": "Body larger than the gateway accepts."},
             415: {"model": Problem, "description": f"Content-Type is not {JSON}."},
             422: {"model": ValidationFailed, "description": "Not a valid ChargeRequest."},
@@ -262,7 +314,11 @@ def create_app(
         try:
             response = await handle(request)
         except ClientDisconnect:
-            raise  # nobody left to answer; not a server error
+            # Gone before its request was complete: nothing was published, nobody is left to
+            # answer, and it is not a server error.
+            log.info("client %s disconnected mid-request; nothing published", _peer(request))
+            metrics.requests.labels(str(CLIENT_CLOSED)).inc()
+            return Response(status_code=CLIENT_CLOSED)
         except Exception:
             metrics.requests.labels("500").inc()
             raise

@@ -28,7 +28,8 @@ class GatewayMetrics:
         self.registry = registry
         self.requests = Counter(
             "smartgrid_gateway_requests",
-            "POST /v1/charge-requests answers, by HTTP status code.",
+            "POST /v1/charge-requests answers, by HTTP status code (499: the client went away "
+            "before its request was complete).",
             ["status"],
             registry=registry,
         )
@@ -46,6 +47,13 @@ class GatewayMetrics:
         self.replays = Counter(
             "smartgrid_gateway_idempotent_replays",
             "Retries answered 202 without a second publish (request_id already confirmed).",
+            registry=registry,
+        )
+        self.refused_connections = Counter(
+            "smartgrid_gateway_refused_connections",
+            "Connections answered and closed before a request reached the API, by status: 431 "
+            "head too large, 408 head too slow, 503 too many connections.",
+            ["status"],
             registry=registry,
         )
         self.inflight_publishes = Gauge(

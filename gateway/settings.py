@@ -1,4 +1,4 @@
-"""Gateway settings: the shared AMQP ones plus HTTP, body limit and confirm timing."""
+"""Gateway settings: the shared AMQP ones plus HTTP, its limits and confirm timing."""
 
 from __future__ import annotations
 
@@ -17,6 +17,46 @@ class GatewaySettings(AmqpSettings):
         ge=256,
         le=10_000_000,
         description="Largest request body accepted; larger ones get 413 without being read.",
+    )
+    max_header_bytes: int = Field(
+        default=16_384,
+        ge=1024,
+        le=1_048_576,
+        description="Largest request head (request line and headers); a larger one gets 431 "
+        "and its connection is closed.",
+    )
+    max_idempotency_key_chars: int = Field(
+        default=255,
+        ge=36,
+        le=8192,
+        description="Longest Idempotency-Key accepted (a UUID is 36); a longer one gets 400.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="A request head must arrive within this many seconds of the connection "
+        "opening (of its first byte, on a kept-alive connection); else 408 and the connection "
+        "is closed.",
+    )
+    body_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="A request body must arrive within this many seconds (all of it); else "
+        "408, nothing is published, and the connection is closed.",
+    )
+    keep_alive_timeout_s: int = Field(
+        default=5,
+        ge=1,
+        le=300,
+        description="An idle kept-alive connection is closed after this many seconds.",
+    )
+    max_connections: int = Field(
+        default=2048,
+        ge=1,
+        le=1_000_000,
+        description="Open HTTP connections at most; a connection beyond gets 503 and is closed.",
     )
     confirm_timeout_s: float = Field(
         default=5.0,

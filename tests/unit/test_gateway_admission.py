@@ -1,4 +1,5 @@
-"""Who gets in, how often, and retries: API key, rate limit, Idempotency-Key (no broker)."""
+"""Who gets in, how often, and retries: API key, rate limit, Idempotency-Key, conflicting
+retries (no broker)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tests.unit.test_gateway_http import (
 )
 
 KEY = "k" * 24
+FP = 7  # a fingerprint
 
 
 @pytest.mark.parametrize(
@@ -117,8 +119,8 @@ async def test_concurrent_retries_share_one_publish_and_failures_are_forgotten()
         calls += 1
         await gate.wait()
 
-    first = asyncio.create_task(recent.once(rid, publish))
-    second = asyncio.create_task(recent.once(rid, publish))
+    first = asyncio.create_task(recent.once(rid, FP, publish))
+    second = asyncio.create_task(recent.once(rid, FP, publish))
     await asyncio.sleep(0)
     gate.set()
     assert sorted(await asyncio.gather(first, second)) == [False, True]
@@ -130,9 +132,116 @@ async def test_concurrent_retries_share_one_publish_and_failures_are_forgotten()
 
     other = uuid.uuid4()
     with pytest.raises(BrokerUnavailable):
-        await recent.once(other, broken)
+        await recent.once(other, FP, broken)
     assert other not in recent  # so the client's retry publishes again
-    assert await recent.once(other, publish) is True
+    assert await recent.once(other, FP, publish) is True
     # Bounded: the oldest id is forgotten
-    assert await recent.once(uuid.uuid4(), publish) is True
+    assert await recent.once(uuid.uuid4(), FP, publish) is True
     assert rid not in recent
+
+
+# -- conflicting retries (finding 7) ----------------------------------------------------------
+
+
+async def test_the_same_request_id_with_another_body_is_409_and_not_published() -> None:
+    """Finding 7: the same request_id with 10 kWh, then 250 kWh: the second is a conflict
+    (409, nothing published), while a true retry of the first is still 202."""
+    fake = FakePublisher()
+    first = valid_body(energy_kwh=10)
+    async with http(create_app(settings(), fake)) as client:
+        accepted = await client.post(URL, json=first)
+        conflict = await client.post(URL, json=first | {"energy_kwh": 250})
+        retry = await client.post(URL, json=first)
+    assert (accepted.status_code, conflict.status_code, retry.status_code) == (202, 409, 202)
+    detail = conflict.json()["detail"]
+    assert first["request_id"] in detail
+    assert "already used with a different body" in detail
+    assert [r.energy_kwh for r in fake.received] == [10]
+
+
+async def test_an_idempotency_key_reused_for_another_body_is_409() -> None:
+    """Finding 7: the same Idempotency-Key with a different body is a conflict (409)."""
+    fake = FakePublisher()
+    headers = JSON | {"Idempotency-Key": "order-78"}
+    body = {k: v for k, v in valid_body().items() if k != "request_id"}
+    async with http(create_app(settings(), fake)) as client:
+        first = await client.post(URL, json=body, headers=headers)
+        other = await client.post(URL, json=body | {"vehicle_id": "EV-9999"}, headers=headers)
+    assert (first.status_code, other.status_code) == (202, 409)
+    assert [r.vehicle_id for r in fake.received] == [body["vehicle_id"]]
+
+
+async def test_a_retry_differing_only_in_requested_at_is_the_same_request() -> None:
+    """Finding 7: requested_at is not part of the fingerprint (a gateway sets it when the
+    client did not), so a retry that differs only there is a retry: 202, one publish."""
+    fake = FakePublisher()
+    body = valid_body(requested_at="2030-01-01T12:00:00+00:00")
+    async with http(create_app(settings(), fake)) as client:
+        first = await client.post(URL, json=body)
+        again = await client.post(URL, json=body | {"requested_at": "2030-01-01T12:00:05+00:00"})
+    assert first.status_code == again.status_code == 202
+    assert len(fake.received) == 1
+
+
+async def test_a_conflicting_retry_while_the_first_is_in_flight_is_409_at_once() -> None:
+    """Finding 7: a different body under a request_id whose first publish still waits for its
+    confirm is a conflict too (409 without waiting); the same body shares the first outcome."""
+    fake = FakePublisher()
+    fake.hang = True
+    body = valid_body(energy_kwh=10)
+    async with http(create_app(settings(), fake)) as client:
+        first = asyncio.create_task(client.post(URL, json=body))
+        async with asyncio.timeout(5):
+            while fake.waiting < 1:
+                await asyncio.sleep(0.01)
+        conflict = await asyncio.wait_for(client.post(URL, json=body | {"energy_kwh": 250}), 5)
+        same = asyncio.create_task(client.post(URL, json=body))
+        await asyncio.sleep(0.05)
+        fake.release.set()
+        responses = await asyncio.wait_for(asyncio.gather(first, same), 5)
+    assert conflict.status_code == 409
+    assert [r.status_code for r in responses] == [202, 202]
+    assert [r.energy_kwh for r in fake.received] == [10]
+
+
+async def test_recent_requests_compare_fingerprints_confirmed_and_in_flight() -> None:
+    """Finding 7: RecentRequests keeps a fingerprint per id, confirmed or in flight."""
+    from gateway.idempotency import Conflict
+
+    recent = RecentRequests(capacity=10)
+    rid, gate = uuid.uuid4(), asyncio.Event()
+
+    async def publish() -> None:
+        await gate.wait()
+
+    first = asyncio.create_task(recent.once(rid, 1, publish))
+    await asyncio.sleep(0)
+    with pytest.raises(Conflict):
+        await recent.once(rid, 2, publish)
+    gate.set()
+    assert await first is True
+    assert recent.confirmed(rid, 1) is True
+    with pytest.raises(Conflict):
+        recent.confirmed(rid, 2)
+    with pytest.raises(Conflict):
+        await recent.once(rid, 2, publish)
+    assert recent.confirmed(uuid.uuid4(), 1) is False
+
+
+# -- Idempotency-Key length (finding 8) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("length", "status"), [(255, 202), (256, 400), (1_000_000, 400)])
+async def test_an_idempotency_key_longer_than_the_limit_is_400(length: int, status: int) -> None:
+    """Finding 8: an Idempotency-Key over max_idempotency_key_chars (255) gets 400 and is
+    never published; one at the limit is accepted."""
+    fake = FakePublisher()
+    body = json.dumps({k: v for k, v in valid_body().items() if k != "request_id"})
+    async with http(create_app(settings(), fake)) as client:
+        resp = await client.post(
+            URL, content=body, headers=JSON | {"Idempotency-Key": "k" * length}
+        )
+    assert resp.status_code == status
+    if status == 400:
+        assert "Idempotency-Key longer than 255 characters" in resp.json()["detail"]
+    assert len(fake.received) == (1 if status == 202 else 0)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import httpx
@@ -246,6 +247,73 @@ async def test_non_json_content_type_is_415(
     assert fake.received == []
 
 
+# -- 408, and a client that goes away mid-body -------------------------------------------------
+
+
+async def test_a_body_that_stops_arriving_is_408_and_not_published(fake: FakePublisher) -> None:
+    """Finding 8: a chunked body that stops arriving is timed out (408, connection closed) and
+    nothing is published."""
+    never = asyncio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield b'{"vehicle_id": "EV-1", '
+        await never.wait()
+        yield b"}"  # pragma: no cover
+
+    async with http(create_app(settings(body_timeout_s=0.2), fake)) as client:
+        resp = await asyncio.wait_for(client.post(URL, content=stalls(), headers=JSON), 5)
+        samples = await metric_samples(client)
+    assert resp.status_code == 408
+    assert "0.2s" in resp.json()["detail"]
+    assert resp.headers["connection"] == "close"
+    assert fake.received == []
+    assert samples[("smartgrid_gateway_requests_total", (("status", "408"),))] == 1
+
+
+async def test_a_client_disconnecting_mid_body_is_logged_as_such(
+    fake: FakePublisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding 8: a client that disconnects mid-body is logged at INFO as a disconnect (no
+    ERROR, no traceback), counted as 499, and nothing is published."""
+    app = create_app(settings(), fake)
+    events: list[MutableMapping[str, Any]] = [
+        {"type": "http.request", "body": b'{"vehicle_id": "EV-1", ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> MutableMapping[str, Any]:
+        return events.pop(0)
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        pass  # nobody is there to read it
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": URL,
+        "raw_path": URL.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8000),
+    }
+    with caplog.at_level(logging.DEBUG):
+        await app(scope, receive, send)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    (record,) = [r for r in caplog.records if "disconnected" in r.getMessage()]
+    assert record.levelno == logging.INFO
+    assert record.exc_info is None
+    assert "127.0.0.1:40000" in record.getMessage()
+    assert fake.received == []
+    async with http(app) as client:
+        samples = await metric_samples(client)
+    assert samples[("smartgrid_gateway_requests_total", (("status", "499"),))] == 1
+
+
 # -- 503 --------------------------------------------------------------------------------------
 
 
@@ -374,6 +442,7 @@ async def test_openapi_documents_the_request_body(client: httpx.AsyncClient) -> 
     schema = post["requestBody"]["content"]["application/json"]["schema"]
     assert set(schema["required"]) == {"vehicle_id", "energy_kwh", "max_power_kw"}
     assert schema["properties"]["energy_kwh"]["exclusiveMinimum"] == 0
-    assert {"202", "413", "415", "422", "503"} <= set(post["responses"])
+    assert {"202", "400", "408", "409", "413", "415", "422", "503"} <= set(post["responses"])
+    assert "different body" in post["responses"]["409"]["description"]
     assert "Retry-After" in post["responses"]["503"]["headers"]
     assert (await client.get("/docs")).status_code == 200
