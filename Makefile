@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) -m bench.scale
 	$(PY) -m bench.balance
 	$(PY) -m bench.throughput
+	$(PY) -m bench.flood
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
