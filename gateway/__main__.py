@@ -68,6 +68,7 @@ def uvicorn_config(app: FastAPI, settings: GatewaySettings) -> uvicorn.Config:
         header_timeout_s=settings.header_timeout_s,
         body_timeout_s=settings.body_timeout_s,
         max_connections=settings.max_connections,
+        retry_after_s=settings.retry_after_s,
         on_refusal=lambda status: refused.labels(str(status)).inc(),
     )
     return uvicorn.Config(

@@ -52,6 +52,7 @@ class ConnectionLimits:
     header_timeout_s: float
     body_timeout_s: float
     max_connections: int
+    retry_after_s: int = 1  # sent with the 503, as with every 503 of the gateway
     # Called with the status of every refusal (431, 408, 503), e.g. to count it.
     on_refusal: Callable[[int], None] = _ignore
 
@@ -190,6 +191,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         body = json.dumps({"detail": detail}).encode()
         lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n".encode()]
         lines += [n + b": " + v + b"\r\n" for n, v in self.server_state.default_headers]
+        if status == 503:
+            lines.append(b"retry-after: %d\r\n" % self.limits.retry_after_s)
         lines.append(
             b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
             % len(body)

@@ -212,6 +212,7 @@ async def test_connections_beyond_the_limit_get_503_at_once() -> None:
     (first_proto, first), (_, second), (third_proto, third) = (server.connect() for _ in range(3))
     assert first.written == second.written == b""
     assert third.status() == 503
+    assert b"retry-after: 1\r\n" in third.written
     assert third.eof
     assert server.refusals == [503]
     # A refused connection counts until it is gone (its linger ends), like any other.
@@ -285,6 +286,7 @@ def test_the_gateway_serves_with_its_limits() -> None:
         body_timeout_s=4,
         max_connections=7,
         keep_alive_timeout_s=9,
+        retry_after_s=4,
     )
     app = create_app(settings, FakePublisher())
     config = uvicorn_config(app, settings)
@@ -292,7 +294,7 @@ def test_the_gateway_serves_with_its_limits() -> None:
     assert issubclass(config.http, LimitedHttpToolsProtocol)
     limits = config.http.limits
     assert (limits.max_header_bytes, limits.header_timeout_s) == (2048, 3)
-    assert (limits.body_timeout_s, limits.max_connections) == (4, 7)
+    assert (limits.body_timeout_s, limits.max_connections, limits.retry_after_s) == (4, 7, 4)
     assert config.timeout_keep_alive == 9
     assert config.ws == "none"
     limits.on_refusal(431)
