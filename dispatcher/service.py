@@ -76,7 +76,12 @@ from dispatcher.metrics import DispatcherMetrics
 from dispatcher.policies import Policy, decider, make_policy
 from dispatcher.settings import DispatcherSettings
 from messaging import BrokerLink, BrokerUnavailable, Delivery, PublishReturned, Session
-from messaging.publishing import announce_intent, dead_letter, publish_event
+from messaging.publishing import (
+    ack_once_confirmed,
+    announce_intent,
+    dead_letter,
+    publish_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -859,14 +864,7 @@ class Dispatcher:
             )
         except BrokerUnavailable:
             return  # requeued with the session; announced after the reconnect
-
-        def settle(f: asyncio.Future[None]) -> None:
-            if f.cancelled() or f.exception() is not None:
-                delivery.nack(requeue=True)
-            else:
-                delivery.ack()
-
-        fut.add_done_callback(settle)
+        ack_once_confirmed(delivery, fut, "announcing a dead letter")
 
 
 def _dispatch_kind(attempt: int) -> str:

@@ -70,23 +70,30 @@ def dead_letter(
         message_id=delivery.properties.message_id,
         headers=headers,
     )
+    ack_once_confirmed(delivery, fut, "dead-lettering")
+    return fut
+
+
+def ack_once_confirmed(delivery: Delivery, fut: asyncio.Future[None], what: str) -> None:
+    """Ack ``delivery`` once ``fut`` (the publish that takes over its work) is confirmed;
+    requeue it if the broker did not take that publish, so that nothing is lost between."""
 
     def settle(f: asyncio.Future[None]) -> None:
         exc = None if f.cancelled() else f.exception()
         if exc is None and not f.cancelled():
             delivery.ack()
         else:
-            log.warning("dead-lettering failed (%s); requeueing", exc)
+            log.warning("%s failed (%s); requeueing", what, exc)
             delivery.nack(requeue=True)
 
     fut.add_done_callback(settle)
-    return fut
 
 
 __all__ = [
     "REASON_HEADER",
     "SOURCE_HEADER",
     "MessagingError",
+    "ack_once_confirmed",
     "announce_intent",
     "dead_letter",
     "publish_event",

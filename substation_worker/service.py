@@ -39,7 +39,7 @@ from contracts import Assignment, ChargeEvent, EventKind, Heartbeat, Topology
 from contracts.messages import MAX_ENERGY_KWH, MIN_VEHICLE_POWER_KW, readable_request_id
 from contracts.topology import CONSUMER_TIMEOUT_MS, HEARTBEAT_TTL_MS
 from messaging import BrokerLink, Delivery, MessagingError, Session
-from messaging.publishing import dead_letter, publish_event
+from messaging.publishing import ack_once_confirmed, dead_letter, publish_event
 from messaging.runtime import start_metrics_server
 from substation_worker.metrics import KWH_TO_J, WorkerMetrics
 from substation_worker.settings import WorkerSettings
@@ -252,14 +252,7 @@ class WorkerService:
             )
         except MessagingError:
             return  # the session is gone: the broker requeues it
-
-        def settle(f: asyncio.Future[None]) -> None:
-            if f.cancelled() or f.exception() is not None:
-                delivery.nack(requeue=True)
-            else:
-                delivery.ack()
-
-        fut.add_done_callback(settle)
+        ack_once_confirmed(delivery, fut, "handing back a misaddressed assignment")
 
     def _reject(self, delivery: Delivery, reason: str) -> None:
         log.warning("invalid assignment dead-lettered: %s", reason.splitlines()[0])

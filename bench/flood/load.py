@@ -177,10 +177,7 @@ class Load:
             fut = session.publish(exchange, "", request.model_dump_json().encode(), message_id=rid)
             fut.add_done_callback(self._request_confirmed)
             outstanding.append(fut)
-            while outstanding and outstanding[0].done():
-                outstanding.popleft()
-            while len(outstanding) > MAX_OUTSTANDING:
-                await asyncio.wait({outstanding.popleft()})
+            await _keep_window(outstanding)
         if outstanding:
             await asyncio.wait(set(outstanding), timeout=LATE_LIMIT_S)
 
@@ -218,10 +215,7 @@ class Load:
             res.fake_rounds = max(res.fake_rounds, s.round + 1)
             if s.round == 0 and s.at_s == first_round_end:
                 res.first_round_s = time.monotonic() - start
-            while outstanding and outstanding[0].done():
-                outstanding.popleft()
-            while len(outstanding) > MAX_OUTSTANDING:
-                await asyncio.wait({outstanding.popleft()})
+            await _keep_window(outstanding)
         if outstanding:
             await asyncio.wait(set(outstanding), timeout=LATE_LIMIT_S)
 
@@ -269,6 +263,14 @@ async def _main(config: LoadConfig) -> LoadResult:
             except (MessagingError, TimeoutError) as exc:
                 log.warning("closing a connection: %s", exc)
     return load.finish()
+
+
+async def _keep_window(outstanding: deque[asyncio.Future[None]]) -> None:
+    """Drop confirmed publishes from the front; wait while more than MAX_OUTSTANDING remain."""
+    while outstanding and outstanding[0].done():
+        outstanding.popleft()
+    while len(outstanding) > MAX_OUTSTANDING:
+        await asyncio.wait({outstanding.popleft()})
 
 
 def main(argv: list[str] | None = None) -> int:
