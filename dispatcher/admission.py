@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
 
 from contracts import Heartbeat
 
@@ -33,28 +32,6 @@ def from_the_future(hb: Heartbeat, wall_now: float, skew_s: float) -> bool:
 
 def expected_user(template: str, substation_id: str) -> str:
     return template.replace(USER_PLACEHOLDER, substation_id)
-
-
-@dataclass
-class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved up; starts full."""
-
-    rate: float
-    burst: float
-    _tokens: float = field(init=False)
-    _at: float | None = field(init=False, default=None)
-
-    def __post_init__(self) -> None:
-        self._tokens = self.burst
-
-    def take(self, now: float) -> bool:
-        if self._at is not None:
-            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
 
 
 # A burst of refusals ends after this long without one; its summary is logged then.

@@ -63,13 +63,7 @@ from contracts.messages import (
     utcnow,
 )
 from contracts.topology import BindingSpec
-from dispatcher.admission import (
-    HINTS,
-    RefusalLog,
-    TokenBucket,
-    expected_user,
-    from_the_future,
-)
+from dispatcher.admission import HINTS, RefusalLog, expected_user, from_the_future
 from dispatcher.dead_letters import announcement, reason_label
 from dispatcher.load_table import LoadTable, SubstationState
 from dispatcher.metrics import DispatcherMetrics
@@ -81,7 +75,9 @@ from messaging.publishing import (
     announce_intent,
     dead_letter,
     publish_event,
+    publish_event_confirmed,
 )
+from messaging.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +163,9 @@ class Dispatcher:
         # probed (with their latest heartbeat), and those whose queue was missing (until when).
         self._probing: dict[str, Heartbeat] = {}
         self._no_queue: OrderedDict[str, float] = OrderedDict()
-        self._admissions = TokenBucket(settings.admit_per_s, 2 * settings.admit_per_s)
+        self._admissions = TokenBucket(
+            settings.admit_per_s, max(1, round(2 * settings.admit_per_s)), clock()
+        )
         self._refusals = RefusalLog()
         # Substation id -> consumer tag of its queue, for substations being taken back.
         self._reclaiming: dict[str, str] = {}
@@ -327,7 +325,7 @@ class Dispatcher:
         if len(self.table) + len(self._probing) >= self.settings.max_substations:
             self._refuse("full", sid, now)
             return
-        if not self._admissions.take(now):
+        if self._admissions.take(now) > 0:
             self._refuse("rate", sid, now)
             return
         session = self.link.session
@@ -336,10 +334,15 @@ class Dispatcher:
         self._probing[sid] = hb
         self._spawn(self._probe(session, sid))
 
+    async def _queue_depth(self, session: Session, sid: str) -> int | None:
+        """Ready messages in ``sid``'s queue, or None if it has none; creates nothing.
+        Raises TimeoutError after PROBE_TIMEOUT_S."""
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            return await session.queue_exists(self.topology.substation_queue(sid))
+
     async def _probe(self, session: Session, sid: str) -> None:
         try:
-            async with asyncio.timeout(PROBE_TIMEOUT_S):
-                depth = await session.queue_exists(self.topology.substation_queue(sid))
+            depth = await self._queue_depth(session, sid)
         except (BrokerUnavailable, TimeoutError) as exc:
             self._probing.pop(sid, None)  # probed again when next heard
             log.debug("probe of substation %s's queue failed: %s", sid, exc)
@@ -517,17 +520,14 @@ class Dispatcher:
         """Consume the queues of stale or draining substations; stop once they are back."""
         wanted = self._should_reclaim(now)
         for sid in sorted(wanted - set(self._reclaiming)):
-            queue = self.topology.substation_queue(sid)
             # Only a queue that exists is taken back: declaring one would create queues for
             # whatever ids heartbeats claim. One that is gone holds nothing to take back.
-            async with asyncio.timeout(PROBE_TIMEOUT_S):
-                depth = await session.queue_exists(queue)
-            if depth is None:
+            if await self._queue_depth(session, sid) is None:
                 self.table.forget(sid)
                 log.warning("substation %s is stale or draining and has no queue: forgotten", sid)
                 continue
             self._reclaiming[sid] = await session.consume(
-                queue, functools.partial(self._on_reclaimed, sid)
+                self.topology.substation_queue(sid), functools.partial(self._on_reclaimed, sid)
             )
             log.warning("substation %s is stale or draining: taking back its queue", sid)
         for sid in sorted(set(self._reclaiming) - wanted):
@@ -554,9 +554,7 @@ class Dispatcher:
                 continue
             if any(h.reclaimed_from == sid for h in self.held):
                 continue
-            async with asyncio.timeout(PROBE_TIMEOUT_S):
-                depth = await session.queue_exists(self.topology.substation_queue(sid))
-            if depth:
+            if await self._queue_depth(session, sid):
                 continue  # taken back meanwhile (or about to be)
             tag = self._reclaiming.pop(sid, None)
             if tag is not None:
@@ -780,7 +778,6 @@ class Dispatcher:
             held.recorded = None
         if isinstance(exc, BrokerUnavailable) or not held.delivery.session.is_open:
             return  # the session is gone: the broker requeued the request (_lost cleared held)
-        route = self._recent.get(held.key)
         if not substation_refused:
             log.warning("intent not confirmed (%s); dispatching again later", exc)
             self.held.appendleft(held)
@@ -788,6 +785,7 @@ class Dispatcher:
         if isinstance(exc, PublishReturned):
             # No queue is bound for it, so no copy waits there: it leaves the table until a
             # heartbeat after its queue exists (admission probes it).
+            route = self._recent.get(held.key)
             if route is not None and route[0] == sid and not route[1]:
                 del self._recent[held.key]
             if self.table.get(sid) is not None:
@@ -855,13 +853,7 @@ class Dispatcher:
             return
         log.warning("request %s: %s", event.request_id, event.reason)
         try:
-            fut = delivery.session.publish(
-                self.topology.events_exchange,
-                self.topology.event_routing_key(event.kind),
-                event.model_dump_json().encode(),
-                message_id=str(event.event_id),
-                mandatory=False,
-            )
+            fut = publish_event_confirmed(delivery.session, self.topology, event)
         except BrokerUnavailable:
             return  # requeued with the session; announced after the reconnect
         ack_once_confirmed(delivery, fut, "announcing a dead letter")

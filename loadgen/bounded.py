@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from messaging import AmqpSettings, BrokerUnavailable, MessagingError, Session
+from messaging import BrokerUnavailable, MessagingError
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,3 @@ async def attempt(call: Awaitable[object], seconds: float, what: str) -> bool:
         log.warning("gave up %s: %s", what, exc)
         return False
     return True
-
-
-async def open_session(settings: AmqpSettings, name: str, seconds: float) -> Session:
-    """``Session.open`` bounded as a whole: its own bounds cover the TCP and AMQP handshakes
-    and the channel, but not every step after them."""
-    bound = max(seconds, settings.connect_timeout_s * 3)
-    return await within(Session.open(settings, name), bound, f"opening {name}")

@@ -17,8 +17,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from contracts import Topology
-from loadgen.bounded import BROKER_TIMEOUT_S, attempt, open_session
-from messaging import AmqpSettings
+from loadgen.bounded import BROKER_TIMEOUT_S, attempt
+from messaging import AmqpSettings, Session
 from messaging.errors import FatalBrokerError, MessagingError
 from messaging.settings import is_loopback_host
 
@@ -83,7 +83,7 @@ def broker_answers(settings: AmqpSettings) -> bool:
 
 
 async def _probe(settings: AmqpSettings) -> None:
-    session = await open_session(settings, "smartgrid-loadgen-probe", BROKER_TIMEOUT_S)
+    session = await Session.open(settings, "smartgrid-loadgen-probe")
     await attempt(session.close(), BROKER_TIMEOUT_S, "closing the probe connection")
 
 
@@ -198,7 +198,7 @@ async def delete_namespace(
     answer one will not answer the next in time either), with one line in the log. Returns
     whether everything was deleted; raises BrokerUnavailable if no connection opens.
     """
-    session = await open_session(settings, "smartgrid-loadgen-cleanup", call_timeout_s)
+    session = await Session.open(settings, "smartgrid-loadgen-cleanup")
     try:
         queues = [
             topology.requests_queue,

@@ -142,7 +142,7 @@ def _http_ok_check(url: str) -> Callable[[httpx.Client], str | None]:
     return check
 
 
-def _pdeathsig() -> Callable[[], None] | None:
+def pdeathsig() -> Callable[[], None] | None:
     """A preexec_fn that asks Linux to SIGTERM the child when its parent thread dies."""
     if not sys.platform.startswith("linux"):
         return None
@@ -320,7 +320,7 @@ class LocalGrid:
         self.processes = self._plan()
         _RUNNING.add(self)
         try:
-            preexec = _pdeathsig()
+            preexec = pdeathsig()
             for p in self.processes:
                 p.log_file = p.log_path.open("ab")
                 p.popen = subprocess.Popen(
@@ -330,7 +330,7 @@ class LocalGrid:
                     stdout=p.log_file,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=preexec,  # only a prctl call, see _pdeathsig
+                    preexec_fn=preexec,  # only a prctl call, see pdeathsig
                 )
             self._wait_ready()
             self._write_targets(running=True)

@@ -16,7 +16,7 @@ from types import TracebackType
 
 from contracts import ChargeEvent, DispatchIntent, Heartbeat, Topology
 from contracts.topology import BindingSpec
-from loadgen.bounded import BROKER_TIMEOUT_S, attempt, open_session, within
+from loadgen.bounded import BROKER_TIMEOUT_S, attempt, within
 from loadgen.state import GridState
 from messaging import AmqpSettings, BrokerLink, BrokerUnavailable, Delivery, Session
 
@@ -99,7 +99,7 @@ class GridObserver:
         The first connection is tried once, so that a broker that is not there is reported at
         once; after that the link reconnects by itself.
         """
-        probe = await open_session(self.settings, "smartgrid-loadgen-probe", self.connect_timeout_s)
+        probe = await Session.open(self.settings, "smartgrid-loadgen-probe")
         await attempt(probe.close(), self.call_timeout_s, "closing the probe connection")
         try:
             await self._link.start(self.connect_timeout_s)

@@ -29,6 +29,20 @@ def publish_event(session: Session, topology: Topology, event: ChargeEvent) -> N
     )
 
 
+def publish_event_confirmed(
+    session: Session, topology: Topology, event: ChargeEvent
+) -> asyncio.Future[None]:
+    """An event that stands in for work (a dead letter announced): its future resolves once
+    the broker has it, so that what it replaces is settled only then."""
+    return session.publish(
+        topology.events_exchange,
+        topology.event_routing_key(event.kind),
+        event.model_dump_json().encode(),
+        message_id=str(event.event_id),
+        mandatory=False,  # nobody may be listening; that is fine
+    )
+
+
 def announce_intent(
     session: Session,
     topology: Topology,
@@ -97,4 +111,5 @@ __all__ = [
     "announce_intent",
     "dead_letter",
     "publish_event",
+    "publish_event_confirmed",
 ]

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +18,10 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
+from bench.procfs import listener_pid
 from contracts import Topology
 from loadgen.broker import delete_namespace
+from loadgen.grid import pdeathsig
 from messaging import AmqpSettings, MessagingError, Session
 
 log = logging.getLogger(__name__)
@@ -31,66 +31,12 @@ CALL_TIMEOUT_S = 5.0
 PROBE_SESSIONS = 4
 
 
-def process_cpu_s(pid: int | None) -> float | None:
-    """CPU seconds (user + system) a process has used so far; None if it cannot be read."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        # After "(comm)": utime and stime are fields 14 and 15 (1-based, man 5 proc).
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def listener_pid(port: int) -> int | None:
-    """The process listening on TCP ``port`` on this machine (the broker, for 5672), if it
-    can be seen: its socket's inode from /proc/net/tcp*, then whose fd it is."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            cols = line.split()
-            # local_address is HEX_IP:HEX_PORT; state 0A is LISTEN; inode is column 10.
-            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(f"socket:[{cols[9]}]")
-    if not inodes:
-        return None
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            for fd in (proc / "fd").iterdir():
-                with contextlib.suppress(OSError):
-                    if os.readlink(fd) in inodes:
-                        return int(proc.name)
-    return None
-
-
 def broker_pid(settings: AmqpSettings) -> int | None:
     """The local broker's process (the one listening on the AMQP port), if it can be seen."""
     url = urlsplit(settings.amqp_url.get_secret_value())
     if url.hostname not in {"127.0.0.1", "localhost", "::1"}:
         return None
     return listener_pid(url.port or 5672)
-
-
-def preemptions(pid: int | str = "self") -> int | None:
-    """How often a process's main thread was switched out while it could have run on."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("nonvoluntary_ctxt_switches:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def new_topology() -> Topology:
-    return Topology(f"bench-{os.getpid()}-{uuid.uuid4().hex[:6]}-flood")
 
 
 @dataclass(frozen=True)
@@ -106,19 +52,14 @@ class Worker:
 STAND_IN_NICE = 10
 
 
-def pdeathsig(nice: int = STAND_IN_NICE) -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to SIGTERM the child when this process dies (no orphans even
-    if the bench is killed), and lowering the child's priority by ``nice``."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+def stand_in(nice: int = STAND_IN_NICE) -> Callable[[], None]:
+    """A preexec_fn for a stand-in: SIGTERM when this process dies (loadgen.grid's), so no
+    orphans even if the bench is killed, and ``nice`` lower a priority."""
+    dies_with_parent = pdeathsig()
 
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, sigterm)
+    def preexec() -> None:  # runs in the child between fork and exec: keep it tiny
+        if dies_with_parent is not None:
+            dies_with_parent()
         os.nice(nice)
 
     return preexec
@@ -147,7 +88,7 @@ class Workers:
         self._logs: list[IO[bytes]] = []
 
     def start(self) -> None:
-        preexec = pdeathsig()
+        preexec = stand_in()
         for spec in self.specs:
             env = {
                 **os.environ,
@@ -269,16 +210,8 @@ def management_view(settings: AmqpSettings, topology: Topology) -> dict[str, obj
 async def cleanup(
     settings: AmqpSettings, topology: Topology, substation_ids: Sequence[str]
 ) -> None:
-    """Delete the namespace: its dead-letter watch (which ``delete_namespace`` does not know),
-    then its core and substation queues and its exchanges."""
+    """Delete the namespace: its core, dead-letter watch and substation queues, its exchanges."""
     try:
-        session = await asyncio.wait_for(
-            Session.open(settings, "bench-flood-cleanup"), 3 * CALL_TIMEOUT_S
-        )
-        try:
-            await asyncio.wait_for(session.delete_queue(topology.dead_watch_queue), CALL_TIMEOUT_S)
-        finally:
-            await asyncio.wait_for(session.close(), CALL_TIMEOUT_S)
         await asyncio.wait_for(
             delete_namespace(settings, topology, substation_ids), 60 + CALL_TIMEOUT_S
         )

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from bench.table import render
+from loadgen.report import percentile as nearest_rank
 
 # The acceptance point: p99 decision time under the flood within this many times the quiet one.
 TARGET_P99_RATIO = 2.0
@@ -16,14 +17,11 @@ OTHERS = ("broker", "load", "workers")
 
 
 def percentile(values: Iterable[float], p: float) -> float | None:
-    """Nearest-rank percentile (as bench.scale): the smallest value with at least p % of the
-    values at or below it; None for no values."""
+    """Nearest-rank percentile (loadgen's report), None for no values."""
     if not 0 <= p <= 100:
         raise ValueError("p must be within [0, 100]")
     ordered = sorted(values)
-    if not ordered:
-        return None
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+    return nearest_rank(ordered, p) if ordered else None
 
 
 def ratio(num: float | None, den: float | None) -> float | None:

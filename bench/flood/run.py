@@ -20,16 +20,15 @@ from bench.flood.grid import (
     broker_pid,
     cleanup,
     management_view,
-    new_topology,
-    pdeathsig,
-    preemptions,
-    process_cpu_s,
     queues_that_exist,
+    stand_in,
 )
 from bench.flood.instrument import PhaseRecord, Recorder, instrument, sample_table
 from bench.flood.load import LoadConfig, config_json, parse_result
 from bench.flood.report import OTHERS, OUTCOMES, PhaseFigures, percentile
 from bench.flood.schedule import DRAIN, PHASES, Phase, fake_ids
+from bench.procfs import preemptions, process_cpu_s
+from bench.throughput.broker import new_namespace
 from dispatcher.service import Dispatcher, build_dispatcher
 from dispatcher.settings import DispatcherSettings
 
@@ -164,7 +163,7 @@ def figures(record: PhaseRecord, phase: Phase | None, load: dict[str, Any]) -> P
 class Bench:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
-        self.topology = new_topology()
+        self.topology = new_namespace("flood")
         self.registry = CollectorRegistry()
         self.settings = DispatcherSettings(
             namespace=self.topology.namespace, metrics_port=0, seed=opts.seed
@@ -257,7 +256,7 @@ class Bench:
             proc = self.load_proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bench.flood.load", config_json(config),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
-                preexec_fn=pdeathsig(),  # only a prctl call: gone if this process dies
+                preexec_fn=stand_in(),  # gone if this process dies; niced
             )  # fmt: skip
             assert proc.stdin is not None
             assert proc.stdout is not None

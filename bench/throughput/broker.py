@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import procfs
 from bench.throughput.report import Sample
 from contracts import Heartbeat, Topology
 from loadgen.broker import delete_namespace
@@ -53,14 +54,8 @@ async def total_depth(session: Session, queues: Sequence[str]) -> int:
 
 def process_cpu_s(pid: int | None) -> float:
     """CPU seconds (user + system) a process has used so far; NaN if it cannot be read."""
-    if pid is None:
-        return math.nan
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return math.nan
-    # After "(comm)": state is field 3, utime 14 and stime 15 (1-based, man 5 proc).
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    cpu = procfs.process_cpu_s(pid)
+    return math.nan if cpu is None else cpu
 
 
 def broker_pid() -> int | None:
