@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from contracts import Assignment, ChargeEvent, EventKind, Heartbeat, Topology
 from contracts.messages import MAX_ENERGY_KWH, MIN_VEHICLE_POWER_KW, readable_request_id
 from contracts.topology import CONSUMER_TIMEOUT_MS, HEARTBEAT_TTL_MS
-from messaging import BrokerLink, Delivery, MessagingError, Session
+from messaging import BrokerLink, BrokerSession, Connect, Delivery, MessagingError, Session
 from messaging.publishing import ack_once_confirmed, dead_letter, publish_event
 from messaging.runtime import start_metrics_server
 from substation_worker.metrics import KWH_TO_J, WorkerMetrics
@@ -68,7 +68,12 @@ class _Held:
 class WorkerService:
     """One substation worker. ``await service.run(stop)`` until ``stop`` is set."""
 
-    def __init__(self, settings: WorkerSettings, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        registry: CollectorRegistry,
+        connect: Connect = Session.open,
+    ) -> None:
         self.settings = settings
         self.sid = settings.substation_id
         self.topology = Topology(settings.namespace)
@@ -76,7 +81,7 @@ class WorkerService:
         self.metrics = WorkerMetrics(registry, self.sid)
         self.sim = Substation(settings.capacity_kw, settings.bays, settings.charger_max_kw)
         self.link = BrokerLink(
-            settings, f"smartgrid-worker-{self.sid}", self._setup, on_lost=self._on_lost
+            settings, f"smartgrid-worker-{self.sid}", self._setup, self._on_lost, connect
         )
         self.assignments_received = 0
         self.seq = 0
@@ -90,7 +95,7 @@ class WorkerService:
         self._held: dict[str, _Held] = {}
         # Request id -> its completed event (JSON), for requests completed here recently.
         self._recent: OrderedDict[str, bytes] = OrderedDict()
-        self._session: Session | None = None
+        self._session: BrokerSession | None = None
         self._consumer_tag: str | None = None
         self._last_tick = time.monotonic()
         self._last_depth = 0
@@ -135,7 +140,7 @@ class WorkerService:
                 raise exc
         log.info("substation %s stopped", self.sid)
 
-    async def _setup(self, session: Session) -> None:
+    async def _setup(self, session: BrokerSession) -> None:
         # Anything held belongs to an older connection whose deliveries the broker took back.
         self._drop_held("new connection")
         self._session = session
@@ -259,7 +264,7 @@ class WorkerService:
         try:
             dead_letter(delivery.session, self.topology, delivery, reason, SOURCE)
         except MessagingError as exc:
-            # Session gone: the broker requeues it and we try again on redelivery.
+            # BrokerSession gone: the broker requeues it and we try again on redelivery.
             log.warning("could not dead-letter: %s", exc)
             return
         self.metrics.dead_lettered.inc()
@@ -344,7 +349,7 @@ class WorkerService:
             energy_kwh=energy_kwh,
         )
 
-    def _emit(self, event: ChargeEvent, session: Session | None = None) -> None:
+    def _emit(self, event: ChargeEvent, session: BrokerSession | None = None) -> None:
         session = session or self._session
         if session is not None and session.is_open:
             publish_event(session, self.topology, event)
