@@ -22,7 +22,10 @@ NOT_YET_GENERATED = frozenset({"docs/configuration.md"})
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _CODE_SPAN = re.compile(r"`+[^`]*`+")
-_INLINE_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+# [text](target "title"), ![alt](target); the text may hold one level of brackets.
+_INLINE_LINK = re.compile(
+    r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)"
+)
 _REFERENCE_DEF = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+.*)?$")
 _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 _EXTERNAL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # http:, https:, mailto:, ...
@@ -99,9 +102,12 @@ def broken_links(page: Path, root: Path, allowed_missing: frozenset[str]) -> lis
             if rel not in allowed_missing:
                 problems.append(f"{where} (no such file)")
             continue
-        if fragment and dest.suffix == ".md":
-            if fragment not in anchors(dest.read_text(encoding="utf-8")):
-                problems.append(f"{where} (no heading #{fragment} in {rel})")
+        if (
+            fragment
+            and dest.suffix == ".md"
+            and fragment not in anchors(dest.read_text(encoding="utf-8"))
+        ):
+            problems.append(f"{where} (no heading #{fragment} in {rel})")
     return problems
 
 
