@@ -150,6 +150,25 @@ def find_rabbitmq_server() -> str | None:
 
 
 def docker_engine_answers() -> bool:
+    """Asks the engine the way testcontainers reaches it (the Docker SDK: DOCKER_HOST or the
+    local socket); without the SDK, through the docker CLI."""
+    try:
+        import docker
+    except ImportError:
+        return _docker_cli_answers()
+    try:
+        client = docker.from_env(timeout=10)
+    except Exception:  # the SDK raises DockerException and whatever its transport raises
+        return False
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
+def _docker_cli_answers() -> bool:
     if shutil.which("docker") is None:
         return False
     try:

@@ -439,3 +439,44 @@ def test_session_broker_does_nothing_off_the_container_path(found: BrokerFacts) 
         assert running is None
     assert engine.made == []
     assert environ == {"SMARTGRID_AMQP_URL": "amqp://guest:guest@localhost:5672/%2F"}
+
+
+class FakeClient:
+    def __init__(self, ping: bool | Exception) -> None:
+        self._ping = ping
+        self.closed = False
+
+    def ping(self) -> bool:
+        if isinstance(self._ping, Exception):
+            raise self._ping
+        return self._ping
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    ("ping", "expected"),
+    [(True, True), (ConnectionError("no socket"), False)],
+)
+def test_docker_engine_answers_through_the_sdk(
+    monkeypatch: pytest.MonkeyPatch, ping: bool | Exception, expected: bool
+) -> None:
+    import docker
+
+    client = FakeClient(ping)
+    monkeypatch.setattr(docker, "from_env", lambda **_: client)
+    assert broker_mod.docker_engine_answers() is expected
+    assert client.closed
+
+
+def test_docker_engine_answers_no_when_the_sdk_finds_no_engine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import docker
+
+    def no_engine(**_: Any) -> FakeClient:
+        raise docker.errors.DockerException("Error while fetching server API version")
+
+    monkeypatch.setattr(docker, "from_env", no_engine)
+    assert broker_mod.docker_engine_answers() is False
