@@ -66,12 +66,18 @@ def run_demo(
 
     The broker is the one at the settings' URL, or one started for the demo: a RabbitMQ
     container (removed when the demo ends, however it ends) or a local rabbitmq-server."""
+    interruptible = signals.raising if signals else contextlib.nullcontext
     with contextlib.ExitStack() as stack:
         try:
-            settings, how = stack.enter_context(broker_for_run(settings, say=console.print))
+            # A signal while the broker starts removes a half-started container too.
+            with interruptible():
+                settings, how = stack.enter_context(broker_for_run(settings, say=console.print))
         except BrokerSetupError as exc:
             print_error(console, str(exc))
             return 1
+        except KeyboardInterrupt:
+            console.print("interrupted while getting a broker")
+            return signals.exit_code if signals and signals.exit_code else EXIT_INTERRUPTED
         console.print(f"broker {settings.redacted_url()}: {how}")
         return _run_demo(settings, opts, console, signals)
 

@@ -9,6 +9,7 @@ testcontainers is unproven there.
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
+from rich.console import Console
 
 import loadgen.broker as broker_mod
 from loadgen.broker import (
@@ -480,3 +482,36 @@ def test_docker_engine_answers_no_when_the_sdk_finds_no_engine(
 
     monkeypatch.setattr(docker, "from_env", no_engine)
     assert broker_mod.docker_engine_answers() is False
+
+
+# -- the demo's broker ----------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("docker_only")
+@pytest.mark.parametrize("outcome", [0, RuntimeError("the grid failed")], ids=["ok", "fails"])
+def test_the_demo_runs_inside_its_container(
+    monkeypatch: pytest.MonkeyPatch, outcome: int | Exception
+) -> None:
+    import loadgen.demo as demo
+
+    engine = Engine()
+    monkeypatch.setattr(broker_mod, "docker_container", engine)
+    seen: list[tuple[str, list[str]]] = []
+
+    def run(settings: AmqpSettings, *_: Any) -> int:
+        seen.append((settings.amqp_url.get_secret_value(), list(engine.calls)))
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(demo, "_run_demo", run)
+    console = Console(file=io.StringIO(), width=200)
+    if isinstance(outcome, Exception):
+        with pytest.raises(RuntimeError, match="the grid failed"):
+            demo.run_demo(SILENT, demo.DemoOptions(), console)
+    else:
+        assert demo.run_demo(SILENT, demo.DemoOptions(), console) == 0
+    ((url, calls),) = seen
+    assert urlparse(url).port == 32768
+    assert calls == ["start"]
+    assert engine.calls == ["start", "stop"]
