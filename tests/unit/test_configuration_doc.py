@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import pkgutil
 import re
 from pathlib import Path
@@ -18,21 +19,16 @@ from docs_tools import configuration
 from gateway.settings import GatewaySettings
 
 ROOT = configuration.ROOT
-# The project's importable packages: where settings classes live.
-PACKAGES = (
-    "contracts",
-    "messaging",
-    "gateway",
-    "dispatcher",
-    "substation_worker",
-    "loadgen",
-    "bench",
-    "docs_tools",
+# The project's packages (tests aside): where settings classes live.
+PACKAGES = tuple(
+    sorted(p.parent.name for p in ROOT.glob("*/__init__.py") if p.parent.name != "tests")
 )
-# Where the code that reads environment variables is (documentation pages excluded).
-SCANNED_SUFFIXES = {".py", ".yaml", ".yml", ".toml", ".sh", ".conf", ".example", ".env"}
+# Where the code that reads environment variables is: not the documentation, not the caches
+# and virtualenvs in hidden directories.
+SCANNED_SUFFIXES = {".py", ".yaml", ".yml", ".toml", ".sh", ".conf", ".example"}
 SCANNED_NAMES = {"Dockerfile", "Makefile"}
-SKIPPED_DIRS = {".git", ".venv", "docs", "node_modules", "__pycache__", ".demo", "results"}
+SCANNED_DIRS = {".ci"}  # scripts, whatever their names
+SKIPPED_DIRS = {"docs", "node_modules", "__pycache__", "results"}
 ENV_NAME = re.compile(r"\b(?:SMARTGRID|LOADGEN)_[A-Z0-9_]*[A-Z0-9]\b")
 
 
@@ -68,6 +64,7 @@ def test_the_page_says_it_is_generated_and_how() -> None:
 
 def test_the_settings_classes_are_found() -> None:
     # The search must see the services' classes, or the tests below check nothing.
+    assert {"messaging", "gateway", "loadgen", "docs_tools"} <= set(PACKAGES)
     names = {c.__name__ for c in SETTINGS}
     assert {"AmqpSettings", "GatewaySettings", "DispatcherSettings", "WorkerSettings"} <= names
     assert "LoadgenSettings" in names
@@ -132,14 +129,21 @@ def test_a_field_added_without_regenerating_fails_the_check(
 
 def _scanned_files() -> list[Path]:
     files = []
-    for path in ROOT.rglob("*"):
-        parts = set(path.relative_to(ROOT).parts[:-1])
-        if parts & SKIPPED_DIRS or any(p.endswith(".egg-info") for p in parts):
-            continue
-        if path == Path(__file__).resolve():
-            continue  # names a setting that does not exist, on purpose
-        if path.is_file() and (path.suffix in SCANNED_SUFFIXES or path.name in SCANNED_NAMES):
-            files.append(path)
+    for top, dirs, names in os.walk(ROOT):
+        dirs[:] = [
+            d
+            for d in dirs
+            if (d in SCANNED_DIRS or not d.startswith("."))
+            and d not in SKIPPED_DIRS
+            and not d.endswith(".egg-info")
+        ]
+        for name in names:
+            path = Path(top, name)
+            if path == Path(__file__).resolve():
+                continue  # names a setting that does not exist, on purpose
+            script = Path(top).name in SCANNED_DIRS
+            if script or path.suffix in SCANNED_SUFFIXES or name in SCANNED_NAMES:
+                files.append(path)
     return files
 
 
