@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # Rebuilt when pyproject.toml changes (new dependency) or when .venv is missing.
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test demo lint schemas env up down load prometheus bench
+.PHONY: help install test demo lint schemas configuration env up down load prometheus bench
 
 help:
 	@echo "make install   create .venv and install smartgrid with its dev tools"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint      ruff check + ruff format --check + mypy"
 	@echo "make bench     benchmarks: load-table scale, balance simulation, throughput (JSON in bench/results/)"
 	@echo "make schemas   write the messages' JSON Schemas to docs/schemas"
+	@echo "make configuration  write docs/configuration.md from the settings classes"
 	@echo "make env       deploy/.env from deploy/.env.example, with random passwords (once)"
 	@echo "make up        the whole stack in Docker: broker, grid, Prometheus, Grafana"
 	@echo "make load      rush-hour load against the Docker stack for 60 s"
@@ -53,6 +54,9 @@ lint: $(STAMP)
 
 schemas: $(STAMP)
 	$(PY) -m contracts schema --out docs/schemas
+
+configuration: $(STAMP)
+	$(PY) -m docs_tools.configuration
 
 # -- the Docker stack (deploy/compose.yaml) ------------------------------------------------------
 COMPOSE := docker compose -f deploy/compose.yaml --env-file deploy/.env
