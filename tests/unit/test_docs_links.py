@@ -16,9 +16,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 README_MAX_LINES = 200
 COMMANDS_WITHIN_LINES = 20
-# Pages another change generates; a link to one resolves while the page does not exist yet.
-# Remove an entry once its page is in the repository (test_allowance_is_still_needed says when).
-NOT_YET_GENERATED = frozenset({"docs/configuration.md"})
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _CODE_SPAN = re.compile(r"`+[^`]*`+")
@@ -83,7 +80,7 @@ def anchors(text: str) -> set[str]:
     return out
 
 
-def broken_links(page: Path, root: Path, allowed_missing: frozenset[str]) -> list[str]:
+def broken_links(page: Path, root: Path) -> list[str]:
     """What in ``page`` points nowhere: a missing file, or an anchor no heading of it has."""
     problems: list[str] = []
     text = page.read_text(encoding="utf-8")
@@ -99,8 +96,7 @@ def broken_links(page: Path, root: Path, allowed_missing: frozenset[str]) -> lis
             problems.append(f"{where} (outside the repository)")
             continue
         if not dest.exists():
-            if rel not in allowed_missing:
-                problems.append(f"{where} (no such file)")
+            problems.append(f"{where} (no such file)")
             continue
         if (
             fragment
@@ -145,10 +141,10 @@ def test_a_broken_link_or_anchor_is_reported(tmp_path: Path) -> None:
     (tmp_path / "docs" / "page.md").write_text("# Page\n## Known part\n")
     (tmp_path / "README.md").write_text(
         "[ok](docs/page.md#known-part) [self](#top) [gone](docs/gone.md)\n"
-        "[nohead](docs/page.md#unknown) [later](docs/later.md) [out](../elsewhere.md)\n"
+        "[nohead](docs/page.md#unknown) [out](../elsewhere.md)\n"
         "# Top\n"
     )
-    problems = broken_links(tmp_path / "README.md", tmp_path, frozenset({"docs/later.md"}))
+    problems = broken_links(tmp_path / "README.md", tmp_path)
     assert len(problems) == 3, problems
     assert "docs/gone.md (no such file)" in problems[0]
     assert "no heading #unknown" in problems[1]
@@ -160,7 +156,7 @@ def test_a_broken_link_or_anchor_is_reported(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("page", doc_files(ROOT), ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_relative_link_resolves(page: Path) -> None:
-    assert broken_links(page, ROOT, NOT_YET_GENERATED) == []
+    assert broken_links(page, ROOT) == []
 
 
 def test_the_pages_exist() -> None:
@@ -171,13 +167,9 @@ def test_the_pages_exist() -> None:
         "docs/contract.md",
         "docs/operations.md",
         "docs/dispatch.md",
+        "docs/configuration.md",
     }
     assert expected <= names
-
-
-def test_allowance_is_still_needed() -> None:
-    present = sorted(p for p in NOT_YET_GENERATED if (ROOT / p).exists())
-    assert not present, f"{present} exist: remove them from NOT_YET_GENERATED"
 
 
 def test_readme_is_an_entry_page() -> None:
