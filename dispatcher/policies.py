@@ -141,7 +141,7 @@ class RoundRobin:
 
 
 class LeastLoaded:
-    """The seeds' policy: lowest reported load in kW. Stale between heartbeats, so a burst
+    """The naive policy: lowest reported load in kW. Stale between heartbeats, so a burst
     herds onto one substation; and blind to capacity. Kept for comparison."""
 
     name = "least-loaded"

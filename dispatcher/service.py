@@ -63,6 +63,7 @@ from contracts.messages import (
     utcnow,
 )
 from contracts.topology import BindingSpec
+from contracts.validation import summary
 from dispatcher.admission import HINTS, RefusalLog, expected_user, from_the_future
 from dispatcher.dead_letters import announcement, reason_label
 from dispatcher.ledger import DispatchLedger, Step, is_silent, resend_rule
@@ -274,7 +275,7 @@ class Dispatcher:
             hb = Heartbeat.model_validate_json(delivery.body)
         except ValidationError as exc:
             self.metrics.heartbeats.labels("invalid").inc()
-            log.warning("ignoring invalid heartbeat: %s", _short(exc))
+            log.warning("ignoring invalid heartbeat: %s", summary(exc))
             return
         except Exception as exc:  # whatever reading it raises, it is not a heartbeat
             self.metrics.heartbeats.labels("invalid").inc()
@@ -370,7 +371,7 @@ class Dispatcher:
         try:
             request = ChargeRequest.model_validate_json(delivery.body)
         except ValidationError as exc:
-            reason = f"invalid ChargeRequest: {_short(exc)}"
+            reason = f"invalid ChargeRequest: {summary(exc)}"
             self._reject_request(delivery, reason, EventKind.DEAD_LETTERED)
             return
         except Exception as exc:  # it would fail the same way on every redelivery
@@ -442,9 +443,9 @@ class Dispatcher:
         self._spawn(unbind())
 
     def _intents_bindings(self) -> list[BindingSpec]:
-        """DispatchIntents, and per-request dispatch events: those were the intents of
-        dispatchers before 2026-11-24 (a standby of this version still understands an active
-        one of that version during a rolling upgrade), and are SMARTGRID_DISPATCH_EVENTS now."""
+        """DispatchIntents, and per-request dispatch events (SMARTGRID_DISPATCH_EVENTS): a
+        standby follows both, so that it understands an active dispatcher that announces
+        either way (as one does during a rolling upgrade)."""
         t = self.topology
         keys = [t.intent_routing_key, *map(t.event_routing_key, _DISPATCH_KINDS)]
         return [BindingSpec(self.events_queue, t.events_exchange, k) for k in keys]
@@ -465,7 +466,7 @@ class Dispatcher:
                     return
                 routes = [(event.request_id, event.substation_id)]
         except ValidationError as exc:
-            log.warning("ignoring an invalid dispatch intent: %s", _short(exc))
+            log.warning("ignoring an invalid dispatch intent: %s", summary(exc))
             return
         except Exception as exc:
             log.warning("ignoring an unreadable dispatch intent: %s", type(exc).__name__)
@@ -538,7 +539,7 @@ class Dispatcher:
         try:
             assignment = Assignment.model_validate_json(delivery.body)
         except Exception as exc:  # whatever reading it raises, it would raise again
-            detail = _short(exc) if isinstance(exc, ValidationError) else type(exc).__name__
+            detail = summary(exc) if isinstance(exc, ValidationError) else type(exc).__name__
             reason = f"invalid Assignment: {detail}"
             with contextlib.suppress(BrokerUnavailable):
                 dead_letter(delivery.session, self.topology, delivery, reason, sid)
@@ -817,11 +818,6 @@ class Dispatcher:
 def _dispatch_kind(attempt: int) -> str:
     """A first dispatch, or a later one (a reclaimed assignment always has attempt > 1)."""
     return EventKind.DISPATCHED.value if attempt == 1 else EventKind.REDISPATCHED.value
-
-
-def _short(exc: ValidationError) -> str:
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
-    return "; ".join(parts)[:900]
 
 
 def build_dispatcher(settings: DispatcherSettings, registry: CollectorRegistry) -> Dispatcher:

@@ -1,7 +1,7 @@
 """One broker connection with one confirm-mode channel, driven by asyncio.
 
 Every smartgrid process talks to RabbitMQ through this module; outside the ``messaging``
-package nothing imports pika. Design points (see shared/PITFALLS.md):
+package nothing imports pika. Design points:
 
 * pika's ``AsyncioConnection`` runs on the process's own event loop, so callbacks never block
   and heartbeats are never starved; nothing here sleeps.

@@ -2,7 +2,7 @@
 
 Everything runs on one event loop. pika callbacks (``_on_message``) only parse, bookkeep and
 hand the session to the simulation; charging time passes in the tick task, never inside a
-callback (PITFALLS: a blocked callback starves the connection).
+callback (a blocked callback starves the connection, its AMQP heartbeats included).
 
 Delivery rules (at least once, duplicates harmless):
 
@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from contracts import Assignment, ChargeEvent, EventKind, Heartbeat, Topology
 from contracts.messages import MAX_ENERGY_KWH, MIN_VEHICLE_POWER_KW, readable_request_id
 from contracts.topology import CONSUMER_TIMEOUT_MS, HEARTBEAT_TTL_MS
+from contracts.validation import summary
 from messaging import BrokerLink, BrokerSession, Connect, Delivery, MessagingError, Session
 from messaging.publishing import ack_once_confirmed, dead_letter, publish_event
 from messaging.runtime import start_metrics_server
@@ -207,7 +208,7 @@ class WorkerService:
         try:
             assignment = Assignment.model_validate_json(delivery.body)
         except ValidationError as exc:
-            self._reject(delivery, str(exc))
+            self._reject(delivery, f"invalid Assignment: {summary(exc)}")
             return
         except Exception as exc:  # it would fail the same way on every redelivery
             self._reject(delivery, f"unreadable Assignment: {type(exc).__name__}")
@@ -260,7 +261,7 @@ class WorkerService:
         ack_once_confirmed(delivery, fut, "handing back a misaddressed assignment")
 
     def _reject(self, delivery: Delivery, reason: str) -> None:
-        log.warning("invalid assignment dead-lettered: %s", reason.splitlines()[0])
+        log.warning("invalid assignment dead-lettered: %s", reason)
         try:
             dead_letter(delivery.session, self.topology, delivery, reason, SOURCE)
         except MessagingError as exc:

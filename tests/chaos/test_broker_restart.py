@@ -43,7 +43,7 @@ async def test_broker_restart_under_load(tmp_path: Path) -> None:
             def connected() -> bool:
                 gauges = [metric(grid, "dispatcher", "smartgrid_dispatcher_broker_connected")]
                 gauges += [
-                    metric(grid, f"worker-{s}", "smartgrid_worker_broker_connected", substation=s)
+                    metric(grid, f"worker-{s}", "smartgrid_substation_broker_connected", substation=s)
                     for s in IDS
                 ]
                 try:

@@ -166,9 +166,9 @@ async def test_a_ghost_substation_is_never_routed_to_nor_given_a_queue(
 async def test_a_returned_assignment_costs_its_request_no_delivery(
     amqp_settings: AmqpSettings, topology: Topology, session: Session
 ) -> None:
-    """Finding 1: a returned assignment used to nack its request with requeue, one of the
-    delivery limit's 20 deliveries each time. Now the request stays held and goes elsewhere,
-    and the substation is out until a heartbeat after its queue exists again."""
+    """Finding 1: a returned assignment must not nack its request with requeue (each would cost
+    one of the delivery limit's 20 deliveries): the request stays held and goes elsewhere, and
+    the substation is out until a heartbeat after its queue exists again."""
     # Given two admitted substations, of which the policy prefers "big"
     await declare_substations(session, topology, ["big", "small"])
     async with running_dispatcher(amqp_settings, topology) as dispatcher:
