@@ -29,6 +29,7 @@ Every part uses namespaces of its own and deletes them; every load is bounded in
 Needs wrk (``apt-get install -y wrk``) for part 3. ``--baseline-src DIR`` also measures the
 dispatcher and gateway of another checkout in the same run (before/after a change).
 """
+
 from __future__ import annotations
 
 import argparse

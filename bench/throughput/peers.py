@@ -10,7 +10,9 @@ confirmed (a return or a nack raises, and the source is handed back, never acked
   ``on_return_raises``; one subscriber with ``AckPolicy.MANUAL`` (prefetch as the bare relay's),
   whose handler awaits ``broker.publish(persist=True, mandatory=True)`` (its confirm) and then
   ``msg.ack()``. aio-pika runs one task per delivery, so up to ``prefetch`` confirms are in
-  flight, but each publish waits for its own, and each ack is one ``basic.ack`` of one message.
+  flight, but each publish waits for its own, and each ack is one ``basic.ack`` of one message;
+  the ``msg: RabbitMessage`` parameter (FastStream's way to ack by hand) is resolved in a worker
+  thread for every delivery.
 * ``dramatiq``: a RabbitmqBroker with ``confirm_delivery=True`` and a Worker (``--threads``
   threads, Dramatiq's own prefetch of twice that) running one actor that sends the assignment
   to a substation queue (Dramatiq publishes to the default exchange, by queue name). Each send
@@ -43,9 +45,13 @@ from bench.throughput.bare import _relay_result, assignment_body
 PEERS = ("faststream", "dramatiq")
 # What each framework's relay cannot do that the bare relay does, for the tables.
 LIMITS = {
-    "faststream": "one confirm awaited per publish (one task per delivery), one ack per message",
-    "dramatiq": "never pipelines confirms: each send blocks its thread until confirmed; "
-    "prefetch is 2 per thread",
+    "faststream": "each publish awaits its own confirm in the task of its delivery (up to "
+    "prefetch in flight, never batched); one basic.ack per message, never multiple; the "
+    "injected `msg: RabbitMessage` is resolved in a worker thread for every delivery "
+    "(FastDepends runs the sync Context resolver in a thread pool)",
+    "dramatiq": "never pipelines confirms: each send blocks its worker thread until confirmed "
+    "(at most one confirm in flight per thread); prefetch 2 per thread; one ack per message, "
+    "once the actor returned",
 }
 DRAMATIQ_THREADS = 8  # Dramatiq's default worker threads
 
@@ -55,6 +61,26 @@ def missing_frameworks() -> list[str]:
     from importlib.util import find_spec
 
     return [name for name in PEERS if find_spec(name) is None]
+
+
+def as_message(body: bytes, queue: str, actor_name: str) -> dict[str, Any]:
+    """A raw body (no Dramatiq envelope) as the fields of a Dramatiq message to ``actor_name``
+    on ``queue``, the body its only argument."""
+    return {
+        "queue_name": queue,
+        "actor_name": actor_name,
+        "args": [body.decode()],
+        "kwargs": {},
+        "options": {},
+        "message_id": str(uuid.uuid4()),
+        "message_timestamp": int(time.time() * 1000),
+    }
+
+
+def as_body(fields: dict[str, Any]) -> bytes:
+    """What goes on the wire for a Dramatiq message: its only argument, raw."""
+    (arg,) = fields["args"]
+    return str(arg).encode()
 
 
 def _state() -> dict[str, Any]:
@@ -82,7 +108,6 @@ async def _faststream(
     broker = RabbitBroker(
         url,
         default_channel=Channel(publisher_confirms=True, on_return_raises=True),
-        client_properties={"connection_name": "bench-faststream"},
         log_level=logging.DEBUG,  # its per-message lines, under the WARNING level of the run
     )
     target = RabbitExchange(exchange, declare=False)
@@ -169,20 +194,12 @@ def dramatiq_relay(
         sends is its only argument, raw (an Assignment): the same bodies as the other relays."""
 
         def encode(self, data: MessageData) -> bytes:
-            return str(data["args"][0]).encode()
+            return as_body(data)
 
         def decode(self, data: bytes) -> MessageData:
-            return {
-                "queue_name": queue,
-                "actor_name": actor_name,
-                "args": [data.decode()],
-                "kwargs": {},
-                "options": {},
-                "message_id": str(uuid.uuid4()),
-                "message_timestamp": int(time.time() * 1000),
-            }
+            return as_message(data, queue, actor_name)
 
-    class NamespaceQueues(RabbitmqBroker):  # type: ignore[misc]
+    class NamespaceQueues(RabbitmqBroker):
         """Dramatiq on the namespace's queues: checks that each exists, declares nothing (no
         delay queue, so that no consumer is started for one)."""
 
@@ -196,7 +213,7 @@ def dramatiq_relay(
             self.queues.add(name)
             self.emit_after("declare_queue", name)
 
-    class CountAcks(Middleware):  # type: ignore[misc]
+    class CountAcks(Middleware):
         def after_ack(self, broker: Any, message: Any) -> None:
             with lock:
                 state["acks"] += 1
@@ -259,9 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = [k for k in a.keys.split(",") if k]
     targets = [t for t in a.targets.split(",") if t]
     if a.what == "faststream":
-        result = faststream_relay(
-            a.url, a.queue, a.exchange, keys, a.count, a.prefetch, a.timeout
-        )
+        result = faststream_relay(a.url, a.queue, a.exchange, keys, a.count, a.prefetch, a.timeout)
     else:
         result = dramatiq_relay(a.url, a.queue, targets, a.count, a.threads, a.timeout)
     print(json.dumps(result), flush=True)

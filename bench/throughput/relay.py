@@ -304,7 +304,7 @@ async def run(
 CONFIRMS = {
     "relay": "pipelined; one ack per confirm (multiple)",
     "dispatcher": "pipelined; intent then assignments per batch",
-    "faststream": "one awaited per publish [a]",
+    "faststream": "each awaited by its own task [a]",
     "dramatiq": "one at a time per thread [b]",
 }
 PEER_NAMES = {"faststream": "FastStream relay", "dramatiq": "Dramatiq relay"}
