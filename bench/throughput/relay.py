@@ -1,4 +1,5 @@
-"""Parts 1 and 2: the bare ceiling (publisher, relays) and the real dispatcher on the same load.
+"""Parts 1 and 2: the bare ceiling (publisher, relays), the real dispatcher and the frameworks'
+relays (FastStream, Dramatiq: bench.throughput.peers) on the same load.
 
 Every relay drains the same kind of pre-filled quorum queue ``<ns>.requests`` (N real
 ChargeRequests) into K bound quorum substation queues, and all are measured the same way: the
@@ -151,9 +152,7 @@ def relay_args(what: str, topo: Topology, n: int) -> list[str]:
     return args
 
 
-async def _bare_relay(
-    settings: AmqpSettings, what: str, n: int, figs: RelayFigures
-) -> dict[str, Any]:
+async def _drain(settings: AmqpSettings, what: str, n: int, figs: RelayFigures) -> dict[str, Any]:
     """Drain a pre-filled ``<ns>.requests`` with the relay process ``what`` (a bare relay, or
     a peer's in ``PEER_RELAYS``), watched as every relay is; checks that it relayed all."""
     peer = what in PEER_RELAYS
@@ -176,11 +175,11 @@ async def _bare_relay(
 
 
 async def bare_round(settings: AmqpSettings, n: int, naive_n: int, figs: RelayFigures) -> None:
-    rel = await _bare_relay(settings, "relay", n, figs)
+    rel = await _drain(settings, "relay", n, figs)
     figs.assignment_bytes = rel["bytes"]
     figs.relay_internal.append(rel["rate"])
-    await _bare_relay(settings, "intent-batched", n, figs)
-    await _bare_relay(settings, "intent", n, figs)
+    await _drain(settings, "intent-batched", n, figs)
+    await _drain(settings, "intent", n, figs)
     async with namespace(settings, "naive", SUBSTATIONS) as (topo, _session):
         # ~10x slower: a smaller batch of the same messages.
         await prefill(settings, topo, naive_n)
@@ -192,7 +191,7 @@ async def bare_round(settings: AmqpSettings, n: int, naive_n: int, figs: RelayFi
 async def peers_round(settings: AmqpSettings, n: int, figs: RelayFigures) -> None:
     """The frameworks' relays (bench.throughput.peers), each on a queue of its own."""
     for peer in PEER_RELAYS:
-        await _bare_relay(settings, peer, n, figs)
+        await _drain(settings, peer, n, figs)
 
 
 async def dispatcher_round(
@@ -288,7 +287,7 @@ async def run(
         if ceiling:
             await bare_round(settings, n, naive_n, figs)
         else:
-            await _bare_relay(settings, "relay", n, figs)
+            await _drain(settings, "relay", n, figs)
         await dispatcher_round(settings, n, figs, profile=profile)
         if baseline_src is not None:
             await dispatcher_round(settings, n, figs, src=baseline_src)
