@@ -4,7 +4,8 @@ Run as a subprocess like the bare relays (``python -m bench.throughput.peers <wh
 same arguments), each prints one JSON line of the same shape as theirs. Both keep the bare
 relay's guarantee: consume the quorum ``<ns>.requests`` with manual ack, republish each message
 persistent and mandatory on a confirm channel, ack the source only once that republish is
-confirmed (a return or a nack raises, and the source is handed back, never acked):
+confirmed. A return or a nack raises and the source is never acked: FastStream hands it back
+(nack, requeue), Dramatiq rejects it to the queue's dead-letter exchange; both are counted.
 
 * ``faststream``: a RabbitBroker (aio-pika) whose publishing channel has publisher confirms and
   ``on_return_raises``; one subscriber with ``AckPolicy.MANUAL`` (prefetch as the bare relay's),
