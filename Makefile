@@ -41,6 +41,7 @@ demo: $(STAMP)
 # Figures are ratios to baselines measured in the same run; each part prints its table and writes
 # bench/results/<part>.json. The throughput part needs the broker (and wrk for the gateway).
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m loadgen ensure-broker
 	$(PY) -m bench.scale
 	$(PY) -m bench.balance
