@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help install test demo lint schemas configuration env up down load prometheus bench
 
 help:
-	@echo "make install   create .venv and install smartgrid with its dev tools"
+	@echo "make install   create .venv and install smartgrid with its dev tools and bench frameworks"
 	@echo "make test      make sure RabbitMQ answers (start a local one if needed), run pytest"
 	@echo "make demo      local grid of three substations, a burst of 600 requests, live view"
 	@echo "make lint      ruff check + ruff format --check + mypy"
@@ -25,7 +25,7 @@ help:
 
 install:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	@touch $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -41,7 +41,6 @@ demo: $(STAMP)
 # Figures are ratios to baselines measured in the same run; each part prints its table and writes
 # bench/results/<part>.json. The throughput part needs the broker (and wrk for the gateway).
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m loadgen ensure-broker
 	$(PY) -m bench.scale
 	$(PY) -m bench.balance
