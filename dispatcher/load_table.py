@@ -376,12 +376,15 @@ class LoadTable:
             self._live_releases -= s.releases_queued
             self._index.forget(substation_id)
 
+    @property
+    def index(self) -> PromiseIndex:
+        """Substations by what is promised to them (what ``least_promised`` reads)."""
+        return self._index
+
     def least_promised(self, now: float, request_kw: float) -> tuple[SubstationState, float] | None:
         """The eligible substation least promised once it takes ``request_kw`` (capped at its
         capacity) and one more session — ``promised_ratio(s, min(request_kw, capacity), 1)``,
         the smallest there is, ties broken at random — and that score; None if none is eligible.
         The same answer as scanning ``eligible(now)``, in O(k + log n) (see PromiseIndex)."""
         self.release_due(now)
-        return self._index.least_promised(
-            request_kw, lambda s: s.status == "up" and self.is_fresh(s, now)
-        )
+        return self._index.least_promised(request_kw, now, self.stale_after_intervals)
