@@ -3,9 +3,12 @@
 Commands: ``run`` (a demand profile, followed to the end, with a report), ``watch`` (live
 substation table from heartbeats), ``demo`` (the whole grid locally, under a burst),
 ``ensure-broker`` (start a local RabbitMQ if none answers).
-Exit codes: 0 ok (nothing lost), 1 the run lost requests or could not reach the grid, 2 invalid
-options or settings, 130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the report so far is
-printed first; a second signal exits at once (``loadgen.signals``).
+Exit codes (``messaging.exit_codes``, the same for every smartgrid process): 0 ok (every
+accepted request finished), 1 the run lost requests (the grid no longer holds them) or could not
+reach the grid, 2 invalid options or settings, 4 requests unfinished (still in the grid when the
+settle time was up: held in ``<ns>.requests``, queued at a substation or charging) and none lost,
+130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the report so far is printed first; a second
+signal exits at once (``loadgen.signals``).
 """
 
 from __future__ import annotations
@@ -23,16 +26,18 @@ from rich.console import Console
 if TYPE_CHECKING:
     from loadgen.signals import StopSignals
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130  # SIGINT; any signal: 128 + its number (SIGTERM: 143)
+from messaging import exit_codes
+
+EXIT_OK = exit_codes.OK
+EXIT_FAILED = exit_codes.FAILURE
+EXIT_INTERRUPTED = exit_codes.INTERRUPTED  # SIGINT; any signal: 128 + its number (SIGTERM: 143)
 
 # The demo's grid gets 10 s to stop, then its namespace is deleted: more than a run alone
 # needs before a signal makes the process exit regardless.
 DEMO_HARD_EXIT_S = 40.0
 
 app = typer.Typer(
-    help="Drive load into a smartgrid and report what it did.",
+    help="Drive load into a smartgrid and report what it did. " + exit_codes.SUMMARY,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -124,7 +129,7 @@ def _friendly_errors(console: Console) -> Iterator[None]:
         yield
     except TraceError as exc:
         print_error(console, str(exc))
-        raise typer.Exit(2) from None
+        raise typer.Exit(exit_codes.USAGE) from None
     except (BrokerSetupError, GridStartError, IngressUnreachable, MessagingError) as exc:
         print_error(console, str(exc))
         raise typer.Exit(EXIT_FAILED) from None
@@ -214,10 +219,15 @@ def run_cmd(
 ) -> None:
     """Send a demand profile, follow every request to its end, report what happened.
 
-    Exit 0 when nothing accepted was lost; 1 when an accepted request neither completed nor was
-    rejected within --settle (or the grid could not be reached, or refused the API key);
-    2 for bad options; 130 (Ctrl-C) or 143 (SIGTERM) when stopped early, after the report so
-    far.
+    A request accepted but neither completed nor rejected within --settle is unfinished while
+    the grid still holds it (held in <ns>.requests, queued at a substation, charging), and lost
+    once it does not: the grid counts requests (the queue's messages, the heartbeats' queued and
+    active sessions at the places the missing requests were last seen), so if it holds at least
+    as many as are missing none is lost, and if fewer, the difference is.
+
+    Exit 0 when every accepted request finished; 1 when one was lost (or the grid could not be
+    reached, or refused the API key); 2 for bad options; 4 when some are unfinished and none
+    lost; 130 (Ctrl-C) or 143 (SIGTERM) when stopped early, after the report so far.
     """
     from loadgen.profiles import PROFILES
     from loadgen.run import RunOptions
@@ -254,6 +264,7 @@ def run_cmd(
             api_key=settings.api_key.get_secret_value() if settings.api_key else None,
             top=top,
             broker_timeout_s=broker_timeout,
+            management_url=settings.management_url,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -306,7 +317,7 @@ def run(
     if result.interrupted:
         return EXIT_INTERRUPTED
     # Refused for want of a key is a setup error, like an unreachable gateway.
-    return 1 if refused else report.exit_code
+    return EXIT_FAILED if refused else report.exit_code
 
 
 @app.command("watch")
@@ -391,7 +402,8 @@ def demo_cmd(
     """Local grid of 150/300/600 kW substations, a burst through the gateway, live load, report.
 
     Starts a broker if none answers, runs everything in a fresh namespace, stops every process
-    and deletes the namespace at the end. Exit 0 when every request was accepted and completed.
+    and deletes the namespace at the end. Exit 0 when every request was accepted and completed,
+    4 when some were still in the grid after --timeout (none lost), 1 otherwise.
     """
     from dispatcher.policies import POLICIES
     from loadgen.demo import DemoOptions, run_demo
@@ -457,7 +469,7 @@ def prometheus_cmd(
         from loadgen.view import print_error
 
         print_error(console, str(exc))
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_FAILED) from None
     console.print(
         f"Prometheus on http://{listen} with {config_path}; targets follow {targets_dir}/*.json"
     )

@@ -12,14 +12,16 @@ from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from messaging import exit_codes
 from messaging.errors import FatalBrokerError
 
 S = TypeVar("S", bound=BaseModel)
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_BROKER_REFUSED = 3
+# The shared table (messaging.exit_codes), under the names the services use.
+EXIT_OK = exit_codes.OK
+EXIT_FAILURE = exit_codes.FAILURE
+EXIT_USAGE = exit_codes.USAGE
+EXIT_BROKER_REFUSED = exit_codes.BROKER_REFUSED
 
 
 def configure_logging(level: str) -> None:

@@ -1,0 +1,157 @@
+"""Read what the grid holds at the places a run's unfinished requests wait (``Holdings``).
+
+* ``<ns>.requests``: its messages, ready and unacked, from RabbitMQ's management API. A
+  dispatcher holds requests it cannot place yet unacked (up to its prefetch), and AMQP's
+  passive declare counts only ready ones; when the management API does not answer, that is
+  the fallback, said so in ``requests_counted_by``. The API's figures are refreshed every
+  few seconds (the broker's ``collect_statistics_interval``, 5 s by default).
+* a substation with a fresh heartbeat: that heartbeat's ``queued`` (its queue's depth plus the
+  cars waiting for a bay) and ``active_sessions``;
+* a substation that went stale or was never heard: the depth of its queue (what a dead worker
+  left there), from the management API or a passive declare.
+
+Every call is bounded by ``timeout_s``; after the first broker call that fails, the rest are not
+tried (a broker that stopped answering must not hold the report for a minute), and what was not
+read is listed in ``Holdings.unread``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from urllib.parse import quote, unquote, urlsplit
+
+import httpx
+
+from contracts import Topology
+from loadgen.bounded import within
+from loadgen.state import GridState, Place
+from loadgen.unfinished import Holdings, SubstationHolds
+from messaging import AmqpSettings, MessagingError, Session
+
+log = logging.getLogger(__name__)
+
+# Stale substations whose queue is probed at most; more are listed as unread.
+MAX_PROBES = 100
+
+
+def management_url(settings: AmqpSettings, override: str | None = None) -> str:
+    """Where the management API answers: ``override``, else the broker's host on 15672
+    (15671, https, for an amqps:// broker)."""
+    if override:
+        return override.rstrip("/")
+    url = urlsplit(settings.amqp_url.get_secret_value())
+    host = url.hostname or "localhost"
+    host = f"[{host}]" if ":" in host else host
+    return f"https://{host}:15671" if url.scheme == "amqps" else f"http://{host}:15672"
+
+
+def _vhost(settings: AmqpSettings) -> str:
+    path = urlsplit(settings.amqp_url.get_secret_value()).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
+
+
+class _Counter:
+    """Queue depths, by the management API while it answers, else by passive declares."""
+
+    def __init__(
+        self,
+        settings: AmqpSettings,
+        session: Session | None,
+        base_url: str,
+        timeout_s: float,
+    ) -> None:
+        url = urlsplit(settings.amqp_url.get_secret_value())
+        self._auth = (unquote(url.username or "guest"), unquote(url.password or "guest"))
+        self._base = base_url
+        self._vhost = quote(_vhost(settings), safe="")
+        self._session = session
+        self._timeout = timeout_s
+        self.api_failed: str | None = None
+        self.broker_failed: str | None = None
+
+    async def from_api(self, client: httpx.AsyncClient, queue: str) -> int | None:
+        if self.api_failed is not None:
+            return None
+        try:
+            r = await client.get(
+                f"{self._base}/api/queues/{self._vhost}/{quote(queue, safe='')}",
+                params={"columns": "messages"},
+                auth=self._auth,
+                timeout=self._timeout,
+            )
+            if r.status_code == 404:
+                return 0  # no such queue: it holds nothing
+            r.raise_for_status()
+            return int(r.json().get("messages") or 0)
+        except (httpx.HTTPError, ValueError) as exc:
+            self.api_failed = f"the management API at {self._base} did not answer ({exc})"
+            log.info("%s", self.api_failed)
+            return None
+
+    async def ready(self, queue: str) -> int | None:
+        """Ready messages by a passive declare (0 for a queue that does not exist)."""
+        if self.broker_failed is not None:
+            return None
+        if self._session is None or not self._session.is_open:
+            self.broker_failed = "not connected to the broker"
+            return None
+        try:
+            depth = await within(self._session.queue_exists(queue), self._timeout, "probe")
+        except MessagingError as exc:
+            self.broker_failed = f"the broker did not answer ({exc})"
+            return None
+        return depth or 0
+
+
+async def read_holdings(
+    settings: AmqpSettings,
+    topology: Topology,
+    state: GridState,
+    session: Session | None,
+    places: Iterable[Place],
+    now: datetime,
+    *,
+    timeout_s: float,
+    management: str | None = None,
+) -> Holdings:
+    """The grid's counts at ``places`` (see the module docstring)."""
+    wanted = set(places)
+    counter = _Counter(settings, session, management_url(settings, management), timeout_s)
+    unread: list[str] = []
+    requests: int | None = None
+    counted_by = "management API"
+    async with httpx.AsyncClient() as client:
+        if any(p.substation_id is None for p in wanted):
+            requests = await counter.from_api(client, topology.requests_queue)
+            if requests is None:
+                requests = await counter.ready(topology.requests_queue)
+                counted_by = (
+                    f"ready only: {counter.api_failed}, so what a dispatcher holds unacked is "
+                    "not counted"
+                )
+            if requests is None:
+                unread.append(f"{topology.requests_queue}: {counter.broker_failed}")
+        stations: dict[str, SubstationHolds] = {}
+        probes = 0
+        for sid in sorted({p.substation_id for p in wanted if p.substation_id is not None}):
+            view = state.substations.get(sid)
+            if view is not None and view.status(now) != "stale":
+                hb = view.heartbeat
+                stations[sid] = SubstationHolds(hb.queued, hb.active_sessions)
+                continue
+            queue = topology.substation_queue(sid)
+            depth: int | None = None
+            if probes < MAX_PROBES:
+                probes += 1
+                depth = await counter.from_api(client, queue)
+                if depth is None:
+                    depth = await counter.ready(queue)
+            if depth is None:
+                why = counter.broker_failed or f"more than {MAX_PROBES} silent substations"
+                unread.append(f"{queue}: {why}")
+                stations[sid] = SubstationHolds(0, 0, "unread")
+            else:
+                stations[sid] = SubstationHolds(depth, 0, "queue")
+    return Holdings(requests, topology.requests_queue, counted_by, stations, tuple(unread))
