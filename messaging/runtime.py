@@ -24,13 +24,30 @@ EXIT_USAGE = exit_codes.USAGE
 EXIT_BROKER_REFUSED = exit_codes.BROKER_REFUSED
 
 
+# pika's loggers of a connection attempt: each failed attempt is 7 ERROR lines there, and one
+# WARNING from messaging.link says the same with what to check.
+PIKA_CONNECT_LOGGERS = (
+    "pika.adapters.utils.connection_workflow",
+    "pika.adapters.utils.io_services_utils",
+    "pika.adapters.base_connection",
+)
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    quiet_pika(debug=level.upper() == "DEBUG")
+
+
+def quiet_pika(*, debug: bool = False) -> None:
+    """pika at WARNING, its connection attempts silent (messaging.link reports those); all of
+    it as configured at DEBUG."""
+    logging.getLogger("pika").setLevel(logging.DEBUG if debug else logging.WARNING)
+    for name in PIKA_CONNECT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if debug else logging.CRITICAL)
 
 
 def build_settings(cls: type[S], **overrides: Any) -> S:
