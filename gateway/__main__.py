@@ -12,10 +12,8 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-import typer
-
 from gateway.settings import GatewaySettings
-from messaging.cli import settings_command
+from messaging.cli import new_app, settings_command
 from messaging.errors import FatalBrokerError
 from messaging.runtime import EXIT_BROKER_REFUSED, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, die
 
@@ -167,7 +165,7 @@ def run(settings: GatewaySettings) -> int:
     return EXIT_OK
 
 
-cli = typer.Typer(add_completion=False)
+cli = new_app()
 cli.command(
     help="smartgrid gateway: serve POST /v1/charge-requests (202 once the broker confirmed), "
     "/healthz, /metrics and /docs until SIGINT/SIGTERM."

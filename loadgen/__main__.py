@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 
+from loadgen.settings import LoadgenSettings
+from messaging.cli import env_var, new_app, option_label, settings_option
+
 if TYPE_CHECKING:
     from loadgen.signals import StopSignals
 
@@ -32,43 +35,35 @@ EXIT_OK = exit_codes.OK
 EXIT_FAILED = exit_codes.FAILURE
 EXIT_INTERRUPTED = exit_codes.INTERRUPTED  # SIGINT; any signal: 128 + its number (SIGTERM: 143)
 
+# loadgen's own output is the point: its log is quiet unless asked.
+DEFAULT_LOG_LEVEL = "WARNING"
+
 # The demo's grid gets 10 s to stop, then its namespace is deleted: more than a run alone
 # needs before a signal makes the process exit regardless.
 DEMO_HARD_EXIT_S = 40.0
 
-app = typer.Typer(
+app = new_app(
     help="Drive load into a smartgrid and report what it did. " + exit_codes.SUMMARY,
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
 
 # -- options shared by several commands (each with its environment variable) ------------------
 
-AMQP_URL = typer.Option(
-    None, "--amqp-url", envvar="SMARTGRID_AMQP_URL", help="Broker URL.", show_default=False
-)
-NAMESPACE = typer.Option(
-    None,
-    "--namespace",
-    envvar="SMARTGRID_NAMESPACE",
-    help="Namespace of the grid. [default: smartgrid]",
-    show_default=False,
-)
-GATEWAY_URL = typer.Option(
-    None,
-    "--gateway-url",
-    envvar="SMARTGRID_GATEWAY_URL",
-    help="Base URL of the gateway. [default: http://127.0.0.1:8000]",
-    show_default=False,
-)
+AMQP_URL = settings_option(LoadgenSettings, "amqp_url", help="Broker URL.")
+NAMESPACE = settings_option(LoadgenSettings, "namespace", help="Namespace of the grid.")
+GATEWAY_URL = settings_option(LoadgenSettings, "gateway_url")
 LOG_LEVEL = typer.Option(
     None,
     "--log-level",
-    envvar="SMARTGRID_LOG_LEVEL",
-    help="Log level of loadgen itself. [default: WARNING]",
+    envvar=env_var(LoadgenSettings, "log_level"),
+    help=f"Log level of loadgen itself. Default: {DEFAULT_LOG_LEVEL}.",
     show_default=False,
 )
+# How a settings error names the fields these options set (the rest: their variable).
+LABELS = {
+    name: option_label([f"--{name.replace('_', '-')}"], env_var(LoadgenSettings, name))
+    for name in ("amqp_url", "namespace", "gateway_url", "log_level")
+}
 SEED = typer.Option(
     None, "--seed", envvar="LOADGEN_SEED", help="Seed the demand for a repeatable run."
 )
@@ -101,13 +96,12 @@ CONCURRENCY = typer.Option(
 
 
 def _settings(**overrides: Any) -> Any:
-    from loadgen.settings import LoadgenSettings
     from messaging.runtime import build_settings, configure_logging
 
     overrides.setdefault("log_level", None)
-    settings = build_settings(LoadgenSettings, **overrides)
+    settings = build_settings(LoadgenSettings, labels=LABELS, **overrides)
     # Quiet by default: loadgen's own output is the point; SMARTGRID_LOG_LEVEL turns it up.
-    level = (overrides["log_level"] or "WARNING").upper()
+    level = (overrides["log_level"] or DEFAULT_LOG_LEVEL).upper()
     configure_logging(level)
     if level != "DEBUG":
         # pika logs every refused connection as ERROR; loadgen reports those itself.
@@ -244,6 +238,11 @@ def run_cmd(
     elif (requests is None) == (duration is None):
         raise typer.BadParameter("give exactly one of --requests or --duration")
     console = _console()
+    if profile == "replay" and trace is not None:
+        from loadgen.profiles import load_trace
+
+        with _friendly_errors(console):  # a bad trace is a usage error, found before connecting
+            load_trace(trace)
     settings = _settings(
         namespace=namespace, amqp_url=amqp_url, gateway_url=gateway_url, log_level=log_level
     )

@@ -7,7 +7,7 @@ import gc
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -50,13 +50,38 @@ def quiet_pika(*, debug: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.NOTSET if debug else logging.CRITICAL)
 
 
-def build_settings(cls: type[S], **overrides: Any) -> S:
-    """Settings from SMARTGRID_* env vars, CLI values (non-None) on top; exit 2 if invalid."""
+def build_settings(cls: type[S], *, labels: Mapping[str, str] | None = None, **overrides: Any) -> S:
+    """Settings from SMARTGRID_* env vars, CLI values (non-None) on top; exit 2 if invalid.
+
+    Each problem is one line under the setting's ``labels`` entry (its option and variable,
+    ``messaging.cli.option_labels``; by default its variable); one not tied to a field (a
+    check across fields) is its message alone."""
     try:
         return cls(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '-'}: {e['msg']}" for e in exc.errors()]
+        lines = [f"  {line}" for line in settings_problems(exc, cls, labels)]
         die(EXIT_USAGE, "invalid settings:\n" + "\n".join(lines))
+
+
+def settings_problems(
+    exc: ValidationError, cls: type[BaseModel], labels: Mapping[str, str] | None = None
+) -> list[str]:
+    """One line per problem of ``exc``: ``<option (VARIABLE)>: <what is wrong>``."""
+    prefix = str(cls.model_config.get("env_prefix") or "")
+    out = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        loc = [str(p) for p in error["loc"]]
+        if not loc:
+            out.append(message)
+            continue
+        field, rest = loc[0], loc[1:]
+        label = (labels or {}).get(field) or f"{prefix}{field.upper()}"
+        where = label + "".join(f"[{p}]" for p in rest)
+        if error["type"] == "missing":
+            message = "required, and neither given nor set"
+        out.append(f"{where}: {message}")
+    return out
 
 
 def die(code: int, message: str) -> NoReturn:
