@@ -4,7 +4,8 @@
   dispatcher holds requests it cannot place yet unacked (up to its prefetch), and AMQP's
   passive declare counts only ready ones; when the management API does not answer, that is
   the fallback, said so in ``requests_counted_by``. The API's figures are refreshed every
-  few seconds (the broker's ``collect_statistics_interval``, 5 s by default).
+  few seconds (the broker's ``collect_statistics_interval``, 5 s by default), and a queue
+  declared within that interval has none yet: they are waited for up to ``FIGURES_WAIT_S``.
 * a substation with a fresh heartbeat: that heartbeat's ``queued`` (its queue's depth plus the
   cars waiting for a bay) and ``active_sessions``;
 * a substation that went stale or was never heard: the depth of its queue (what a dead worker
@@ -17,7 +18,9 @@ read is listed in ``Holdings.unread``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from datetime import datetime
 from urllib.parse import quote, unquote, urlsplit
@@ -34,6 +37,10 @@ log = logging.getLogger(__name__)
 
 # Stale substations whose queue is probed at most; more are listed as unread.
 MAX_PROBES = 100
+# The management API has figures for a queue once per statistics interval (5 s by default)
+# after it was declared: how long to wait for those of <ns>.requests, and how often to ask.
+FIGURES_WAIT_S = 6.0
+FIGURES_RETRY_S = 0.5
 
 
 def management_url(settings: AmqpSettings, override: str | None = None) -> str:
@@ -70,25 +77,48 @@ class _Counter:
         self._timeout = timeout_s
         self.api_failed: str | None = None
         self.broker_failed: str | None = None
+        self.no_figures: set[str] = set()
 
-    async def from_api(self, client: httpx.AsyncClient, queue: str) -> int | None:
+    async def from_api(
+        self, client: httpx.AsyncClient, queue: str, *, wait_s: float = 0.0
+    ) -> int | None:
+        """The queue's messages, ready and unacked; for a queue the broker has no figures for
+        yet (declared within its statistics interval), asked again for up to ``wait_s``."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            count = await self._api_once(client, queue)
+            if count is not None or queue not in self.no_figures:
+                return count
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(FIGURES_RETRY_S)
+
+    async def _api_once(self, client: httpx.AsyncClient, queue: str) -> int | None:
         if self.api_failed is not None:
             return None
         try:
+            # No ?columns=: for a queue without figures yet the API answers [] to it.
             r = await client.get(
                 f"{self._base}/api/queues/{self._vhost}/{quote(queue, safe='')}",
-                params={"columns": "messages"},
                 auth=self._auth,
                 timeout=self._timeout,
             )
             if r.status_code == 404:
                 return 0  # no such queue: it holds nothing
             r.raise_for_status()
-            return int(r.json().get("messages") or 0)
+            doc = r.json()
+            if not isinstance(doc, dict):
+                raise ValueError(f"{r.url} answered {type(doc).__name__}, not a queue")
         except (httpx.HTTPError, ValueError) as exc:
             self.api_failed = f"the management API at {self._base} did not answer ({exc})"
             log.info("%s", self.api_failed)
             return None
+        messages = doc.get("messages")
+        if not isinstance(messages, int):
+            self.no_figures.add(queue)  # a queue just declared: the broker has not counted yet
+            return None
+        self.no_figures.discard(queue)
+        return messages
 
     async def ready(self, queue: str) -> int | None:
         """Ready messages by a passive declare (0 for a queue that does not exist)."""
@@ -124,13 +154,13 @@ async def read_holdings(
     counted_by = "management API"
     async with httpx.AsyncClient() as client:
         if any(p.substation_id is None for p in wanted):
-            requests = await counter.from_api(client, topology.requests_queue)
+            requests = await counter.from_api(
+                client, topology.requests_queue, wait_s=FIGURES_WAIT_S
+            )
             if requests is None:
                 requests = await counter.ready(topology.requests_queue)
-                counted_by = (
-                    f"ready only: {counter.api_failed}, so what a dispatcher holds unacked is "
-                    "not counted"
-                )
+                why = counter.api_failed or "the management API has no figures for it yet"
+                counted_by = f"ready only: {why}, so what a dispatcher holds unacked is not counted"
             if requests is None:
                 unread.append(f"{topology.requests_queue}: {counter.broker_failed}")
         stations: dict[str, SubstationHolds] = {}
