@@ -29,6 +29,7 @@ import random
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 from uuid import UUID
 
 from contracts import Heartbeat
@@ -36,6 +37,11 @@ from dispatcher.promise_index import PromiseIndex
 
 # Assignments remembered as in transit per substation, at most.
 MAX_IN_TRANSIT = 100_000
+
+
+# up and draining as its heartbeat says; refused: it refused an assignment (nacked), until its
+# next heartbeat.
+SubstationStatus = Literal["up", "draining", "refused"]
 
 
 @dataclass(slots=True)
@@ -47,7 +53,7 @@ class SubstationState:
     committed_kw: float
     active_sessions: int
     queued: int
-    status: str
+    status: SubstationStatus
     seq: int
     interval_s: float
     last_seen: float

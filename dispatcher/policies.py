@@ -65,7 +65,9 @@ class IndexedPolicy(Protocol):
 def decider(policy: Policy, table: LoadTable, now: float) -> Callable[[float], str | None]:
     """``choose(request_kw)`` for one round of decisions at ``now``: the index's fast path when
     the policy has one; otherwise the eligible list, built once for the round (assignments
-    recorded meanwhile update the states it holds)."""
+    recorded meanwhile update the states it holds). The releases due by ``now`` are applied
+    here, once for the round, so that a decision is the pick alone."""
+    table.release_due(now)
     # getattr, not isinstance: a runtime-checkable Protocol costs microseconds per check.
     if getattr(policy, "choose_in", None) is not None:
         return functools.partial(cast(IndexedPolicy, policy).choose_in, table, now)
@@ -139,7 +141,7 @@ class RoundRobin:
 
 
 class LeastLoaded:
-    """The seeds' policy: lowest reported load in kW. Stale between heartbeats, so a burst
+    """The naive policy: lowest reported load in kW. Stale between heartbeats, so a burst
     herds onto one substation; and blind to capacity. Kept for comparison."""
 
     name = "least-loaded"

@@ -28,7 +28,7 @@ from prometheus_client import Histogram
 from dispatcher.load_table import LoadTable, SubstationState
 from dispatcher.policies import IndexedPolicy, Policy
 from dispatcher.service import Dispatcher
-from messaging import Delivery, Session
+from messaging import BrokerSession, Delivery
 
 
 @dataclass
@@ -162,7 +162,7 @@ def instrument(dispatcher: Dispatcher, recorder: Recorder) -> None:
             record.heartbeats += 1
             record.heartbeat_ns += time.perf_counter_ns() - started
 
-    async def timed_probe(session: Session, sid: str) -> None:
+    async def timed_probe(session: BrokerSession, sid: str) -> None:
         started = time.perf_counter()
         try:
             await probe(session, sid)
