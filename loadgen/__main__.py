@@ -51,12 +51,12 @@ app = new_app(
 
 AMQP_URL = settings_option(LoadgenSettings, "amqp_url", help="Broker URL.")
 NAMESPACE = settings_option(LoadgenSettings, "namespace", help="Namespace of the grid.")
-GATEWAY_URL = settings_option(LoadgenSettings, "gateway_url")
+GATEWAY_URL = settings_option(LoadgenSettings, "gateway_url", help="Base URL of the gateway.")
 LOG_LEVEL = typer.Option(
     None,
     "--log-level",
     envvar=env_var(LoadgenSettings, "log_level"),
-    help=f"Log level of loadgen itself. Default: {DEFAULT_LOG_LEVEL}.",
+    help=f"Log level of loadgen itself. [default: {DEFAULT_LOG_LEVEL}]",
     show_default=False,
 )
 # How a settings error names the fields these options set (the rest: their variable).
@@ -263,7 +263,6 @@ def run_cmd(
             api_key=settings.api_key.get_secret_value() if settings.api_key else None,
             top=top,
             broker_timeout_s=broker_timeout,
-            management_url=settings.management_url,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

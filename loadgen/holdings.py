@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Iterable
 from datetime import datetime
@@ -35,6 +36,7 @@ from messaging import AmqpSettings, MessagingError, Session
 
 log = logging.getLogger(__name__)
 
+MANAGEMENT_URL_VARIABLE = "SMARTGRID_MANAGEMENT_URL"
 # Stale substations whose queue is probed at most; more are listed as unread.
 MAX_PROBES = 100
 # The management API has figures for a queue once per statistics interval (5 s by default)
@@ -44,10 +46,11 @@ FIGURES_RETRY_S = 0.5
 
 
 def management_url(settings: AmqpSettings, override: str | None = None) -> str:
-    """Where the management API answers: ``override``, else the broker's host on 15672
-    (15671, https, for an amqps:// broker)."""
-    if override:
-        return override.rstrip("/")
+    """Where the management API answers: ``override``, else SMARTGRID_MANAGEMENT_URL (as for
+    the tests and bench.flood), else the broker's host on 15672 (15671, https, for amqps://)."""
+    given = override or os.environ.get(MANAGEMENT_URL_VARIABLE)
+    if given:
+        return given.rstrip("/")
     url = urlsplit(settings.amqp_url.get_secret_value())
     host = url.hostname or "localhost"
     host = f"[{host}]" if ":" in host else host

@@ -52,8 +52,8 @@ class RunOptions:
     top: int = DEFAULT_TOP
     # Every broker call (declare, bind, consume, delete, close) waits at most this long.
     broker_timeout_s: float = BROKER_TIMEOUT_S
-    # RabbitMQ's management API, for what <ns>.requests holds (loadgen.holdings); None: the
-    # broker's host on 15672.
+    # RabbitMQ's management API, for what <ns>.requests holds (loadgen.holdings); None:
+    # SMARTGRID_MANAGEMENT_URL, else the broker's host on 15672.
     management_url: str | None = None
 
     def __post_init__(self) -> None:

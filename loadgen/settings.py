@@ -13,11 +13,6 @@ class LoadgenSettings(AmqpSettings):
     gateway_url: str = Field(
         default=DEFAULT_GATEWAY_URL, description="Base URL of the gateway's HTTP API."
     )
-    management_url: str | None = Field(
-        default=None,
-        description="RabbitMQ's management API, to count what <ns>.requests holds at the end "
-        "of a run (ready and unacked); unset: the broker's host on port 15672.",
-    )
     # From the environment only: a key on the command line shows in `ps`.
     api_key: SecretStr | None = Field(
         default=None,

@@ -71,9 +71,15 @@ def settings_option(
     cls: type[BaseSettings], name: str, *flags: str, help: str | None = None
 ) -> Any:
     """One typer Option (default None: the settings class decides) for field ``name`` of
-    ``cls``, with its variable and the field's own default in the help."""
+    ``cls``, with its variable and the field's own default in the help as ``[default: X]``
+    (what click shows for an option's own default, and what docs_tools reads)."""
     info = cls.model_fields[name]
-    text = " ".join(p for p in (help or info.description, _default_text(info)) if p)
+    default = info.get_default(call_default_factory=True)
+    if isinstance(default, SecretStr):
+        default = default.get_secret_value()
+    text = help or info.description or ""
+    if default is not None:
+        text += f" [default: {default}]"
     return typer.Option(
         None, *(flags or (_flag(name),)), envvar=env_var(cls, name), help=text, show_default=False
     )
@@ -86,11 +92,12 @@ def _flag(name: str) -> str:
 def settings_options(
     cls: type[BaseSettings],
     *,
-    env_prefix: str = "SMARTGRID_",
+    env_prefix: str | None = None,
     aliases: Mapping[str, Sequence[str]] | None = None,
     exclude: Sequence[str] = (),
 ) -> list[inspect.Parameter]:
-    """One keyword-only parameter (a typer Option defaulting to None) per settings field."""
+    """One keyword-only parameter (a typer Option defaulting to None) per settings field; its
+    variable has ``env_prefix`` (by default the class's own, as pydantic reads it)."""
     inherited = {n for base in cls.__mro__[1:] for n in getattr(base, "model_fields", {})}
     # The service's own settings first, the shared ones (broker, logging) after them.
     names = sorted(cls.model_fields, key=lambda n: n in inherited)
@@ -102,9 +109,8 @@ def settings_options(
         flags = _flags(name, info, aliases)
         typ = _cli_type(info.annotation)
         help_text = " ".join(p for p in (info.description, _default_text(info)) if p)
-        option = typer.Option(
-            None, *flags, envvar=f"{env_prefix}{name.upper()}", help=help_text, show_default=False
-        )
+        envvar = env_var(cls, name) if env_prefix is None else f"{env_prefix}{name.upper()}"
+        option = typer.Option(None, *flags, envvar=envvar, help=help_text, show_default=False)
         params.append(
             inspect.Parameter(
                 name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=typ | None

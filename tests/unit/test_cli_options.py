@@ -73,14 +73,15 @@ def test_invalid_or_missing_settings_exit_2_naming_the_option_and_variable() -> 
     assert seen == []
 
 
-class Paired(Base):
+class Paired(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEMO_", extra="ignore")
     cert: str | None = None
     key: str | None = None
 
     @model_validator(mode="after")
     def _together(self) -> Paired:
         if (self.cert is None) != (self.key is None):
-            raise ValueError("SMARTGRID_CERT and SMARTGRID_KEY go together")
+            raise ValueError("DEMO_CERT and DEMO_KEY go together")
         return self
 
 
@@ -90,9 +91,7 @@ def test_a_problem_across_fields_is_its_message_alone() -> None:
     app.command()(settings_command(Paired, lambda _s: 0, doc="paired"))
     result = CliRunner().invoke(app, ["--cert", "c.pem"], env={})
     assert result.exit_code == 2
-    assert result.output == (
-        "error: invalid settings:\n  SMARTGRID_CERT and SMARTGRID_KEY go together\n"
-    )
+    assert result.output == ("error: invalid settings:\n  DEMO_CERT and DEMO_KEY go together\n")
 
 
 def test_the_services_settings_errors_name_their_options() -> None:

@@ -113,11 +113,13 @@ def test_help_shows_flags_as_flags_and_the_defaults_of_settings(name: str) -> No
     assert "<bool>" not in text
     params = {p.name for p in COMMANDS[name].params}
     if "namespace" in params:
-        assert "Default: smartgrid." in text
+        assert "[default: smartgrid]" in text
     if "gateway_url" in params:
-        assert "Default: http://127.0.0.1:8000." in text
+        assert "[default: http://127.0.0.1:8000]" in text
     if "amqp_url" in params:
-        assert "Default: a loopback development URL." in text
+        assert "[default: amqp://guest:guest@localhost:5672/%2F]" in text
+    if "log_level" in params:
+        assert "[default: WARNING]" in text
 
 
 def test_a_settings_error_names_the_option() -> None:
