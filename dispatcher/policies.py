@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Callable, Sequence
-from typing import Protocol, cast
+from typing import Literal, Protocol, cast
 
 from dispatcher.load_table import LoadTable, SubstationState, promised_ratio
 
@@ -37,6 +37,7 @@ __all__ = [
     "IndexedPolicy",
     "LeastLoaded",
     "Policy",
+    "PolicyName",
     "PowerOfTwo",
     "RandomChoice",
     "RoundPolicy",
@@ -221,6 +222,9 @@ class PowerOfTwo:
         a, b = self._rng.sample(list(candidates), 2)
         return min((a, b), key=lambda s: s.load_kw / s.capacity_kw).substation_id
 
+
+# The policies' names, as options take them (tests/unit/test_policies.py keeps it to POLICIES).
+PolicyName = Literal["headroom", "round-robin", "least-loaded", "random", "power-of-two"]
 
 POLICIES: dict[str, Callable[[random.Random], Policy]] = {
     Headroom.name: Headroom,

@@ -23,10 +23,13 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 
+from dispatcher.policies import PolicyName
+from loadgen.choices import Profile, Via
 from loadgen.settings import LoadgenSettings
 from messaging.cli import env_var, new_app, option_label, settings_option
 
 if TYPE_CHECKING:
+    from loadgen.run import RunOptions
     from loadgen.signals import StopSignals
 
 from messaging import exit_codes
@@ -95,7 +98,7 @@ CONCURRENCY = typer.Option(
 )
 
 
-def _settings(**overrides: Any) -> Any:
+def _settings(**overrides: Any) -> LoadgenSettings:
     from messaging.runtime import build_settings, configure_logging
 
     overrides.setdefault("log_level", None)
@@ -139,13 +142,13 @@ def _console() -> Console:
 
 @app.command("run")
 def run_cmd(
-    via: str = typer.Option(
+    via: Via = typer.Option(
         "http",
         "--via",
         envvar="LOADGEN_VIA",
         help="http: through the gateway; amqp: publish to <ns>.requests with confirms.",
     ),
-    profile: str = typer.Option(
+    profile: Profile = typer.Option(
         "steady",
         "--profile",
         envvar="LOADGEN_PROFILE",
@@ -223,13 +226,8 @@ def run_cmd(
     reached, or refused the API key); 2 for bad options; 4 when some are unfinished and none
     lost; 130 (Ctrl-C) or 143 (SIGTERM) when stopped early, after the report so far.
     """
-    from loadgen.profiles import PROFILES
     from loadgen.run import RunOptions
 
-    if via not in ("http", "amqp"):
-        raise typer.BadParameter("choose http or amqp", param_hint="--via")
-    if profile not in PROFILES:
-        raise typer.BadParameter(f"choose one of {', '.join(PROFILES)}", param_hint="--profile")
     if profile == "replay":
         if trace is None:
             raise typer.BadParameter(
@@ -248,7 +246,7 @@ def run_cmd(
     )
     try:
         options = RunOptions(
-            via=via,  # type: ignore[arg-type]
+            via=via,
             profile=profile,
             rate=rate,
             requests=requests,
@@ -276,8 +274,8 @@ def run_cmd(
 
 
 def run(
-    settings: Any,
-    options: Any,
+    settings: LoadgenSettings,
+    options: RunOptions,
     console: Console,
     *,
     json_path: Path | None = None,
@@ -356,7 +354,7 @@ def demo_cmd(
     requests: int = typer.Option(
         600, "--requests", "-n", envvar="LOADGEN_REQUESTS", min=1, max=100_000, help="How many."
     ),
-    policy: str = typer.Option(
+    policy: PolicyName = typer.Option(
         "headroom", "--policy", envvar="SMARTGRID_POLICY", help="Dispatch policy to demonstrate."
     ),
     time_scale: float = typer.Option(
@@ -403,11 +401,8 @@ def demo_cmd(
     and deletes the namespace at the end. Exit 0 when every request was accepted and completed,
     4 when some were still in the grid after --timeout (none lost), 1 otherwise.
     """
-    from dispatcher.policies import POLICIES
     from loadgen.demo import DemoOptions, run_demo
 
-    if policy not in POLICIES:
-        raise typer.BadParameter(f"choose one of {', '.join(POLICIES)}", param_hint="--policy")
     console = _console()
     settings = _settings(amqp_url=amqp_url, log_level=log_level)
     opts = DemoOptions(

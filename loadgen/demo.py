@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from contracts import Topology
+from dispatcher.policies import PolicyName
 from loadgen.bounded import BROKER_TIMEOUT_S
 from loadgen.broker import BrokerSetupError, broker_for_run, delete_namespace
 from loadgen.grid import LocalGrid, SubstationSpec
@@ -44,7 +45,7 @@ class DemoOptions:
     rate_per_s: float = 300.0
     seed: int | None = None
     timeout_s: float = 180.0
-    policy: str = "headroom"
+    policy: PolicyName = "headroom"
     time_scale: float = 3600.0
     heartbeat_interval_s: float = 1.0
     substations: tuple[SubstationSpec, ...] = DEMO_SUBSTATIONS

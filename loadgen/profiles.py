@@ -21,9 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadgen.choices import PROFILES, Profile
 from loadgen.demand import Demand
 
-PROFILES = ("steady", "rush-hour", "spike", "replay")
+__all__ = ["PROFILES", "Profile"]
 # Intensity outside the peak, as a share of the peak rate.
 BASE_SHARE = 0.2
 # spike: the burst occupies [SPIKE_START, SPIKE_END) of the run.

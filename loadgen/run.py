@@ -16,27 +16,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
 
 from contracts import Topology
 from loadgen.bounded import BROKER_TIMEOUT_S
+from loadgen.choices import PROFILES, Profile, Via
 from loadgen.demand import Demand, sample_demand
 from loadgen.holdings import read_holdings
 from loadgen.observe import GridObserver
-from loadgen.profiles import PROFILES, arrivals, load_trace
+from loadgen.profiles import arrivals, load_trace
 from loadgen.senders import AmqpSender, HttpSender, Sender
 from loadgen.state import DEFAULT_TOP, GridState
 from loadgen.unfinished import Holdings
 from messaging import AmqpSettings
 from messaging.waiting import sleep_unless
 
-Via = Literal["http", "amqp"]
-
 
 @dataclass(frozen=True)
 class RunOptions:
     via: Via = "http"
-    profile: str = "steady"
+    profile: Profile = "steady"
     rate: float = 50.0
     requests: int | None = None
     duration_s: float | None = None

@@ -20,6 +20,7 @@ from rich.console import Console
 from contracts import Topology
 from loadgen.__main__ import run
 from loadgen.broker import delete_namespace
+from loadgen.choices import Profile, Via
 from loadgen.demo import DEMO_SUBSTATIONS
 from loadgen.grid import LocalGrid, metric_value
 from loadgen.report import Report, build_report
@@ -105,15 +106,15 @@ def test_each_profile_through_run_matches_the_workers(
     grid: LocalGrid,
     amqp_settings: AmqpSettings,
     tmp_path: Path,
-    profile: str,
-    via: str,
+    profile: Profile,
+    via: Via,
     extra: dict[str, Any],
 ) -> None:
     # Given a running grid and its workers' counters
     before = worker_totals(grid)
     settings = _settings_for(amqp_settings, grid.namespace)
     options = RunOptions(
-        via=via,  # type: ignore[arg-type]
+        via=via,
         profile=profile,
         seed=11,
         settle_s=30,

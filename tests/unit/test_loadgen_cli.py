@@ -40,10 +40,10 @@ def test_help_reads(name: str) -> None:
         (["run", "--requests", "5", "--duration", "3"], "exactly one of"),
         (["run"], "exactly one of"),
         (["run", "--profile", "replay"], "needs --trace"),
-        (["run", "--via", "pigeon", "-n", "1"], "http or amqp"),
-        (["run", "--profile", "sawtooth", "-n", "1"], "choose one of steady"),
+        (["run", "--via", "pigeon", "-n", "1"], "'pigeon' is not one of 'http', 'amqp'"),
+        (["run", "--profile", "sawtooth", "-n", "1"], "is not one of 'steady', 'rush-hour'"),
         (["run", "-n", "0"], "greater than or equal to 1"),
-        (["demo", "--policy", "psychic"], "choose one of"),
+        (["demo", "--policy", "psychic"], "'psychic' is not one of 'headroom'"),
     ],
 )
 def test_usage_errors_exit_2(args: list[str], message: str) -> None:

@@ -237,3 +237,11 @@ def test_silence_counts_only_while_connected() -> None:
     # Reconnected at t=10 after an outage: not stale until 3 s of silence after that.
     assert not silent_while_connected(0.0, connected_at=10.0, now=12.0, window=3.0)
     assert silent_while_connected(0.0, connected_at=10.0, now=13.5, window=3.0)
+
+
+def test_the_policy_names_options_take_are_the_policies() -> None:
+    from typing import get_args
+
+    from dispatcher.policies import PolicyName
+
+    assert set(get_args(PolicyName)) == set(POLICIES)
