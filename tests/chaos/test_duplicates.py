@@ -23,7 +23,7 @@ from tests.chaos.harness import (
     metric_sum,
     score,
 )
-from tests.conftest import register_substations
+from tests.helpers import register_substations
 
 CRASH_AT = 120  # confirms, of 200 requests
 

@@ -32,8 +32,7 @@ from tests.chaos.harness import (
     score,
     wait_for,
 )
-from tests.conftest import register_substations
-from tests.helpers import collect
+from tests.helpers import collect, register_substations
 from tests.management import get, management_client, vhost_of
 
 GHOST_HZ = 10.0

@@ -23,7 +23,7 @@ from tests.chaos.harness import (
     score,
     wait_for,
 )
-from tests.conftest import register_substations
+from tests.helpers import register_substations
 
 VICTIM = "s600"
 

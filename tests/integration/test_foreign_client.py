@@ -17,9 +17,7 @@ from contracts import EventKind, Topology
 from loadgen.grid import LocalGrid
 from loadgen.observe import GridObserver
 from messaging import AmqpSettings
-from tests.conftest import register_substations
-
-pytestmark = pytest.mark.integration
+from tests.helpers import register_substations
 
 
 def _amqp_publish() -> str:

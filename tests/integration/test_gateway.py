@@ -19,8 +19,6 @@ from contracts.topology import BindingSpec, QueueSpec
 from gateway import AmqpRequestPublisher, GatewaySettings, create_app
 from messaging import AmqpSettings, Delivery, Session
 
-pytestmark = pytest.mark.integration
-
 URL = "/v1/charge-requests"
 UNREACHABLE_AMQP_URL = "amqp://guest:guest@127.0.0.1:1/%2F"  # nothing listens on port 1
 

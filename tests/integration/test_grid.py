@@ -20,9 +20,7 @@ from loadgen.observe import GridObserver
 from loadgen.run import RunOptions, RunResult, run_load
 from loadgen.state import GridState
 from messaging import AmqpSettings
-from tests.conftest import register_substations
-
-pytestmark = pytest.mark.integration
+from tests.helpers import register_substations
 
 SUBSTATIONS = (
     SubstationSpec("s150", 150.0, 8),

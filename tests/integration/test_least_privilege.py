@@ -30,11 +30,9 @@ from loadgen.report import build_report
 from loadgen.run import RunOptions, run_load
 from loadgen.settings import LoadgenSettings
 from messaging import AmqpSettings, BrokerUnavailable, FatalBrokerError, Session
-from tests.deploy.conftest import DEPLOY
+from tests.helpers import DEPLOY
 from tests.management import management_client
 from tests.private_broker import private_broker
-
-pytestmark = pytest.mark.integration
 
 SUBSTATIONS = (SubstationSpec("north", 150.0, 8), SubstationSpec("south", 600.0, 32))
 SUBSTATION_IDS = [s.id for s in SUBSTATIONS]

@@ -26,9 +26,7 @@ from loadgen.report import Report, build_report
 from loadgen.run import RunOptions, run_load
 from loadgen.settings import LoadgenSettings
 from messaging import AmqpSettings, Session
-from tests.conftest import register_substations
-
-pytestmark = pytest.mark.integration
+from tests.helpers import register_substations
 
 # The demo's three substations: 150/300/600 kW, 8/16/32 bays.
 SUBSTATIONS = DEMO_SUBSTATIONS

@@ -29,10 +29,8 @@ from loadgen.report import Report, build_report
 from loadgen.run import RunOptions, run_load
 from loadgen.settings import LoadgenSettings
 from messaging import AmqpSettings, Session
-from tests.deploy.conftest import DEPLOY, require
+from tests.helpers import DEPLOY, require
 from tests.management import get, management_client, vhost_of
-
-pytestmark = pytest.mark.integration
 
 # The demo's three substations: 150/300/600 kW, 8/16/32 bays.
 SUBSTATIONS = DEMO_SUBSTATIONS

@@ -15,8 +15,6 @@ import trustme
 from messaging import AmqpSettings, FatalBrokerError, Session
 from tests.private_broker import PrivateBroker, private_broker
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:

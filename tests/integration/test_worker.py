@@ -24,9 +24,7 @@ from messaging import AmqpSettings, Delivery, Session
 from messaging.publishing import REASON_HEADER
 from substation_worker.service import WorkerService
 from substation_worker.settings import WorkerSettings
-from tests.conftest import register_substations
-
-pytestmark = pytest.mark.integration
+from tests.helpers import register_substations
 
 SID = "s1"
 CAPACITY_KW = 100.0

@@ -14,7 +14,7 @@ from gateway import create_app
 from gateway.idempotency import RecentRequests, request_id_for_key
 from gateway.ratelimit import TokenBucket, retry_after_header
 from messaging import BrokerUnavailable
-from tests.unit.test_gateway_http import (
+from tests.unit.gateway_doubles import (
     JSON,
     URL,
     FakePublisher,

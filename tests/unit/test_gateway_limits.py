@@ -277,7 +277,7 @@ def test_the_gateway_serves_with_its_limits() -> None:
     WebSocket upgrade (which would leave the protocol), and refusals counted in /metrics."""
     from gateway import GatewaySettings, create_app
     from gateway.__main__ import uvicorn_config
-    from tests.unit.test_gateway_http import FakePublisher
+    from tests.unit.gateway_doubles import FakePublisher
 
     settings = GatewaySettings(
         namespace="unit-gateway",
