@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import RequestPublisher, create_app
 from messaging import BrokerUnavailable, ConfirmTimeout, PublishNacked, PublishReturned
+from tests.helpers import wait_until
 from tests.unit.gateway_doubles import (
     JSON,
     URL,
@@ -331,9 +332,7 @@ async def test_publishes_are_concurrent_not_serialised(fake: FakePublisher) -> N
     async with http(app) as client:
         # When 5 requests are sent at once
         posts = [asyncio.create_task(client.post(URL, json=valid_body())) for _ in range(5)]
-        async with asyncio.timeout(5):
-            while fake.waiting < 5:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: fake.waiting == 5, "5 publishes waiting", timeout=5, poll=0.01)
         # Then all 5 wait for their confirm at the same time, and the gauge shows them
         metrics = (await client.get("/metrics")).text
         assert "smartgrid_gateway_inflight_publishes 5.0" in metrics
