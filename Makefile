@@ -7,16 +7,17 @@ PY := $(VENV)/bin/python
 # Rebuilt when pyproject.toml changes (new dependency) or when .venv is missing.
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test test-unit demo lint schemas env up down load prometheus bench
+.PHONY: help install test test-unit demo lint schemas configuration env up down load prometheus bench
 
 help:
-	@echo "make install   create .venv and install smartgrid with its dev tools"
+	@echo "make install   create .venv and install smartgrid with its dev tools and bench frameworks"
 	@echo "make test      make sure RabbitMQ answers (start a local one if needed), run pytest"
 	@echo "make test-unit  the tests that need no broker (pytest -m 'not integration': unit, deploy), < 1 min"
 	@echo "make demo      local grid of three substations, a burst of 600 requests, live view"
 	@echo "make lint      ruff check + ruff format --check + mypy"
 	@echo "make bench     benchmarks: load-table scale, balance simulation, throughput (JSON in bench/results/)"
 	@echo "make schemas   write the messages' JSON Schemas to docs/schemas"
+	@echo "make configuration  write docs/configuration.md from the settings classes"
 	@echo "make env       deploy/.env from deploy/.env.example, with random passwords (once)"
 	@echo "make up        the whole stack in Docker: broker, grid, Prometheus, Grafana"
 	@echo "make load      rush-hour load against the Docker stack for 60 s"
@@ -25,7 +26,7 @@ help:
 
 install:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	@touch $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -60,6 +61,9 @@ lint: $(STAMP)
 
 schemas: $(STAMP)
 	$(PY) -m contracts schema --out docs/schemas
+
+configuration: $(STAMP)
+	$(PY) -m docs_tools.configuration
 
 # -- the Docker stack (deploy/compose.yaml) ------------------------------------------------------
 COMPOSE := docker compose -f deploy/compose.yaml --env-file deploy/.env

@@ -7,6 +7,7 @@ change them only together with ``SCHEMA_VERSION``.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
 from datetime import UTC, datetime
@@ -242,8 +243,10 @@ class EventKind(StrEnum):
 
 # Event ids only need to be unique: a generator seeded once from the OS costs far less than
 # uuid4's system call per id, and events are published once per step of every request.
-# (Request ids, which a client could race for, stay uuid4.)
+# (Request ids, which a client could race for, stay uuid4.) A forked child reseeds, or it would
+# draw the very ids its parent draws.
 _EVENT_IDS = random.Random()
+os.register_at_fork(after_in_child=_EVENT_IDS.seed)
 
 
 def _event_id() -> UUID:

@@ -1,6 +1,6 @@
 """Every exchange, queue and binding name, derived from the namespace, as plain data.
 
-The names are part of the contract (DESIGN.md): ``<ns>.requests``, ``<ns>.heartbeats``,
+The names are part of the contract (docs/contract.md): ``<ns>.requests``, ``<ns>.heartbeats``,
 ``<ns>.substations`` with ``<ns>.substation.<id>`` queues, ``<ns>.events`` (``event.<kind>``)
 and ``<ns>.dead``. Queue arguments live here once, because RabbitMQ refuses a redeclaration
 whose arguments differ (PRECONDITION_FAILED).

@@ -29,6 +29,7 @@ import random
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 from uuid import UUID
 
 from contracts import Heartbeat
@@ -36,6 +37,11 @@ from dispatcher.promise_index import PromiseIndex
 
 # Assignments remembered as in transit per substation, at most.
 MAX_IN_TRANSIT = 100_000
+
+
+# up and draining as its heartbeat says; refused: it refused an assignment (nacked), until its
+# next heartbeat.
+SubstationStatus = Literal["up", "draining", "refused"]
 
 
 @dataclass(slots=True)
@@ -47,7 +53,7 @@ class SubstationState:
     committed_kw: float
     active_sessions: int
     queued: int
-    status: str
+    status: SubstationStatus
     seq: int
     interval_s: float
     last_seen: float
@@ -370,12 +376,15 @@ class LoadTable:
             self._live_releases -= s.releases_queued
             self._index.forget(substation_id)
 
+    @property
+    def index(self) -> PromiseIndex:
+        """Substations by what is promised to them (what ``least_promised`` reads)."""
+        return self._index
+
     def least_promised(self, now: float, request_kw: float) -> tuple[SubstationState, float] | None:
         """The eligible substation least promised once it takes ``request_kw`` (capped at its
         capacity) and one more session — ``promised_ratio(s, min(request_kw, capacity), 1)``,
         the smallest there is, ties broken at random — and that score; None if none is eligible.
         The same answer as scanning ``eligible(now)``, in O(k + log n) (see PromiseIndex)."""
         self.release_due(now)
-        return self._index.least_promised(
-            request_kw, lambda s: s.status == "up" and self.is_fresh(s, now)
-        )
+        return self._index.least_promised(request_kw, now, self.stale_after_intervals)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the load table imports this module
@@ -29,6 +28,7 @@ if TYPE_CHECKING:  # the load table imports this module
 _Entry = tuple[float, float, int, "SubstationState"]
 # Rebuild the heaps when they hold more than this many entries beyond twice the live ones.
 _SLACK = 1024
+_INF = float("inf")
 
 
 class PromiseIndex:
@@ -62,30 +62,42 @@ class PromiseIndex:
         self._current.pop(substation_id, None)
 
     def least_promised(
-        self, request_kw: float, usable: Callable[[SubstationState], bool]
+        self, request_kw: float, now: float, stale_after_intervals: float
     ) -> tuple[SubstationState, float] | None:
-        """The least promised substation for ``request_kw`` among those ``usable`` (up and
-        fresh), and its score; None if there is none. One found unusable is dropped until it
-        is put again: staleness only grows until its next heartbeat."""
-        while self._heaps:
+        """The least promised substation for ``request_kw`` among the usable ones (up, and
+        heard from within ``stale_after_intervals`` of its interval by ``now``), and its score;
+        None if there is none. One found unusable is dropped until it is put again: staleness
+        only grows until its next heartbeat.
+
+        The hot path of every decision, written flat: each distinct operation it runs costs
+        microseconds when the decision comes cold (a request every few milliseconds, with the
+        event loop's other work in between), so it calls nothing it can do inline."""
+        heaps = self._heaps
+        current = self._current
+        while heaps:
             # A heap's top has the least promised power of its capacity, live or dead: a
             # bound on every live entry's score. So the least bound is the answer when its
             # entry is live and power binds there (the usual case); a dead top is popped.
-            least = float("inf")
-            capacity, heap = 0.0, []
-            for cap, entries in self._heaps.items():  # a plain loop: the hot path
+            least = _INF
+            heap: list[_Entry] | None = None
+            for cap, entries in heaps.items():
                 bound = (entries[0][0] + (request_kw if request_kw < cap else cap)) / cap
                 if bound < least:
-                    least, capacity, heap = bound, cap, entries
-            if not heap:  # every bound infinite (a heartbeat reporting inf kW committed)
-                return self._exhaustive(request_kw, usable)
-            kw, _, number, s = heap[0]
-            if not self._live(heap, number, s, usable):
+                    least = bound
+                    heap = entries
+            if heap is None:  # every bound infinite (a heartbeat reporting inf kW committed)
+                return self._exhaustive(request_kw, now, stale_after_intervals)
+            _, _, number, s = heap[0]
+            if (
+                current.get(s.substation_id) != number
+                or s.status != "up"
+                or now - s.last_seen > stale_after_intervals * s.interval_s
+            ):
+                self._drop_top(heap, number, s)
                 continue
-            power = (kw + min(request_kw, capacity)) / capacity
-            if (s.active_sessions + s.queued + s.pending_count + 1) / s.bays <= power:
-                return s, power
-            return self._exhaustive(request_kw, usable)
+            if (s.active_sessions + s.queued + s.pending_count + 1) / s.bays <= least:
+                return s, least
+            return self._exhaustive(request_kw, now, stale_after_intervals)
         return None
 
     def _live(
@@ -93,11 +105,21 @@ class PromiseIndex:
         heap: list[_Entry],
         number: int,
         s: SubstationState,
-        usable: Callable[[SubstationState], bool],
+        now: float,
+        stale_after_intervals: float,
     ) -> bool:
         """Whether ``heap``'s top (``number``, ``s``) is live; if not, pop it."""
-        if self._current.get(s.substation_id) == number and usable(s):
+        if (
+            self._current.get(s.substation_id) == number
+            and s.status == "up"
+            and now - s.last_seen <= stale_after_intervals * s.interval_s
+        ):
             return True
+        self._drop_top(heap, number, s)
+        return False
+
+    def _drop_top(self, heap: list[_Entry], number: int, s: SubstationState) -> None:
+        """Pop ``heap``'s top, dead or unusable; one unusable is out until it is put again."""
         heapq.heappop(heap)
         self._entries -= 1
         if self._current.get(s.substation_id) == number:
@@ -105,22 +127,21 @@ class PromiseIndex:
             del self._current[s.substation_id]
         if not heap:
             del self._heaps[s.capacity_kw]
-        return False
 
     def _exhaustive(
-        self, request_kw: float, usable: Callable[[SubstationState], bool]
+        self, request_kw: float, now: float, stale_after_intervals: float
     ) -> tuple[SubstationState, float] | None:
         """``least_promised`` where sessions bind (a substation with few bays for its power):
         each heap is walked in power order until its power share alone exceeds the best."""
         best: SubstationState | None = None
-        best_score = best_salt = float("inf")
+        best_score = best_salt = _INF
         for capacity, heap in list(self._heaps.items()):
             extra = min(request_kw, capacity)
             # Entries of this capacity whose sessions bind: set aside, put back below.
             passed: list[_Entry] = []
             while heap:
                 kw, salt, number, s = heap[0]
-                if not self._live(heap, number, s, usable):
+                if not self._live(heap, number, s, now, stale_after_intervals):
                     continue
                 power = (kw + extra) / capacity
                 if power > best_score or (power == best_score and salt >= best_salt):

@@ -63,13 +63,23 @@ from contracts.messages import (
     utcnow,
 )
 from contracts.topology import BindingSpec
+from contracts.validation import summary
 from dispatcher.admission import HINTS, RefusalLog, expected_user, from_the_future
 from dispatcher.dead_letters import announcement, reason_label
+from dispatcher.ledger import DispatchLedger, Step, is_silent, resend_rule
 from dispatcher.load_table import LoadTable, SubstationState
 from dispatcher.metrics import DispatcherMetrics
 from dispatcher.policies import Policy, decider, make_policy
 from dispatcher.settings import DispatcherSettings
-from messaging import BrokerLink, BrokerUnavailable, Delivery, PublishReturned, Session
+from messaging import (
+    BrokerLink,
+    BrokerSession,
+    BrokerUnavailable,
+    Connect,
+    Delivery,
+    PublishReturned,
+    Session,
+)
 from messaging.publishing import (
     ack_once_confirmed,
     announce_intent,
@@ -82,15 +92,6 @@ from messaging.ratelimit import TokenBucket
 log = logging.getLogger(__name__)
 
 
-def silent_while_connected(
-    last_seen: float, connected_at: float, now: float, window: float
-) -> bool:
-    """A substation's queue is taken back only if it was silent for ``window`` while this
-    dispatcher could hear it: right after a reconnect every heartbeat looks old, and moving every
-    healthy substation's queue then would only churn (and duplicate) work."""
-    return now - max(last_seen, connected_at) > window
-
-
 DRAIN_TIMEOUT_S = 5.0
 # A probe of a substation's queue gives up after this long (the id is probed again when heard).
 PROBE_TIMEOUT_S = 5.0
@@ -98,17 +99,9 @@ PROBE_TIMEOUT_S = 5.0
 NO_QUEUE_RECHECK_S = 10.0
 NO_QUEUE_REMEMBERED = 100_000
 _DISPATCH_KINDS = (EventKind.DISPATCHED, EventKind.REDISPATCHED)
-# Request ids remembered as dispatched, to drop duplicates (about 100 bytes each).
-RECENT_DISPATCHED = 200_000
 # One policy decision in this many is timed (smartgrid_dispatcher_decision_seconds): a sample
 # gives the distribution; timing every one cost more than some decisions take.
 DECISION_SAMPLE = 16
-
-
-# Where a request was (or is being) dispatched, whether the broker confirmed it, and the
-# request's fingerprint (None: known only from another dispatcher's intent). A plain tuple of
-# atoms: the collector stops tracking it, and there may be 200,000 of them.
-_Route = tuple[str, bool, int | None]
 
 
 @dataclass(slots=True)
@@ -138,6 +131,7 @@ class Dispatcher:
         metrics: DispatcherMetrics,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        connect: Connect = Session.open,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -155,10 +149,8 @@ class Dispatcher:
         self.held: deque[_Held] = deque()
         self.inflight = 0
         self._confirms = 0
-        # Request ids held or in flight here (from <ns>.requests) with their fingerprints, and
-        # recently dispatched ones. Both keyed by request_id.int.
-        self._pending: dict[int, int] = {}
-        self._recent: OrderedDict[int, _Route] = OrderedDict()
+        # Request ids held or in flight here, and where recent ones went.
+        self.ledger = DispatchLedger()
         # Admission of substations the table does not hold: those whose queue is being
         # probed (with their latest heartbeat), and those whose queue was missing (until when).
         self._probing: dict[str, Heartbeat] = {}
@@ -188,7 +180,7 @@ class Dispatcher:
         self._background: set[asyncio.Task[None]] = set()
         # While disconnected no heartbeat arrives: silence only counts from (re)connecting.
         self._connected_at: float | None = None
-        self.link = BrokerLink(settings, self.instance, self._setup, self._lost)
+        self.link = BrokerLink(settings, self.instance, self._setup, self._lost, connect)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -222,7 +214,7 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), DRAIN_TIMEOUT_S)
 
-    async def _setup(self, session: Session) -> None:
+    async def _setup(self, session: BrokerSession) -> None:
         t = self.topology
         await session.declare_all(t.exchanges(), t.core_queues(), t.core_bindings())
         await session.declare_queue(t.heartbeat_queue_spec(self.heartbeat_queue))
@@ -247,7 +239,7 @@ class Dispatcher:
         self._connected_at = None
         # Their delivery tags died with the channel; the broker requeued them.
         self.held.clear()
-        self._pending.clear()
+        self.ledger.connection_lost()
         self._reclaiming.clear()
         self._probing.clear()
         self.inflight = 0
@@ -283,7 +275,7 @@ class Dispatcher:
             hb = Heartbeat.model_validate_json(delivery.body)
         except ValidationError as exc:
             self.metrics.heartbeats.labels("invalid").inc()
-            log.warning("ignoring invalid heartbeat: %s", _short(exc))
+            log.warning("ignoring invalid heartbeat: %s", summary(exc))
             return
         except Exception as exc:  # whatever reading it raises, it is not a heartbeat
             self.metrics.heartbeats.labels("invalid").inc()
@@ -334,13 +326,13 @@ class Dispatcher:
         self._probing[sid] = hb
         self._spawn(self._probe(session, sid))
 
-    async def _queue_depth(self, session: Session, sid: str) -> int | None:
+    async def _queue_depth(self, session: BrokerSession, sid: str) -> int | None:
         """Ready messages in ``sid``'s queue, or None if it has none; creates nothing.
         Raises TimeoutError after PROBE_TIMEOUT_S."""
         async with asyncio.timeout(PROBE_TIMEOUT_S):
             return await session.queue_exists(self.topology.substation_queue(sid))
 
-    async def _probe(self, session: Session, sid: str) -> None:
+    async def _probe(self, session: BrokerSession, sid: str) -> None:
         try:
             depth = await self._queue_depth(session, sid)
         except (BrokerUnavailable, TimeoutError) as exc:
@@ -379,7 +371,7 @@ class Dispatcher:
         try:
             request = ChargeRequest.model_validate_json(delivery.body)
         except ValidationError as exc:
-            reason = f"invalid ChargeRequest: {_short(exc)}"
+            reason = f"invalid ChargeRequest: {summary(exc)}"
             self._reject_request(delivery, reason, EventKind.DEAD_LETTERED)
             return
         except Exception as exc:  # it would fail the same way on every redelivery
@@ -394,14 +386,9 @@ class Dispatcher:
                 }
             )
         held = _Held(delivery, request, self.clock(), delivery.delivery_count + 1)
-        key = held.key
-        first = self._pending.get(key)
-        if first is None:
-            route = self._recent.get(key)
-            if route is not None and route[1]:
-                first = route[2]
-        if first is not None:
-            if first != held.fingerprint:
+        seen = self.ledger.seen(held.key, held.fingerprint)
+        if seen != "new":
+            if seen == "conflict":
                 reason = (
                     f"conflict: request_id {request.request_id} came before with another "
                     "vehicle, energy, power, departure or priority; this copy is not dispatched"
@@ -415,7 +402,7 @@ class Dispatcher:
             return
         if self._following_intents:
             self._stop_following_intents(session)
-        self._pending[key] = held.fingerprint
+        self.ledger.hold(held.key, held.fingerprint)
         self.held.append(held)
         self._pump_soon()
 
@@ -440,7 +427,7 @@ class Dispatcher:
             event = ChargeEvent(request_id=request_id, kind=kind, reason=reason[:2000])
             publish_event(session, self.topology, event)
 
-    def _stop_following_intents(self, session: Session) -> None:
+    def _stop_following_intents(self, session: BrokerSession) -> None:
         """Requests arrive here: this dispatcher is the active one (single active consumer) until
         its connection ends. Other dispatchers' intents only matter to a standby, and its own
         would come back to it at the broker's cost and its own, once per request: unbind them.
@@ -456,9 +443,9 @@ class Dispatcher:
         self._spawn(unbind())
 
     def _intents_bindings(self) -> list[BindingSpec]:
-        """DispatchIntents, and per-request dispatch events: those were the intents of
-        dispatchers before 2026-11-24 (a standby of this version still understands an active
-        one of that version during a rolling upgrade), and are SMARTGRID_DISPATCH_EVENTS now."""
+        """DispatchIntents, and per-request dispatch events (SMARTGRID_DISPATCH_EVENTS): a
+        standby follows both, so that it understands an active dispatcher that announces
+        either way (as one does during a rolling upgrade)."""
         t = self.topology
         keys = [t.intent_routing_key, *map(t.event_routing_key, _DISPATCH_KINDS)]
         return [BindingSpec(self.events_queue, t.events_exchange, k) for k in keys]
@@ -479,33 +466,19 @@ class Dispatcher:
                     return
                 routes = [(event.request_id, event.substation_id)]
         except ValidationError as exc:
-            log.warning("ignoring an invalid dispatch intent: %s", _short(exc))
+            log.warning("ignoring an invalid dispatch intent: %s", summary(exc))
             return
         except Exception as exc:
             log.warning("ignoring an unreadable dispatch intent: %s", type(exc).__name__)
             return
         for request_id, sid in routes:
-            key = request_id.int
-            known = self._recent.get(key)
-            if known is not None and known[:2] == (sid, True):
-                continue  # our own intent, echoed after its assignment was confirmed
-            self._remember(key, (sid, False, None if known is None else known[2]))
-
-    def _remember(self, key: int, route: _Route) -> None:
-        self._recent[key] = route
-        self._recent.move_to_end(key)
-        while len(self._recent) > RECENT_DISPATCHED:
-            self._recent.popitem(last=False)
+            self.ledger.followed(request_id.int, sid)
 
     # -- taking work back from substations that are gone ---------------------------------------
 
     def _silent(self, s: SubstationState, now: float) -> bool:
         """``s`` said nothing for its stale window while this dispatcher could hear it."""
-        connected_at = self._connected_at
-        if connected_at is None:
-            return not self.table.is_fresh(s, now)
-        window = self.table.stale_after_intervals * s.interval_s
-        return silent_while_connected(s.last_seen, connected_at, now, window)
+        return is_silent(s, now, self._connected_at, self.table.stale_after_intervals)
 
     def _should_reclaim(self, now: float) -> set[str]:
         if self._connected_at is None:
@@ -516,7 +489,7 @@ class Dispatcher:
             if s.status != "refused" and (s.status == "draining" or self._silent(s, now))
         }
 
-    async def _sync_reclaims(self, session: Session, now: float) -> None:
+    async def _sync_reclaims(self, session: BrokerSession, now: float) -> None:
         """Consume the queues of stale or draining substations; stop once they are back."""
         wanted = self._should_reclaim(now)
         for sid in sorted(wanted - set(self._reclaiming)):
@@ -541,7 +514,7 @@ class Dispatcher:
         window = self.table.stale_after_intervals * s.interval_s
         return max(self.settings.forget_after_s, 2 * window)
 
-    async def _forget_silent(self, session: Session, now: float) -> None:
+    async def _forget_silent(self, session: BrokerSession, now: float) -> None:
         """Drop substations silent (while this dispatcher could hear them) for their forget
         time, but never one whose queue still holds work: that work would sit in a queue
         nobody consumes (its reclaim ends with it)."""
@@ -566,7 +539,7 @@ class Dispatcher:
         try:
             assignment = Assignment.model_validate_json(delivery.body)
         except Exception as exc:  # whatever reading it raises, it would raise again
-            detail = _short(exc) if isinstance(exc, ValidationError) else type(exc).__name__
+            detail = summary(exc) if isinstance(exc, ValidationError) else type(exc).__name__
             reason = f"invalid Assignment: {detail}"
             with contextlib.suppress(BrokerUnavailable):
                 dead_letter(delivery.session, self.topology, delivery, reason, sid)
@@ -613,14 +586,13 @@ class Dispatcher:
             if not head.delivery.session.is_open:  # from a connection that is gone
                 self.held.popleft()
                 continue
-            route = self._recent.get(head.key)
-            if route is not None and self._may_resend_to(route[0], now):
-                # Sticky: where a copy may already be, so that its worker drops this one.
-                target: str | None = route[0]
+            route = self.ledger.route(head.key)
+            # Where a copy may already be: sent there again, its worker drops one of the two.
+            target = None if route is None else route[0]
+            step = "choose" if target is None else self._resend_rule(target, now)
+            if step == "resend":
                 self.metrics.resent.inc()
-            elif route is not None and self._refusing(route[0]):
-                # A copy may be there, but it refuses publishes until its next heartbeat:
-                # wait for it, without holding up the requests behind.
+            elif step == "defer":
                 deferred.append(self.held.popleft())
                 continue
             elif self._decisions % DECISION_SAMPLE:
@@ -645,18 +617,11 @@ class Dispatcher:
         if self.held:
             self._wake_at_next_release(now)
 
-    def _may_resend_to(self, substation_id: str, now: float) -> bool:
-        """Whether a request a copy of which may wait at ``substation_id`` goes there again:
-        while it is up and has not been silent for its stale window since this dispatcher
-        (re)connected. Right after a reconnect every heartbeat is old, and sending such a
-        request elsewhere would charge it twice if the copy is there; a substation that is
-        really gone has its queue taken back after that window, copy included."""
+    def _resend_rule(self, substation_id: str, now: float) -> Step:
+        """Where a copy of the request may wait (``substation_id``): send it there again,
+        wait, or choose anew (``ledger.resend_rule``)."""
         s = self.table.get(substation_id)
-        return s is not None and s.status == "up" and not self._silent(s, now)
-
-    def _refusing(self, substation_id: str) -> bool:
-        s = self.table.get(substation_id)
-        return s is not None and s.status == "refused"
+        return resend_rule(s, s is not None and self._silent(s, now))
 
     def _wake_at_next_release(self, now: float) -> None:
         """Retry the held requests when the next predicted release is due, not only at the
@@ -701,12 +666,10 @@ class Dispatcher:
         kw = min(request.max_power_kw, state.capacity_kw)
         end = self.table.record_assignment(target, kw, energy_kwh=request.energy_kwh, now=now)
         held.recorded = (kw, end)
-        known = self._recent.get(held.key)
-        if known is None or known[0] != target:
-            self._remember(held.key, (target, False, held.fingerprint))
+        self.ledger.assigned(held.key, target, held.fingerprint)
         return held, assignment
 
-    def _announce(self, session: Session, batch: list[tuple[_Held, Assignment]]) -> None:
+    def _announce(self, session: BrokerSession, batch: list[tuple[_Held, Assignment]]) -> None:
         """Announce the batch's intent (confirmed), then publish each assignment (confirmed),
         then ack each request.
 
@@ -736,7 +699,7 @@ class Dispatcher:
 
     def _announced(
         self,
-        session: Session,
+        session: BrokerSession,
         batch: list[tuple[_Held, Assignment]],
         exc: BaseException | None,
     ) -> None:
@@ -785,9 +748,7 @@ class Dispatcher:
         if isinstance(exc, PublishReturned):
             # No queue is bound for it, so no copy waits there: it leaves the table until a
             # heartbeat after its queue exists (admission probes it).
-            route = self._recent.get(held.key)
-            if route is not None and route[0] == sid and not route[1]:
-                del self._recent[held.key]
+            self.ledger.returned(held.key, sid)
             if self.table.get(sid) is not None:
                 self.table.forget(sid)
                 log.warning("substation %s: assignment returned unroutable; out until its "
@@ -811,12 +772,7 @@ class Dispatcher:
             return
         self._settled()
         sid = assignment.substation_id
-        route = (sid, True, held.fingerprint)
-        if held.key in self._recent:
-            self._recent[held.key] = route  # remembered by _assign, moments ago
-        else:
-            self._remember(held.key, route)
-        self._pending.pop(held.key, None)
+        self.ledger.confirmed(held.key, sid, held.fingerprint)
         self._confirms += 1
         if self._confirms == self.settings.fault_exit_after_confirms:
             log.error("fault injection: exiting between a confirm and its ack")
@@ -862,11 +818,6 @@ class Dispatcher:
 def _dispatch_kind(attempt: int) -> str:
     """A first dispatch, or a later one (a reclaimed assignment always has attempt > 1)."""
     return EventKind.DISPATCHED.value if attempt == 1 else EventKind.REDISPATCHED.value
-
-
-def _short(exc: ValidationError) -> str:
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
-    return "; ".join(parts)[:900]
 
 
 def build_dispatcher(settings: DispatcherSettings, registry: CollectorRegistry) -> Dispatcher:

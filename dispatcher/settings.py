@@ -14,19 +14,22 @@ class DispatcherSettings(AmqpSettings):
         le=100,
         description="headroom policy: hold requests once every substation has this many times "
         "its capacity promised (vehicles' max power, or sessions per bay); 1: never promise a "
-        "substation more than its capacity.",
+        "substation more than its capacity. Above 1, predicted releases are not used.",
     )
     prefetch: int = Field(
         default=1000,
         ge=1,
         le=65535,
-        description="Requests held unacked at once (~1000 is fastest on a small machine).",
+        description="Requests held unacked at once (the AMQP prefetch); ~1000 is fastest on a "
+        "small machine.",
     )
     stale_after_intervals: float = Field(
         default=3.0, gt=1, description="A substation silent this many heartbeat intervals is out."
     )
     backlog_poll_s: float = Field(
-        default=1.0, gt=0, description="How often the requests queue depth is read, s."
+        default=1.0,
+        gt=0,
+        description="How often the depth of <ns>.requests is read (the backlog gauge), s.",
     )
     dispatch_events: bool = Field(
         default=False,
@@ -73,15 +76,23 @@ class DispatcherSettings(AmqpSettings):
         le=10_000_000,
         description="A message on <ns>.requests larger than this is dead-lettered unread.",
     )
-    seed: int | None = Field(default=None, description="Seed for the policy's random choices.")
+    seed: int | None = Field(
+        default=None,
+        description="Seed for the policy's random choices (tie-breaks); unset: a fresh one at "
+        "each start.",
+    )
     fault_exit_after_confirms: int = Field(
         default=0,
         ge=0,
         description="Testing only (chaos tests): exit abruptly after this many confirmed "
         "assignments, between the confirm and the ack. 0: never.",
     )
-    metrics_host: str = Field(default="127.0.0.1", description="Address of /metrics.")
-    metrics_port: int = Field(default=9100, ge=0, le=65535, description="0 disables /metrics.")
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address the Prometheus /metrics endpoint listens on."
+    )
+    metrics_port: int = Field(
+        default=9100, ge=0, le=65535, description="Port of /metrics; 0 disables it."
+    )
 
     @field_validator("policy")
     @classmethod

@@ -10,19 +10,24 @@ from messaging.settings import AmqpSettings, is_loopback_host
 class GatewaySettings(AmqpSettings):
     """``SMARTGRID_*`` environment variables of the gateway (CLI options override them)."""
 
-    http_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on.")
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="Address the HTTP API listens on; off loopback it needs SMARTGRID_API_KEY "
+        "(or SMARTGRID_ALLOW_NO_API_KEY).",
+    )
     http_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
     max_body_bytes: int = Field(
         default=16_384,
         ge=256,
         le=10_000_000,
-        description="Largest request body accepted; larger ones get 413 without being read.",
+        description="Largest request body accepted, bytes; a larger one gets 413 without being "
+        "read.",
     )
     max_header_bytes: int = Field(
         default=16_384,
         ge=1024,
         le=1_048_576,
-        description="Largest request head (request line and headers); a larger one gets 431 "
+        description="Largest request head (request line and headers), bytes; a larger one gets 431 "
         "and its connection is closed.",
     )
     max_idempotency_key_chars: int = Field(
@@ -56,21 +61,23 @@ class GatewaySettings(AmqpSettings):
         default=2048,
         ge=1,
         le=1_000_000,
-        description="Open HTTP connections at most; a connection beyond gets 503 and is closed.",
+        description="Open HTTP connections at most; one more gets 503 (with Retry-After) and is "
+        "closed. The soft open-file limit is raised to fit, up to the hard limit.",
     )
     confirm_timeout_s: float = Field(
         default=5.0,
         gt=0,
         le=120,
-        description="How long a request waits for the broker's confirm before it gets 503.",
+        description="How long a request waits for the broker's confirm before it gets 503, s.",
     )
     retry_after_s: int = Field(
         default=1, ge=1, le=3600, description="Retry-After (seconds) sent with every 503."
     )
     api_key: SecretStr | None = Field(
         default=None,
-        description="If set, POST /v1/charge-requests needs it in the X-API-Key header "
-        "(or Authorization: Bearer). Required when listening off loopback.",
+        description="If set (16 characters at least), POST /v1/charge-requests needs it in the "
+        "X-API-Key header or as Authorization: Bearer, else 401. Required when listening off "
+        "loopback.",
     )
     allow_no_api_key: bool = Field(
         default=False,
@@ -78,10 +85,15 @@ class GatewaySettings(AmqpSettings):
         "(behind a proxy that authenticates).",
     )
     rate_limit_per_s: float = Field(
-        default=0.0, ge=0, description="Accepted requests per second at most (429 beyond); 0: off."
+        default=0.0,
+        ge=0,
+        description="Accepted requests per second at most, over all clients (429 beyond); 0: no "
+        "limit.",
     )
     rate_limit_burst: int = Field(
-        default=1000, ge=1, description="Requests admitted at once above the rate limit."
+        default=1000,
+        ge=1,
+        description="Requests admitted at once beyond the rate (the token bucket's size).",
     )
     accepted_events: bool = Field(
         default=False,
@@ -92,8 +104,8 @@ class GatewaySettings(AmqpSettings):
     idempotency_memory: int = Field(
         default=100_000,
         ge=0,
-        description="Confirmed request ids remembered, so a retry is answered without a "
-        "second publish.",
+        description="Confirmed request ids remembered, each with a fingerprint of its body: a "
+        "retry is answered without a second publish, the same id with another body gets 409.",
     )
 
     @model_validator(mode="after")

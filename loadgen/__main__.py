@@ -466,7 +466,8 @@ def prometheus_cmd(
 
 @app.command("ensure-broker")
 def ensure_broker_cmd(amqp_url: str | None = AMQP_URL) -> None:
-    """Make sure RabbitMQ answers; start a local one (Docker or rabbitmq-server) if not."""
+    """Make sure RabbitMQ answers; start a local rabbitmq-server if not. With a Docker engine,
+    start nothing: `make test` and `make demo` start a container for their run themselves."""
     from loadgen.broker import ensure_broker
 
     console = _console()

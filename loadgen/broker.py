@@ -1,30 +1,43 @@
 """Get a RabbitMQ to talk to, and clean up a namespace afterwards.
 
-``ensure_broker`` only ever starts a broker on this machine (loopback URLs); a remote broker is
-the operator's business, so for one that does not answer it says how to get one and stops.
+How a run gets its broker (``choose_broker``, a pure function of what was found): the one at
+``SMARTGRID_AMQP_URL`` when it answers; otherwise, for a loopback URL only (a remote broker is the
+operator's business), a RabbitMQ container started with testcontainers for the run and removed
+after it when a Docker engine answers (loadgen/container.py), else Debian's ``rabbitmq-server``
+started in the background, else a message saying how to get one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, TypeVar
 from urllib.parse import urlparse
+
+from pydantic import SecretStr
 
 from contracts import Topology
 from loadgen.bounded import BROKER_TIMEOUT_S, attempt
+from loadgen.container import (
+    Container,
+    ContainerSpec,
+    RunningBroker,
+    container_spec,
+    docker_container,
+    run_container,
+)
 from messaging import AmqpSettings, Session
 from messaging.errors import FatalBrokerError, MessagingError
 from messaging.settings import is_loopback_host
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# A broker-only compose file: it needs no env file, unlike the full stack (deploy/compose.yaml).
-COMPOSE_FILE = REPO_ROOT / "deploy" / "dev-broker.compose.yaml"
 # Debian puts the server scripts in /usr/sbin, which a non-root PATH often lacks.
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 START_TIMEOUT_S = 60.0
@@ -34,8 +47,12 @@ HOW_TO_GET_A_BROKER = """\
 No RabbitMQ answers at {url}{why}.
 Get one in any of these ways, then run the command again:
   * Debian/Ubuntu:  sudo apt-get install rabbitmq-server && sudo rabbitmq-server -detached
-  * Docker:         docker compose -f deploy/dev-broker.compose.yaml up -d --wait
+  * Docker:         with a Docker engine running, `make test` and `make demo` start a RabbitMQ
+                    container for their run (testcontainers, installed by `make install`)
   * elsewhere:      export SMARTGRID_AMQP_URL=amqp://user:pass@host:5672/%2F"""
+
+How = Literal["as-is", "testcontainers", "rabbitmq-server", "how-to"]
+S = TypeVar("S", bound=AmqpSettings)
 
 
 class BrokerSetupError(Exception):
@@ -43,32 +60,66 @@ class BrokerSetupError(Exception):
 
 
 @dataclass(frozen=True)
-class StartPlan:
-    """How to get a broker: "docker", "rabbitmq-server" (with its path) or "none" (and why)."""
+class BrokerFacts:
+    """What was found about the broker URL and this machine."""
 
-    how: str
+    answers: bool
+    loopback: bool
+    port: int
+    docker_ok: bool
+    testcontainers_ok: bool
+    server_path: str | None
+
+
+@dataclass(frozen=True)
+class BrokerChoice:
+    """``how`` to get a broker; ``detail`` is the server's path (rabbitmq-server) or why none
+    can be started (how-to, a parenthesis for HOW_TO_GET_A_BROKER)."""
+
+    how: How
     detail: str = ""
 
 
-def plan_start(
-    host: str | None,
-    port: int,
-    *,
-    docker_ok: bool,
-    compose_file: Path | None,
-    server_path: str | None,
-) -> StartPlan:
-    """Pure decision: start a broker only for a loopback URL; Docker first, then the package."""
-    if not is_loopback_host(host):
-        return StartPlan("none", f" (host {host!r} is not this machine; not starting one)")
-    if port != DEFAULT_AMQP_PORT:
-        # Both the package and the compose service listen on 5672.
-        return StartPlan("none", f" (a broker started here would listen on 5672, not {port})")
-    if docker_ok and compose_file is not None:
-        return StartPlan("docker", str(compose_file))
-    if server_path:
-        return StartPlan("rabbitmq-server", server_path)
-    return StartPlan("none", " (no Docker engine and no rabbitmq-server installed)")
+def choose_broker(facts: BrokerFacts) -> BrokerChoice:
+    """Pure decision. Start nothing for a non-loopback URL; a container maps its own ports, so
+    it serves any port; the package listens on 5672 only."""
+    if facts.answers:
+        return BrokerChoice("as-is")
+    if not facts.loopback:
+        return BrokerChoice("how-to", " (its host is not this machine; not starting one)")
+    if facts.docker_ok and facts.testcontainers_ok:
+        return BrokerChoice("testcontainers")
+    if facts.server_path and facts.port == DEFAULT_AMQP_PORT:
+        return BrokerChoice("rabbitmq-server", facts.server_path)
+    why = []
+    if facts.docker_ok:
+        why.append("a Docker engine answers but testcontainers is not installed: make install")
+    if facts.server_path:
+        why.append(f"a rabbitmq-server started here would listen on 5672, not {facts.port}")
+    if not why:
+        why.append("no Docker engine and no rabbitmq-server installed")
+    return BrokerChoice("how-to", f" ({'; '.join(why)})")
+
+
+def gather_facts(settings: AmqpSettings) -> BrokerFacts:
+    """Probe the URL, then (only when it does not answer and is loopback) this machine."""
+    url = urlparse(settings.amqp_url.get_secret_value())
+    port = url.port or DEFAULT_AMQP_PORT
+    loopback = is_loopback_host(url.hostname)
+    answers = broker_answers(settings)
+    look = not answers and loopback
+    return BrokerFacts(
+        answers=answers,
+        loopback=loopback,
+        port=port,
+        docker_ok=look and docker_engine_answers(),
+        testcontainers_ok=look and testcontainers_installed(),
+        server_path=find_rabbitmq_server() if look else None,
+    )
+
+
+def testcontainers_installed() -> bool:
+    return importlib.util.find_spec("testcontainers") is not None
 
 
 def broker_answers(settings: AmqpSettings) -> bool:
@@ -99,6 +150,25 @@ def find_rabbitmq_server() -> str | None:
 
 
 def docker_engine_answers() -> bool:
+    """Asks the engine the way testcontainers reaches it (the Docker SDK: DOCKER_HOST or the
+    local socket); without the SDK, through the docker CLI."""
+    try:
+        import docker
+    except ImportError:
+        return _docker_cli_answers()
+    try:
+        client = docker.from_env(timeout=10)
+    except Exception:  # the SDK raises DockerException and whatever its transport raises
+        return False
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
+def _docker_cli_answers() -> bool:
     if shutil.which("docker") is None:
         return False
     try:
@@ -128,36 +198,122 @@ def ensure_broker(
     timeout_s: float = START_TIMEOUT_S,
     say: Callable[[str], None] = print,
 ) -> str:
-    """Make sure a broker answers at ``settings.amqp_url``; say what was done.
+    """Make sure a broker answers at ``settings.amqp_url`` before a run; say what was done.
 
-    Returns "already running", "started with docker compose" or "started rabbitmq-server".
-    Raises BrokerSetupError (with instructions) when there is none and none can be started.
+    Starts only a broker that may outlive the command (Debian's rabbitmq-server). When the
+    container path is chosen it starts nothing: the container belongs to the run that needs it
+    (the pytest session, the demo), which starts it and removes it after. Returns "already
+    running", "started rabbitmq-server" or what the run will do. Raises BrokerSetupError (with
+    instructions) when there is none and none can be started.
     """
-    if broker_answers(settings):
+    choice = choose_broker(gather_facts(settings))
+    if choice.how == "as-is":
         return "already running"
+    if choice.how == "testcontainers":
+        return (
+            "none yet; a Docker engine answers, so `make test` and `make demo` start a RabbitMQ "
+            "container (testcontainers) for their run and remove it after"
+        )
+    return _start_server(settings, choice, timeout_s=timeout_s, say=say)
+
+
+@contextmanager
+def broker_for_run(
+    settings: S,
+    *,
+    timeout_s: float = START_TIMEOUT_S,
+    say: Callable[[str], None] = print,
+    make_container: Callable[[ContainerSpec], Container] | None = None,
+) -> Iterator[tuple[S, str]]:
+    """A broker for one run: yields the settings to use (the container's URL when one was
+    started) and what was done. A container started here is removed when the block ends, also
+    after a failure or an interrupt; a started rabbitmq-server stays (it is the machine's)."""
+    choice = choose_broker(gather_facts(settings))
+    if choice.how != "testcontainers":
+        how = "already running" if choice.how == "as-is" else None
+        yield settings, how or _start_server(settings, choice, timeout_s=timeout_s, say=say)
+        return
+    with container_broker(settings, say=say, make=make_container) as (run_settings, broker):
+        yield (
+            run_settings,
+            (
+                f"a RabbitMQ container for this run at {broker.redacted_url} (management UI "
+                f"{broker.management_url}, metrics {broker.prometheus_url}); removed when it ends"
+            ),
+        )
+
+
+@contextmanager
+def container_broker(
+    settings: S,
+    *,
+    say: Callable[[str], None] = print,
+    make: Callable[[ContainerSpec], Container] | None = None,
+    answers: Callable[[AmqpSettings], bool] | None = None,
+    spec: ContainerSpec | None = None,
+    timeout_s: float = START_TIMEOUT_S,
+) -> Iterator[tuple[S, RunningBroker]]:
+    """Start a RabbitMQ container, wait until AMQP answers on its mapped port, and yield the
+    settings pointing at it with its URLs; the container is removed when the block ends. A
+    container that cannot be started is a BrokerSetupError; errors of the run pass through."""
+    spec = spec or container_spec()
+    answers = answers or broker_answers
+    say(
+        f"no broker at {settings.redacted_url()}; starting a {spec.image} container "
+        "with testcontainers for this run"
+    )
+    with ExitStack() as stack:
+        try:
+            broker = stack.enter_context(run_container(spec, make or docker_container))
+            run_settings = settings.model_copy(update={"amqp_url": SecretStr(broker.amqp_url)})
+            if not _answers_within(run_settings, timeout_s, answers):
+                raise BrokerSetupError(
+                    f"the RabbitMQ container started but {broker.redacted_url} did not answer "
+                    f"within {timeout_s:.0f}s"
+                )
+        except BrokerSetupError:
+            raise
+        except Exception as exc:
+            # testcontainers' and Docker's errors (no image, no engine, a boot that timed out)
+            raise BrokerSetupError(
+                f"could not start a RabbitMQ container: {type(exc).__name__}: {exc}\n"
+                + HOW_TO_GET_A_BROKER.format(url=settings.redacted_url(), why="")
+            ) from exc
+        yield run_settings, broker
+
+
+def _answers_within(
+    settings: AmqpSettings, timeout_s: float, answers: Callable[[AmqpSettings], bool]
+) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if answers(settings):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+
+
+def _start_server(
+    settings: AmqpSettings,
+    choice: BrokerChoice,
+    *,
+    timeout_s: float,
+    say: Callable[[str], None],
+) -> str:
+    """Start Debian's rabbitmq-server in the background (``choice.how`` "rabbitmq-server") and
+    wait for the URL to answer; for "how-to", raise BrokerSetupError with the instructions."""
+    if choice.how != "rabbitmq-server":
+        how_to = HOW_TO_GET_A_BROKER.format(url=settings.redacted_url(), why=choice.detail)
+        raise BrokerSetupError(how_to)
     url = urlparse(settings.amqp_url.get_secret_value())
     host, port = url.hostname, url.port or DEFAULT_AMQP_PORT
-    plan = plan_start(
-        host,
-        port,
-        docker_ok=is_loopback_host(host) and docker_engine_answers(),
-        compose_file=COMPOSE_FILE if COMPOSE_FILE.is_file() else None,
-        server_path=find_rabbitmq_server(),
-    )
-    if plan.how == "none":
-        how_to = HOW_TO_GET_A_BROKER.format(url=settings.redacted_url(), why=plan.detail)
-        raise BrokerSetupError(how_to)
-    if plan.how == "docker":
-        cmd = ["docker", "compose", "-f", plan.detail, "up", "-d", "--wait", "rabbitmq"]
-        result = "started with docker compose"
-    else:
-        cmd = [plan.detail, "-detached"]
-        result = "started rabbitmq-server"
+    assert host is not None  # loopback, checked by choose_broker
+    cmd = [choice.detail, "-detached"]
     say(f"no broker at {settings.redacted_url()}; running: {' '.join(cmd)}")
     try:
-        # The compose healthcheck can take a while on a cold image; -detached returns at once.
         done = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=300, check=False, stdin=subprocess.DEVNULL
+            cmd, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise BrokerSetupError(
@@ -167,12 +323,8 @@ def ensure_broker(
     if done.returncode != 0:
         # `rabbitmq-server -detached` also fails when a node is already booting: keep waiting.
         say(f"`{' '.join(cmd)}` exited {done.returncode}: {_tail(done.stderr or done.stdout)}")
-    deadline = time.monotonic() + timeout_s
-    assert host is not None  # loopback, checked by plan_start
-    while time.monotonic() < deadline:
-        if port_open(host, port) and broker_answers(settings):
-            return result
-        time.sleep(0.5)
+    if _answers_within(settings, timeout_s, lambda s: port_open(host, port) and broker_answers(s)):
+        return "started rabbitmq-server"
     raise BrokerSetupError(
         f"started the broker (`{' '.join(cmd)}`) but {settings.redacted_url()} did not answer "
         f"within {timeout_s:.0f}s.\n"

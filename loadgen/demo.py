@@ -17,7 +17,7 @@ from rich.console import Console
 
 from contracts import Topology
 from loadgen.bounded import BROKER_TIMEOUT_S
-from loadgen.broker import BrokerSetupError, delete_namespace, ensure_broker
+from loadgen.broker import BrokerSetupError, broker_for_run, delete_namespace
 from loadgen.grid import LocalGrid, SubstationSpec
 from loadgen.live import run_live
 from loadgen.report import build_report, print_report
@@ -62,15 +62,33 @@ def run_demo(
     console: Console,
     signals: StopSignals | None = None,
 ) -> int:
-    """The whole demo; returns the exit code (0: every request accepted and completed)."""
-    interruptible = signals.raising if signals else contextlib.nullcontext
-    try:
-        how = ensure_broker(settings, say=console.print)
-    except BrokerSetupError as exc:
-        print_error(console, str(exc))
-        return 1
-    console.print(f"broker {settings.redacted_url()}: {how}")
+    """The whole demo; returns the exit code (0: every request accepted and completed).
 
+    The broker is the one at the settings' URL, or one started for the demo: a RabbitMQ
+    container (removed when the demo ends, however it ends) or a local rabbitmq-server."""
+    interruptible = signals.raising if signals else contextlib.nullcontext
+    with contextlib.ExitStack() as stack:
+        try:
+            # A signal while the broker starts removes a half-started container too.
+            with interruptible():
+                settings, how = stack.enter_context(broker_for_run(settings, say=console.print))
+        except BrokerSetupError as exc:
+            print_error(console, str(exc))
+            return 1
+        except KeyboardInterrupt:
+            console.print("interrupted while getting a broker")
+            return signals.exit_code if signals and signals.exit_code else EXIT_INTERRUPTED
+        console.print(f"broker {settings.redacted_url()}: {how}")
+        return _run_demo(settings, opts, console, signals)
+
+
+def _run_demo(
+    settings: AmqpSettings,
+    opts: DemoOptions,
+    console: Console,
+    signals: StopSignals | None,
+) -> int:
+    interruptible = signals.raising if signals else contextlib.nullcontext
     namespace = f"demo-{secrets.token_hex(4)}"
     topology = Topology(namespace)
     settings = settings.model_copy(update={"namespace": namespace})

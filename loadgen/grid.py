@@ -293,7 +293,7 @@ class LocalGrid:
                     self.log_dir / f"worker-{spec.id}.log",
                     url,
                     _metrics_check(
-                        url, "smartgrid_worker_broker_connected", 1.0, {"substation": spec.id}
+                        url, "smartgrid_substation_broker_connected", 1.0, {"substation": spec.id}
                     ),
                 )
             )

@@ -15,5 +15,7 @@ class LoadgenSettings(AmqpSettings):
     )
     # From the environment only: a key on the command line shows in `ps`.
     api_key: SecretStr | None = Field(
-        default=None, description="Sent as X-API-Key when the gateway asks for one."
+        default=None,
+        description="Sent as X-API-Key to a gateway that asks for one. Environment only: a key "
+        "on the command line would show in ps.",
     )

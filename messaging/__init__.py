@@ -11,13 +11,16 @@ from messaging.errors import (
 )
 from messaging.link import BrokerLink
 from messaging.session import Delivery, Session
+from messaging.session_protocol import BrokerSession, Connect
 from messaging.settings import AmqpSettings
 
 __all__ = [
     "AmqpSettings",
     "BrokerLink",
+    "BrokerSession",
     "BrokerUnavailable",
     "ConfirmTimeout",
+    "Connect",
     "Delivery",
     "FatalBrokerError",
     "MessagingError",

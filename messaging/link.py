@@ -11,32 +11,56 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar, overload
 
 from messaging.backoff import compute_backoff
 from messaging.errors import BrokerUnavailable
 from messaging.session import Session
+from messaging.session_protocol import BrokerSession
 from messaging.settings import AmqpSettings
 
 log = logging.getLogger(__name__)
 
-Setup = Callable[[Session], Awaitable[None]]
+S = TypeVar("S", bound=BrokerSession)
 
 
-class BrokerLink:
-    """Owns the current Session. ``session`` is None while disconnected."""
+class BrokerLink(Generic[S]):
+    """Owns the current session. ``session`` is None while disconnected. ``connect`` opens
+    each one (``Session.open``: a RabbitMQ connection; a test may give an in-memory broker's)."""
+
+    @overload
+    def __init__(
+        self: BrokerLink[Session],
+        settings: AmqpSettings,
+        connection_name: str,
+        setup: Callable[[Session], Awaitable[None]],
+        on_lost: Callable[[], None] | None = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        settings: AmqpSettings,
+        connection_name: str,
+        setup: Callable[[S], Awaitable[None]],
+        on_lost: Callable[[], None] | None,
+        connect: Callable[[AmqpSettings, str], Awaitable[S]],
+    ) -> None: ...
 
     def __init__(
         self,
         settings: AmqpSettings,
         connection_name: str,
-        setup: Setup,
+        setup: Callable[[Any], Awaitable[None]],
         on_lost: Callable[[], None] | None = None,
+        connect: Callable[[AmqpSettings, str], Awaitable[Any]] = Session.open,
     ) -> None:
         self._settings = settings
         self._name = connection_name
-        self._setup = setup
+        self._setup: Callable[[S], Awaitable[None]] = setup
         self._on_lost = on_lost
-        self.session: Session | None = None
+        self._connect: Callable[[AmqpSettings, str], Awaitable[S]] = connect
+        self.session: S | None = None
         self.ready = asyncio.Event()
         self.connects = 0
         self._background: asyncio.Task[None] | None = None
@@ -47,7 +71,7 @@ class BrokerLink:
         attempt = 0
         while not stop.is_set():
             try:
-                session = await Session.open(self._settings, self._name)
+                session = await self._connect(self._settings, self._name)
             except BrokerUnavailable as exc:
                 delay = compute_backoff(attempt, cap_s=self._settings.reconnect_max_s)
                 attempt += 1
@@ -112,7 +136,7 @@ class BrokerLink:
         with contextlib.suppress(TimeoutError):  # wait_for cancels it on timeout
             await asyncio.wait_for(task, within_s)
 
-    async def wait_ready(self, within_s: float) -> Session:
+    async def wait_ready(self, within_s: float) -> S:
         await asyncio.wait_for(self.ready.wait(), within_s)
         assert self.session is not None
         return self.session

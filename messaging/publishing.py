@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 from contracts import ChargeEvent, DispatchIntent, Topology
 from messaging.errors import MessagingError
-from messaging.session import Delivery, Session
+from messaging.session import Delivery
+from messaging.session_protocol import BrokerSession
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ MAX_REASON_CHARS = 1000
 _BROKER_DEATH = re.compile(r"^x-(death|first-death-|last-death-)")
 
 
-def publish_event(session: Session, topology: Topology, event: ChargeEvent) -> None:
+def publish_event(session: BrokerSession, topology: Topology, event: ChargeEvent) -> None:
     """Best effort: events feed dashboards and loadgen; work is never held back for them."""
     session.publish_and_forget(
         topology.events_exchange,
@@ -30,7 +31,7 @@ def publish_event(session: Session, topology: Topology, event: ChargeEvent) -> N
 
 
 def publish_event_confirmed(
-    session: Session, topology: Topology, event: ChargeEvent
+    session: BrokerSession, topology: Topology, event: ChargeEvent
 ) -> asyncio.Future[None]:
     """An event that stands in for work (a dead letter announced): its future resolves once
     the broker has it, so that what it replaces is settled only then."""
@@ -44,7 +45,7 @@ def publish_event_confirmed(
 
 
 def announce_intent(
-    session: Session,
+    session: BrokerSession,
     topology: Topology,
     intent: DispatchIntent,
     on_confirmed: Callable[[BaseException | None], None],
@@ -64,7 +65,7 @@ def announce_intent(
 
 
 def dead_letter(
-    session: Session, topology: Topology, delivery: Delivery, reason: str, source: str
+    session: BrokerSession, topology: Topology, delivery: Delivery, reason: str, source: str
 ) -> asyncio.Future[None]:
     """Move a delivery to ``<ns>.dead`` with its reason, acking it only once that is confirmed.
 

@@ -1,7 +1,7 @@
 """One broker connection with one confirm-mode channel, driven by asyncio.
 
 Every smartgrid process talks to RabbitMQ through this module; outside the ``messaging``
-package nothing imports pika. Design points (see shared/PITFALLS.md):
+package nothing imports pika. Design points:
 
 * pika's ``AsyncioConnection`` runs on the process's own event loop, so callbacks never block
   and heartbeats are never starved; nothing here sleeps.
@@ -43,6 +43,7 @@ from messaging.errors import (
     PublishReturned,
 )
 from messaging.frames import PublishFrames
+from messaging.session_protocol import BrokerSession, MessageProperties, OnMessage
 from messaging.settings import AmqpSettings
 from messaging.tls import ssl_options
 
@@ -66,12 +67,12 @@ _FATAL_REPLY_CODES = {403, 404, 406, 530}
 class Delivery:
     """A message handed to a consumer; ack/nack only while its session lives."""
 
-    session: Session
+    session: BrokerSession
     delivery_tag: int
     redelivered: bool
     routing_key: str
     exchange: str
-    properties: pika.spec.BasicProperties
+    properties: MessageProperties
     body: bytes
     settled: bool = field(default=False)
 
@@ -83,7 +84,7 @@ class Delivery:
     def user_id(self) -> str | None:
         """The publisher's user as the broker validated it (it refuses a ``user_id`` other
         than the publishing connection's own user), if the publisher set one."""
-        return self.properties.user_id  # type: ignore[no-any-return]
+        return self.properties.user_id
 
     @property
     def delivery_count(self) -> int:
@@ -92,11 +93,11 @@ class Delivery:
 
     def ack(self) -> None:
         if self._settle():
-            self.session._ack(self.delivery_tag)
+            self.session.ack_tag(self.delivery_tag)
 
     def nack(self, *, requeue: bool) -> None:
         if self._settle():
-            self.session._nack(self.delivery_tag, requeue)
+            self.session.nack_tag(self.delivery_tag, requeue)
 
     def _settle(self) -> bool:
         """Mark settled; False if there is nothing to send (already settled, or stale)."""
@@ -108,9 +109,6 @@ class Delivery:
             log.debug("dropping settle of stale delivery %s", self.delivery_tag)
             return False
         return True
-
-
-OnMessage = Callable[[Delivery], None]
 
 
 class _BatchingConnection(AsyncioConnection):
@@ -422,7 +420,7 @@ class Session:
 
     # -- settling deliveries ---------------------------------------------------------------
 
-    def _ack(self, tag: int) -> None:
+    def ack_tag(self, tag: int) -> None:
         """Ack at the end of this loop turn, together with the others acked meanwhile.
 
         The acked deliveries that form a prefix of the unsettled ones (in delivery order) go as
@@ -433,7 +431,7 @@ class Session:
             asyncio.get_running_loop().call_soon(self._flush_acks)
         self._acks.add(tag)
 
-    def _nack(self, tag: int, requeue: bool) -> None:
+    def nack_tag(self, tag: int, requeue: bool) -> None:
         # At once and on its own: a later multiple ack must not cover it.
         self._settled_alone.add(tag)
         self.channel.basic_nack(tag, requeue=requeue)

@@ -33,16 +33,21 @@ class AmqpSettings(BaseSettings):
 
     amqp_url: SecretStr = Field(
         default=SecretStr(DEFAULT_AMQP_URL),
-        description="amqp:// or amqps:// URL of the broker (holds the password).",
+        description="amqp:// or amqps:// (TLS) URL of the broker, user and password included; a "
+        "placeholder or empty password (guest, changeme, ...) is refused unless the host is "
+        "loopback.",
     )
     namespace: str = Field(
-        default=DEFAULT_NAMESPACE, description="Prefix of every exchange and queue."
+        default=DEFAULT_NAMESPACE,
+        description="Prefix of every exchange and queue name: a letter or digit, then up to 100 "
+        "letters, digits, '_', '.' or '-'.",
     )
     amqp_heartbeat_s: int = Field(
         default=30,
         ge=0,
         le=600,
-        description="AMQP heartbeat timeout negotiated with the broker, s.",
+        description="AMQP heartbeat timeout asked of the broker (it wins the negotiation), s; 0 "
+        "disables heartbeats.",
     )
     blocked_connection_timeout_s: float = Field(
         default=30.0,
@@ -53,18 +58,25 @@ class AmqpSettings(BaseSettings):
         default=5.0, gt=0, description="Give up one connection attempt after this long, s."
     )
     reconnect_max_s: float = Field(
-        default=15.0, gt=0, description="Longest wait between reconnect attempts, s."
+        default=15.0,
+        gt=0,
+        description="Longest wait between reconnect attempts (the cap of the jittered exponential "
+        "backoff), s.",
     )
-    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_level: str = Field(default="INFO", description="Log level: DEBUG, INFO, WARNING or ERROR.")
     amqp_ca_file: FilePath | None = Field(
         default=None,
         description="amqps: CA bundle (PEM) to verify the broker with; the system's if unset.",
     )
     amqp_cert_file: FilePath | None = Field(
-        default=None, description="amqps: client certificate (PEM), for brokers that ask for one."
+        default=None,
+        description="amqps: client certificate (PEM), for brokers that ask for one; set together "
+        "with SMARTGRID_AMQP_KEY_FILE.",
     )
     amqp_key_file: FilePath | None = Field(
-        default=None, description="amqps: the client certificate's private key (PEM)."
+        default=None,
+        description="amqps: the client certificate's private key (PEM); set together with "
+        "SMARTGRID_AMQP_CERT_FILE.",
     )
     amqp_tls_verify_hostname: bool = Field(
         default=True,

@@ -87,7 +87,7 @@ class WorkerMetrics:
             "smartgrid_substation_heartbeats_sent", "Heartbeats published."
         ).labels(sid)
         self.broker_connected = gauge(
-            "smartgrid_worker_broker_connected", "1 while connected to the broker, 0 otherwise."
+            "smartgrid_substation_broker_connected", "1 while connected to the broker, 0 otherwise."
         ).labels(sid)
 
     def set_load(self, load_kw: float, capacity_kw: float) -> None:

@@ -2,7 +2,7 @@
 
 Everything runs on one event loop. pika callbacks (``_on_message``) only parse, bookkeep and
 hand the session to the simulation; charging time passes in the tick task, never inside a
-callback (PITFALLS: a blocked callback starves the connection).
+callback (a blocked callback starves the connection, its AMQP heartbeats included).
 
 Delivery rules (at least once, duplicates harmless):
 
@@ -38,7 +38,8 @@ from pydantic import ValidationError
 from contracts import Assignment, ChargeEvent, EventKind, Heartbeat, Topology
 from contracts.messages import MAX_ENERGY_KWH, MIN_VEHICLE_POWER_KW, readable_request_id
 from contracts.topology import CONSUMER_TIMEOUT_MS, HEARTBEAT_TTL_MS
-from messaging import BrokerLink, Delivery, MessagingError, Session
+from contracts.validation import summary
+from messaging import BrokerLink, BrokerSession, Connect, Delivery, MessagingError, Session
 from messaging.publishing import ack_once_confirmed, dead_letter, publish_event
 from messaging.runtime import start_metrics_server
 from substation_worker.metrics import KWH_TO_J, WorkerMetrics
@@ -68,7 +69,12 @@ class _Held:
 class WorkerService:
     """One substation worker. ``await service.run(stop)`` until ``stop`` is set."""
 
-    def __init__(self, settings: WorkerSettings, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        registry: CollectorRegistry,
+        connect: Connect = Session.open,
+    ) -> None:
         self.settings = settings
         self.sid = settings.substation_id
         self.topology = Topology(settings.namespace)
@@ -76,7 +82,7 @@ class WorkerService:
         self.metrics = WorkerMetrics(registry, self.sid)
         self.sim = Substation(settings.capacity_kw, settings.bays, settings.charger_max_kw)
         self.link = BrokerLink(
-            settings, f"smartgrid-worker-{self.sid}", self._setup, on_lost=self._on_lost
+            settings, f"smartgrid-worker-{self.sid}", self._setup, self._on_lost, connect
         )
         self.assignments_received = 0
         self.seq = 0
@@ -90,7 +96,7 @@ class WorkerService:
         self._held: dict[str, _Held] = {}
         # Request id -> its completed event (JSON), for requests completed here recently.
         self._recent: OrderedDict[str, bytes] = OrderedDict()
-        self._session: Session | None = None
+        self._session: BrokerSession | None = None
         self._consumer_tag: str | None = None
         self._last_tick = time.monotonic()
         self._last_depth = 0
@@ -135,7 +141,7 @@ class WorkerService:
                 raise exc
         log.info("substation %s stopped", self.sid)
 
-    async def _setup(self, session: Session) -> None:
+    async def _setup(self, session: BrokerSession) -> None:
         # Anything held belongs to an older connection whose deliveries the broker took back.
         self._drop_held("new connection")
         self._session = session
@@ -202,7 +208,7 @@ class WorkerService:
         try:
             assignment = Assignment.model_validate_json(delivery.body)
         except ValidationError as exc:
-            self._reject(delivery, str(exc))
+            self._reject(delivery, f"invalid Assignment: {summary(exc)}")
             return
         except Exception as exc:  # it would fail the same way on every redelivery
             self._reject(delivery, f"unreadable Assignment: {type(exc).__name__}")
@@ -255,11 +261,11 @@ class WorkerService:
         ack_once_confirmed(delivery, fut, "handing back a misaddressed assignment")
 
     def _reject(self, delivery: Delivery, reason: str) -> None:
-        log.warning("invalid assignment dead-lettered: %s", reason.splitlines()[0])
+        log.warning("invalid assignment dead-lettered: %s", reason)
         try:
             dead_letter(delivery.session, self.topology, delivery, reason, SOURCE)
         except MessagingError as exc:
-            # Session gone: the broker requeues it and we try again on redelivery.
+            # BrokerSession gone: the broker requeues it and we try again on redelivery.
             log.warning("could not dead-letter: %s", exc)
             return
         self.metrics.dead_lettered.inc()
@@ -344,7 +350,7 @@ class WorkerService:
             energy_kwh=energy_kwh,
         )
 
-    def _emit(self, event: ChargeEvent, session: Session | None = None) -> None:
+    def _emit(self, event: ChargeEvent, session: BrokerSession | None = None) -> None:
         session = session or self._session
         if session is not None and session.is_open:
             publish_event(session, self.topology, event)

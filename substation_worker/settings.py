@@ -17,13 +17,17 @@ class WorkerSettings(AmqpSettings):
     substation_id: SubstationId = Field(
         description="Lower-case id; consumes <ns>.substation.<id>, routing key <id>."
     )
-    capacity_kw: float = Field(gt=0, le=1_000_000, description="Transformer capacity, kW.")
-    bays: int = Field(ge=1, le=MAX_BAYS, description="Charging bays (concurrent sessions).")
+    capacity_kw: float = Field(
+        gt=0, le=1_000_000, description="Transformer capacity, shared by the sessions, kW."
+    )
+    bays: int = Field(
+        ge=1, le=MAX_BAYS, description="Charging bays: sessions at once, and the consumer prefetch."
+    )
     time_scale: float = Field(
         default=60.0, gt=0, le=1_000_000, description="Simulated seconds per wall second."
     )
     heartbeat_interval_s: float = Field(
-        default=1.0, gt=0, le=300, description="Seconds between heartbeats."
+        default=1.0, gt=0, le=300, description="Time between heartbeats, wall seconds."
     )
     charger_max_kw: float = Field(
         default=350.0, gt=0, le=1_000_000, description="Highest power one charger delivers, kW."
@@ -35,5 +39,9 @@ class WorkerSettings(AmqpSettings):
         description="On SIGTERM, let active sessions finish this long (wall seconds), then hand "
         "what is left back to the queue.",
     )
-    metrics_host: str = Field(default="127.0.0.1", description="Address of /metrics.")
-    metrics_port: int = Field(default=9200, ge=0, le=65_535, description="0 disables /metrics.")
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address the Prometheus /metrics endpoint listens on."
+    )
+    metrics_port: int = Field(
+        default=9200, ge=0, le=65_535, description="Port of /metrics; 0 disables it."
+    )

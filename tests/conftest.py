@@ -32,11 +32,15 @@ TIER_MARKERS: dict[Path, tuple[str, ...]] = {
     TESTS / "chaos": ("integration", "chaos"),
 }
 
+# The session's own RabbitMQ container when no broker answers and a Docker engine does.
+pytest_plugins = ["tests.broker_plugin"]
+
 HOW_TO_GET_A_BROKER = """\
 No RabbitMQ answers at {url}.
 Integration tests need a real broker. Any one of:
   * Debian/Ubuntu:  sudo apt-get install rabbitmq-server && sudo rabbitmq-server -detached
-  * Docker:         docker compose -f deploy/dev-broker.compose.yaml up -d --wait
+  * Docker:         with a Docker engine running, the test session starts a RabbitMQ
+                    container itself (testcontainers, installed by `make install`)
   * elsewhere:      export SMARTGRID_AMQP_URL=amqp://user:pass@host:5672/%2F
 (`make test` and .ci/run start a local rabbitmq-server themselves when one is installed.)"""
 
@@ -56,7 +60,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def amqp_settings() -> AmqpSettings:
+def amqp_settings(session_broker: object) -> AmqpSettings:
     settings = AmqpSettings()
     try:
         asyncio.run(_probe(settings))

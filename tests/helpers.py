@@ -32,10 +32,23 @@ Condition = Callable[[], bool | Awaitable[bool]]
 Detail = Callable[[], str]
 
 
+def _described(condition: Callable[[], object]) -> str:
+    """What a wait given no ``what`` waited for: the condition's own source (its line)."""
+    try:
+        source = " ".join(inspect.getsource(condition).split())
+    except (OSError, TypeError):
+        return repr(condition)
+    return source[:300]
+
+
 def _timed_out(
-    what: str, timeout: float, detail: Detail | None, last_error: BaseException | None
+    what: str | None,
+    condition: Callable[[], object],
+    timeout: float,
+    detail: Detail | None,
+    last_error: BaseException | None,
 ) -> AssertionError:
-    message = f"still waiting after {timeout:g}s for {what}"
+    message = f"still waiting after {timeout:g}s for {what or _described(condition)}"
     if last_error is not None:
         message += f" (last: {type(last_error).__name__}: {last_error})"
     if detail is not None:
@@ -45,7 +58,7 @@ def _timed_out(
 
 async def wait_until(
     condition: Condition,
-    what: str,
+    what: str | None = None,
     *,
     timeout: float = 15.0,
     poll: float = POLL_S,
@@ -58,7 +71,8 @@ async def wait_until(
     ``condition`` may be a coroutine function. ``blocking``: it does blocking I/O (a sync HTTP
     call), so it runs in a thread and the loop keeps serving. ``ignore``: exceptions that mean
     "not yet" (a server still starting). After ``timeout`` an AssertionError names ``what`` was
-    awaited, the last ignored exception and ``detail()`` (a log tail, the state seen).
+    awaited (without one, the condition's source line), the last ignored exception and
+    ``detail()`` (a log tail, the state seen).
     """
     start = time.monotonic()
     deadline = start + timeout
@@ -76,14 +90,14 @@ async def wait_until(
         except ignore as exc:
             last_error = exc
         if time.monotonic() >= deadline:
-            raise _timed_out(what, timeout, detail, last_error)
+            raise _timed_out(what, condition, timeout, detail, last_error)
         # The poll interval of this wait: the condition is what ends it.
         await asyncio.sleep(poll)
 
 
 def wait_until_sync(
     condition: Callable[[], bool],
-    what: str,
+    what: str | None = None,
     *,
     timeout: float = 15.0,
     poll: float = POLL_S,
@@ -101,7 +115,7 @@ def wait_until_sync(
         except ignore as exc:
             last_error = exc
         if time.monotonic() >= deadline:
-            raise _timed_out(what, timeout, detail, last_error)
+            raise _timed_out(what, condition, timeout, detail, last_error)
         # The poll interval of this wait: the condition is what ends it.
         time.sleep(poll)
 

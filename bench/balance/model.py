@@ -311,7 +311,7 @@ class RunResult:
 
 class Simulation:
     """One policy on one trace. ``run()`` returns the figures; all times in the result are wall
-    seconds at ``time_scale`` (simulated seconds / time_scale), as in DESIGN.md's table."""
+    seconds at ``time_scale`` (simulated seconds / time_scale), as the benchmark tables say."""
 
     def __init__(
         self,

@@ -19,15 +19,15 @@ from bench.balance.traces import GRIDS, TRACES, Grid, Trace
 from dispatcher.policies import Headroom, Policy, make_policy
 
 HEARTBEATS_WALL_S = (0.1, 1.0, 5.0)
-# The interval the targets are stated at (issue 6).
+# The heartbeat interval the balance targets are stated at, s.
 TARGET_H = 1.0
 IDEAL = "omniscient"
 SMARTGRID = "headroom"
-# headroom holding at 1 x capacity as it did before predicted releases: freed capacity is learnt
-# from the next heartbeat only, so substations idle between heartbeats (DESIGN.md).
+# headroom holding at 1 x capacity without predicted releases: freed capacity is learnt from the
+# next heartbeat only, so substations idle between heartbeats.
 STRICT = "headroom hold=1 no releases"
-# headroom's previous default: promise up to 2 x capacity (no releases), and the ideal bound by
-# the same 2 x rule, for reference.
+# headroom promising up to 2 x capacity (no releases), and the ideal bound by the same 2 x rule,
+# for reference.
 LOOSE = "headroom hold=2"
 IDEAL_LOOSE = "omniscient hold=2"
 # Predicted releases with promises beyond capacity: sessions share power, and what is assigned
@@ -35,7 +35,7 @@ IDEAL_LOOSE = "omniscient hold=2"
 LOOSE_RELEASES = "headroom hold=2 +releases"
 # Assignments reaching their worker 20 ms after the dispatcher sends them (the broker's part):
 # a heartbeat sent meanwhile does not count them. smartgrid keeps them pending until a heartbeat
-# says they arrived (Heartbeat.assignments_received); the table before that did not.
+# says they arrived (Heartbeat.assignments_received); "not counted" is the same without that.
 TRANSIT_WALL_S = 0.02
 TRANSIT = "headroom, 20 ms in transit"
 TRANSIT_BLIND = "headroom, 20 ms in transit, not counted"

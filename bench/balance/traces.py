@@ -1,7 +1,7 @@
 """Grids and arrival traces for the balance simulation. Seeded and pure: the same arguments give
 the same grid and the same arrivals, so every policy runs on exactly the same load.
 
-Times are simulated seconds. Rates that DESIGN.md states in wall terms (a burst "at 300/s") are
+Times are simulated seconds. Rates stated in wall terms (a burst "at 300/s") are
 converted with ``time_scale`` (simulated seconds per wall second; 3600 = an hour per second).
 
 Arrivals follow loadgen's own profiles (``loadgen.profiles.arrivals``: steady, rush-hour, spike),
@@ -150,7 +150,7 @@ def spike(grid: Grid, seed: int, *, peak: float = 2.5, hours: float = 12.0) -> T
 def burst(
     grid: Grid, seed: int, *, n: int = 600, per_wall_s: float = 300.0, time_scale: float = 3600
 ) -> Trace:
-    """A burst of ``n`` requests, evenly spaced at ``per_wall_s`` (DESIGN.md: 600 at 300/s)."""
+    """A burst of ``n`` requests, evenly spaced at ``per_wall_s`` (the reference: 600 at 300/s)."""
     rng = random.Random(seed)
     step = time_scale / per_wall_s
     return Trace(f"burst {n}", _sessions([i * step for i in range(n)], rng, DEFAULT_MIX))

@@ -2,8 +2,8 @@
 its heartbeat handler and its admission probes are wrapped, and every sample goes to the
 current phase's record.
 
-* decisions: the policy itself is wrapped (``decider`` calls ``choose_in`` on whatever
-  ``dispatcher.policy`` is), so every decision's call is timed with ``perf_counter_ns``, not
+* decisions: the policy itself is wrapped (``decider`` takes the round's ``chooser`` of
+  whatever ``dispatcher.policy`` is), so every decision's call is timed (``perf_counter_ns``), not
   one in 16 into coarse buckets as the production histogram does; its CPU time too
   (``thread_time_ns``, read outside the wall-clock span), which leaves out the time the
   process waited for a core: on a shared 2-core machine that wait is what a p99 of a
@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from prometheus_client import Histogram
 
 from dispatcher.load_table import LoadTable, SubstationState
-from dispatcher.policies import IndexedPolicy, Policy
+from dispatcher.policies import IndexedPolicy, Policy, RoundPolicy
 from dispatcher.service import Dispatcher
-from messaging import Delivery, Session
+from messaging import BrokerSession, Delivery
 
 
 @dataclass
@@ -110,23 +110,35 @@ class TimedPolicy:
 
 
 class TimedIndexedPolicy(TimedPolicy):
-    """The same for a policy with the index's fast path (headroom), which ``decider`` uses."""
+    """The same for a policy with the index's fast path (headroom): ``decider`` takes its
+    round's ``chooser``, each call of which is timed."""
 
     def __init__(self, inner: Policy, recorder: Recorder) -> None:
         super().__init__(inner, recorder)
         self._choose_in = cast(IndexedPolicy, inner).choose_in
+        self._chooser = cast(RoundPolicy, inner).chooser
 
     def choose_in(self, table: LoadTable, now: float, request_kw: float) -> str | None:
-        cpu = time.thread_time_ns()
-        started = time.perf_counter_ns()
-        target = self._choose_in(table, now, request_kw)
-        ended = time.perf_counter_ns()
-        self._recorder.decided(ended - started, time.thread_time_ns() - cpu, target)
-        return target
+        table.release_due(now)
+        return self.chooser(table, now)(request_kw)
+
+    def chooser(self, table: LoadTable, now: float) -> Callable[[float], str | None]:
+        choose = self._chooser(table, now)
+        decided = self._recorder.decided
+
+        def timed(request_kw: float) -> str | None:
+            cpu = time.thread_time_ns()
+            started = time.perf_counter_ns()
+            target = choose(request_kw)
+            ended = time.perf_counter_ns()
+            decided(ended - started, time.thread_time_ns() - cpu, target)
+            return target
+
+        return timed
 
 
 def timed_policy(inner: Policy, recorder: Recorder) -> TimedPolicy:
-    if getattr(inner, "choose_in", None) is not None:
+    if getattr(inner, "chooser", None) is not None:
         return TimedIndexedPolicy(inner, recorder)
     return TimedPolicy(inner, recorder)
 
@@ -162,7 +174,7 @@ def instrument(dispatcher: Dispatcher, recorder: Recorder) -> None:
             record.heartbeats += 1
             record.heartbeat_ns += time.perf_counter_ns() - started
 
-    async def timed_probe(session: Session, sid: str) -> None:
+    async def timed_probe(session: BrokerSession, sid: str) -> None:
         started = time.perf_counter()
         try:
             await probe(session, sid)

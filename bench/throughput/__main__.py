@@ -1,10 +1,29 @@
-"""``python -m bench.throughput [--quick] [--json PATH] [--only PARTS]``: throughput, 4 parts.
+"""``python -m bench.throughput [--quick] [--count N] [--json PATH] [--only PARTS]``: throughput.
 
 1. ceiling: bare pika (pipelined publisher, pipelined relay, intent-first relay, relay waiting
    for each confirm);
 2. dispatcher: the real smartgrid-dispatcher against the bare relays, same load, same run;
+   peers (2b): the bare relay written with FastStream and with Dramatiq, in the same rounds;
 3. gateway: wrk against the real gateway and against the same HTTP stack without a broker;
 4. end to end: loadgen against a LocalGrid at increasing rates, via HTTP and via AMQP.
+
+The relays of parts 1, 2 and peers each run in a process of their own (``bench.throughput.bare``,
+``bench.throughput.peers``, ``python -m dispatcher``) and drain a pre-filled quorum
+``<ns>.requests`` of N ChargeRequests into 3 quorum substation queues, measured alike (the
+substation queues' depth, from 10 % to 90 % of N). What each guarantees:
+
+* bare relay, FastStream relay, Dramatiq relay: consume with manual ack, republish persistent
+  and mandatory with publisher confirms, ack the source only once the republish is confirmed
+  (a return or a nack is counted and the run fails). The bare relay pipelines its confirms
+  (prefetch 1000) and acks with ``multiple``; FastStream (``AckPolicy.MANUAL``, prefetch 1000)
+  awaits each publish's confirm in the task of its delivery and acks each message alone;
+  Dramatiq (``confirm_delivery=True``, 8 worker threads) never pipelines confirms, each send
+  blocks its thread until confirmed, and it acks once the actor returned.
+* smartgrid-dispatcher: the same, after a confirmed DispatchIntent per batch, with its policy.
+
+``--only peers`` runs the bare relay, the dispatcher and the peers (table 2b) without the rest
+of parts 1 and 2; the peers need the ``bench`` extra (``pip install -e '.[bench]'``, which
+``make bench`` installs). ``--count N`` sets N (default 20,000; 10,000 with ``--quick``).
 
 Every part uses namespaces of its own and deletes them; every load is bounded in count and time.
 Needs wrk (``apt-get install -y wrk``) for part 3. ``--baseline-src DIR`` also measures the
@@ -27,7 +46,7 @@ from bench.throughput.report import Table
 from messaging import AmqpSettings
 
 DEFAULT_JSON = Path("bench/results/throughput.json")
-PARTS = ("ceiling", "dispatcher", "gateway", "e2e")
+PARTS = ("ceiling", "dispatcher", "peers", "gateway", "e2e")
 
 
 def _load() -> str:
@@ -55,11 +74,17 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         flush=True,
     )
     started = time.perf_counter()
-    if parts & {"ceiling", "dispatcher"}:
+    if parts & {"ceiling", "dispatcher", "peers"}:
         from bench.throughput.relay import run as run_relay
 
         figs, tables = await run_relay(
-            settings, quick=args.quick, profile=args.profile, baseline_src=args.baseline_src
+            settings,
+            quick=args.quick,
+            profile=args.profile,
+            baseline_src=args.baseline_src,
+            ceiling=bool(parts & {"ceiling", "dispatcher"}),
+            peers="peers" in parts,
+            count=args.count,
         )
         out["relay"] = figs.to_json()
         _print(tables)
@@ -81,8 +106,12 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__)
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="smaller loads, about a minute")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the figures")
     p.add_argument("--only", default="", help=f"comma-separated parts of: {', '.join(PARTS)}")
@@ -96,10 +125,44 @@ def main(argv: list[str] | None = None) -> int:
         help="another checkout (e.g. `git archive main | tar -x -C DIR`): its dispatcher and "
         "gateway are measured too, in the same run, for before/after figures",
     )
+    p.add_argument(
+        "--count",
+        type=_positive,
+        default=None,
+        help="messages per relay in parts 1, 2 and peers (default 20,000; 10,000 with --quick)",
+    )
+    return p
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive count: {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options, checked: known parts only, and the peers' frameworks installed if chosen."""
+    p = parser()
     args = p.parse_args(argv)
-    unknown = set(filter(None, args.only.split(","))) - set(PARTS)
+    only = set(filter(None, args.only.split(",")))
+    unknown = only - set(PARTS)
     if unknown:
         p.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    if "peers" in (only or PARTS):
+        from bench.throughput.peers import missing_frameworks
+
+        missing = missing_frameworks()
+        if missing:
+            p.error(
+                f"the peers part needs {', '.join(missing)}: pip install -e '.[bench]' "
+                "(make bench does), or leave peers out with --only"
+            )
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     result = asyncio.run(_main(args))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))

@@ -103,11 +103,19 @@ async def watch_depth(
         await asyncio.sleep(interval_s)
 
 
-async def start_bare(settings: AmqpSettings, what: str, *args: str) -> asyncio.subprocess.Process:
+BARE = "bench.throughput.bare"
+PEERS = "bench.throughput.peers"
+
+
+async def start_bare(
+    settings: AmqpSettings, what: str, *args: str, module: str = BARE
+) -> asyncio.subprocess.Process:
+    """``python -m <module> <what> --url ... <args>`` in its own process (a bare relay, or
+    (``PEERS``) a framework's), its JSON result on stdout."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bench.throughput.bare",
+        module,
         what,
         "--url",
         settings.amqp_url.get_secret_value(),
@@ -121,14 +129,17 @@ async def start_bare(settings: AmqpSettings, what: str, *args: str) -> asyncio.s
 async def bare_result(proc: asyncio.subprocess.Process, what: str) -> dict[str, Any]:
     out, err = await proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(f"bare {what} failed ({proc.returncode}): {err.decode()[-2000:]}")
+        raise RuntimeError(f"{what} failed ({proc.returncode}): {err.decode()[-2000:]}")
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     return result
 
 
-async def run_bare(settings: AmqpSettings, what: str, *args: str) -> dict[str, Any]:
-    """Run ``bench.throughput.bare <what>`` in its own process; its JSON result."""
-    return await bare_result(await start_bare(settings, what, *args), what)
+async def run_bare(
+    settings: AmqpSettings, what: str, *args: str, module: str = BARE
+) -> dict[str, Any]:
+    """Run ``<module> <what>`` (``bench.throughput.bare`` by default) in its own process; its
+    JSON result."""
+    return await bare_result(await start_bare(settings, what, *args, module=module), what)
 
 
 async def prefill(settings: AmqpSettings, topo: Topology, count: int) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Parts 1 and 2: the bare ceiling (publisher, relays) and the real dispatcher on the same load.
+"""Parts 1 and 2: the bare ceiling (publisher, relays), the real dispatcher and the frameworks'
+relays (FastStream, Dramatiq: bench.throughput.peers) on the same load.
 
 Every relay drains the same kind of pre-filled quorum queue ``<ns>.requests`` (N real
 ChargeRequests) into K bound quorum substation queues, and all are measured the same way: the
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.throughput.broker import (
+    BARE,
+    PEERS,
     REPO_ROOT,
     Watch,
     bare_result,
@@ -34,12 +37,17 @@ from bench.throughput.broker import (
     start_bare,
     watch_depth,
 )
+from bench.throughput.peers import LIMITS
+from bench.throughput.peers import PEERS as PEER_RELAYS
 from bench.throughput.report import Table, fmt, fmt_ratio, ratio, window_cpu_us, window_rate
+from contracts import Topology
 from messaging import AmqpSettings
 
 SUBSTATIONS = ("s1", "s2", "s3")
 DISPATCHER_TARGET = 0.7
-RELAYS = ("relay", "intent-batched", "intent", "dispatcher", "baseline")
+RELAYS = ("relay", "intent-batched", "intent", "dispatcher", "baseline", *PEER_RELAYS)
+# A framework's relay may be several times slower than the bare one: room for that in time.
+PEER_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -112,6 +120,10 @@ class RelayFigures:
             "dispatcher_over_relay": ratio(disp.best, relay.best),
             "dispatcher_over_intent_relay": ratio(disp.best, intent.best),
             "dispatcher_over_baseline": ratio(disp.best, base.best),
+            **{
+                f"{peer}_over_relay": ratio(self.measured[peer].best, relay.best)
+                for peer in PEER_RELAYS
+            },
             "target": DISPATCHER_TARGET,
         }
 
@@ -120,45 +132,66 @@ def _max(values: list[float]) -> float | None:
     return max(values) if values else None
 
 
-def _relay_args(topo_queue: str, exchange: str, n: int) -> list[str]:
+def _relay_args(topo_queue: str, exchange: str, n: int, timeout_s: float = 60.0) -> list[str]:
     return [
         "--queue", topo_queue, "--exchange", exchange, "--keys", ",".join(SUBSTATIONS),
-        "--count", str(n), "--timeout", "60",
+        "--count", str(n), "--timeout", f"{timeout_s:g}",
     ]  # fmt: skip
 
 
-async def _bare_relay(
-    settings: AmqpSettings, what: str, n: int, figs: RelayFigures, *extra: str
-) -> dict[str, Any]:
+def relay_args(what: str, topo: Topology, n: int) -> list[str]:
+    """The arguments of the relay process ``what`` (a bare relay or a peer) in ``topo``."""
+    peer = what in PEER_RELAYS
+    args = _relay_args(
+        topo.requests_queue, topo.substations_exchange, n, PEER_TIMEOUT_S if peer else 60.0
+    )
+    if what.startswith("intent"):
+        args += ["--events-exchange", topo.events_exchange]
+    if peer:  # Dramatiq sends to queues by name, not through an exchange
+        args += ["--targets", ",".join(topo.substation_queue(s) for s in SUBSTATIONS)]
+    return args
+
+
+async def _drain(settings: AmqpSettings, what: str, n: int, figs: RelayFigures) -> dict[str, Any]:
+    """Drain a pre-filled ``<ns>.requests`` with the relay process ``what`` (a bare relay, or
+    a peer's in ``PEER_RELAYS``), watched as every relay is; checks that it relayed all."""
+    peer = what in PEER_RELAYS
     async with namespace(settings, what, SUBSTATIONS) as (topo, session):
         pub = await prefill(settings, topo, n)
         figs.publish.append(pub["rate"])
         figs.request_bytes = pub["bytes"]
         queues = [topo.substation_queue(s) for s in SUBSTATIONS]
-        args = _relay_args(topo.requests_queue, topo.substations_exchange, n)
-        if what.startswith("intent"):
-            args += ["--events-exchange", topo.events_exchange]
-        proc = await start_bare(settings, what, *args)
-        watch = await watch_depth(session, queues, n, timeout_s=60, pids=[proc.pid, broker_pid()])
+        module = PEERS if peer else BARE
+        proc = await start_bare(settings, what, *relay_args(what, topo, n), module=module)
+        watch = await watch_depth(
+            session, queues, n, timeout_s=PEER_TIMEOUT_S if peer else 60.0,
+            pids=[proc.pid, broker_pid()],
+        )  # fmt: skip
         result = await bare_result(proc, what)
         if result["relayed"] != n or result["returned"] or result["nacked"]:
-            raise RuntimeError(f"bare {what} incomplete: {result}")
+            raise RuntimeError(f"{what} relay incomplete: {result}")
         figs.measured[what].add(watch, n)
         return result
 
 
 async def bare_round(settings: AmqpSettings, n: int, naive_n: int, figs: RelayFigures) -> None:
-    rel = await _bare_relay(settings, "relay", n, figs)
+    rel = await _drain(settings, "relay", n, figs)
     figs.assignment_bytes = rel["bytes"]
     figs.relay_internal.append(rel["rate"])
-    await _bare_relay(settings, "intent-batched", n, figs)
-    await _bare_relay(settings, "intent", n, figs)
+    await _drain(settings, "intent-batched", n, figs)
+    await _drain(settings, "intent", n, figs)
     async with namespace(settings, "naive", SUBSTATIONS) as (topo, _session):
         # ~10x slower: a smaller batch of the same messages.
         await prefill(settings, topo, naive_n)
         args = _relay_args(topo.requests_queue, topo.substations_exchange, naive_n)
         nai = await run_bare(settings, "naive", *args)
         figs.naive.append(nai["rate"])
+
+
+async def peers_round(settings: AmqpSettings, n: int, figs: RelayFigures) -> None:
+    """The frameworks' relays (bench.throughput.peers), each on a queue of its own."""
+    for peer in PEER_RELAYS:
+        await _drain(settings, peer, n, figs)
 
 
 async def dispatcher_round(
@@ -236,20 +269,81 @@ async def run(
     quick: bool,
     profile: str | None = None,
     baseline_src: Path | None = None,
+    ceiling: bool = True,
+    peers: bool = False,
+    count: int | None = None,
 ) -> tuple[RelayFigures, list[Table]]:
-    n = 10_000 if quick else 20_000
-    naive_n = 1_000 if quick else 2_000
+    """Parts 1 and 2 (``ceiling``) and the frameworks' relays (``peers``), interleaved. Without
+    ``ceiling`` a round is the bare relay, the dispatcher and the peers: what the peers'
+    table compares them with. ``count`` overrides the messages per relay."""
+    n = count or (10_000 if quick else 20_000)
+    naive_n = max(1, n // 10)
     # Interference on a shared machine only ever slows a run down: the best of three, each part
     # interleaved with the others, is the least disturbed.
     rounds = 1 if quick else 3
     figs = RelayFigures(n=n)
     # Interleaved, so that drift in what else runs on the machine hits all of them alike.
     for _ in range(rounds):
-        await bare_round(settings, n, naive_n, figs)
+        if ceiling:
+            await bare_round(settings, n, naive_n, figs)
+        else:
+            await _drain(settings, "relay", n, figs)
         await dispatcher_round(settings, n, figs, profile=profile)
         if baseline_src is not None:
             await dispatcher_round(settings, n, figs, src=baseline_src)
-    return figs, tables(figs, baseline_src)
+        if peers:
+            await peers_round(settings, n, figs)
+    out = tables(figs, baseline_src) if ceiling else []
+    if peers:
+        out.append(peers_table(figs))
+    return figs, out
+
+
+# How each relay waits for its confirms and acks, for the peers' table.
+CONFIRMS = {
+    "relay": "pipelined; one ack per confirm (multiple)",
+    "dispatcher": "pipelined; intent then assignments per batch",
+    "faststream": "each awaited by its own task [a]",
+    "dramatiq": "one at a time per thread [b]",
+}
+PEER_NAMES = {"faststream": "FastStream relay", "dramatiq": "Dramatiq relay"}
+
+
+def peers_table(figs: RelayFigures) -> Table:
+    """The frameworks' relays beside the bare relay and the dispatcher of the same rounds."""
+    relay, disp = figs.measured["relay"], figs.measured["dispatcher"]
+    rounds = max(len(figs.measured[p].rates) for p in PEER_RELAYS)
+    t = Table(
+        f"2b. Frameworks: the bare relay's guarantee written with FastStream and with Dramatiq, "
+        f"same pre-filled quorum queue ({figs.n:,} msgs; best of {rounds})",
+        ["what", "msg/s", "runs", "vs bare relay", "vs dispatcher", "CPU us/msg",
+         "broker us/msg", "confirms"],
+    )  # fmt: skip
+    rows = [("bare relay (pika, ceiling)", "relay"), ("smartgrid-dispatcher", "dispatcher")]
+    rows += [(PEER_NAMES[p], p) for p in PEER_RELAYS]
+    for name, key in rows:
+        m = figs.measured[key]
+        t.add(
+            name, m.best, m.runs(), fmt_ratio(ratio(m.best, relay.best)),
+            fmt_ratio(ratio(m.best, disp.best)), fmt(m.cpu), fmt(m.broker_cpu), CONFIRMS[key],
+        )  # fmt: skip
+    t.notes += [
+        "every relay: manual ack from the quorum <ns>.requests, persistent + mandatory "
+        "publish with publisher confirms, the source acked only once its publish is "
+        "confirmed; each in its own process, on a queue of its own, in the same rounds",
+        f"[a] FastStream {_version('faststream')}: {LIMITS['faststream']}",
+        f"[b] Dramatiq {_version('dramatiq')}: {LIMITS['dramatiq']}",
+    ]
+    return t
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def tables(figs: RelayFigures, baseline_src: Path | None = None) -> list[Table]:

@@ -42,10 +42,8 @@ async def test_broker_restart_under_load(tmp_path: Path) -> None:
 
             def connected() -> bool:
                 gauges = [metric(grid, "dispatcher", "smartgrid_dispatcher_broker_connected")]
-                gauges += [
-                    metric(grid, f"worker-{s}", "smartgrid_worker_broker_connected", substation=s)
-                    for s in IDS
-                ]
+                connected = "smartgrid_substation_broker_connected"
+                gauges += [metric(grid, f"worker-{s}", connected, substation=s) for s in IDS]
                 try:
                     ok = httpx.get(f"{grid.gateway_url}/healthz", timeout=2).status_code == 200
                 except httpx.HTTPError:

@@ -1,4 +1,4 @@
-"""Hostile or broken peers under load: fake and forged heartbeats, poison that used to loop, a
+"""Hostile or broken peers under load: fake and forged heartbeats, poison messages, a
 dead worker with a long heartbeat interval. Each scenario is one finding of the hardening issue
 (named in its docstring); in each, every accepted request completes once (lost 0)."""
 
@@ -305,7 +305,7 @@ async def test_poison_that_used_to_loop_is_dead_lettered_once(
         logs = await asyncio.to_thread(read_logs, tmp_path)
         left = await drained(grid.settings, topology)
     report = build_report(result, IDS)
-    score("poison that used to loop", report, None, f"{len(dead)} dead-lettered")
+    score("poison messages", report, None, f"{len(dead)} dead-lettered")
     assert_nothing_lost(result, report)
     assert set(left.values()) == {0}, left
     reasons = sorted(str(d.headers.get(REASON_HEADER, ""))[:40] for d in dead)

@@ -166,9 +166,9 @@ async def test_a_ghost_substation_is_never_routed_to_nor_given_a_queue(
 async def test_a_returned_assignment_costs_its_request_no_delivery(
     amqp_settings: AmqpSettings, topology: Topology, session: Session
 ) -> None:
-    """Finding 1: a returned assignment used to nack its request with requeue, one of the
-    delivery limit's 20 deliveries each time. Now the request stays held and goes elsewhere,
-    and the substation is out until a heartbeat after its queue exists again."""
+    """Finding 1: a returned assignment must not nack its request with requeue (each would cost
+    one of the delivery limit's 20 deliveries): the request stays held and goes elsewhere, and
+    the substation is out until a heartbeat after its queue exists again."""
     # Given two admitted substations, of which the policy prefers "big"
     await declare_substations(session, topology, ["big", "small"])
     async with running_dispatcher(amqp_settings, topology) as dispatcher:
@@ -332,7 +332,7 @@ async def test_a_request_another_dispatcher_announced_goes_where_it_said(
             key = topology.event_routing_key(EventKind.DISPATCHED)
         await session.publish(topology.events_exchange, key, said.model_dump_json().encode())
         await wait_until(
-            lambda: (dispatcher._recent.get(r.request_id.int) or ())[:2] == ("s1", False),
+            lambda: (dispatcher.ledger.route(r.request_id.int) or ())[:2] == ("s1", False),
             "the gone dispatcher's intent for r heard",
         )
         # and r comes to this one (a redelivery after the other's crash looks just like it)
@@ -366,7 +366,7 @@ async def test_after_a_reconnect_a_request_goes_back_where_a_copy_may_be(
             topology.events_exchange, topology.intent_routing_key, intent.model_dump_json().encode()
         )
         await wait_until(
-            lambda: (dispatcher._recent.get(r.request_id.int) or ())[:2] == ("s1", False),
+            lambda: (dispatcher.ledger.route(r.request_id.int) or ())[:2] == ("s1", False),
             "the gone dispatcher's intent for r heard",
         )
         # When its connection is gone for longer than a substation's stale window (3 intervals)

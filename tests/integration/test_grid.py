@@ -32,7 +32,7 @@ RATE_PER_S = 300.0
 TIME_SCALE = 3600.0
 SEED = 20261124
 SETTLE_TIMEOUT_S = 240.0
-# DESIGN.md: each substation's share of the energy within +-35% of its capacity share.
+# The balance target: each substation's share of the energy within +-35% of its capacity share.
 SHARE_TOLERANCE = 0.35
 KWH_TO_J = 3_600_000.0
 

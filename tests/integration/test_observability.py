@@ -1,6 +1,7 @@
 """What operators look at, against real parts: a real Prometheus (Debian's package, run with the
 config that ``make prometheus`` writes) scraping a live local grid under load answers every
-query of the Grafana dashboard; and RabbitMQ's management API shows the topology DESIGN.md names.
+query of the Grafana dashboard; and RabbitMQ's management API shows the topology that
+docs/contract.md names.
 """
 
 from __future__ import annotations

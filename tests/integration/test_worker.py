@@ -160,7 +160,7 @@ async def test_assignments_complete_within_capacity(
         assert metric(
             registry, "smartgrid_substation_energy_delivered_joules_total"
         ) == pytest.approx(600 * 3.6e6)
-        assert metric(registry, "smartgrid_worker_broker_connected") == 1
+        assert metric(registry, "smartgrid_substation_broker_connected") == 1
         assert metric(registry, "smartgrid_substation_load_watts") <= CAPACITY_KW * 1000
 
 

@@ -1,7 +1,7 @@
 """The balance simulation on a small trace: the real policies, stale heartbeats, no broker.
 
-DESIGN.md's reference case: substations of 150/300/600 kW, heartbeats every 1 s, a burst of 600
-requests at 300/s, time x3600. Deterministic (seeded), about a second.
+The reference case (docs/dispatch.md): substations of 150/300/600 kW, heartbeats every 1 s, a
+burst of 600 requests at 300/s, time x3600. Deterministic (seeded), about a second.
 """
 
 from __future__ import annotations

@@ -13,12 +13,24 @@ import pika.frame
 import pika.spec
 import pytest
 
+from bench.throughput import peers
+from bench.throughput.__main__ import parse_args
 from bench.throughput.bare import (
     _Confirms,
     assignment_body,
     event_body,
     intent_body,
     request_bodies,
+)
+from bench.throughput.peers import as_body, as_message
+from bench.throughput.peers import parser as peers_parser
+from bench.throughput.relay import (
+    PEER_TIMEOUT_S,
+    SUBSTATIONS,
+    Measured,
+    RelayFigures,
+    peers_table,
+    relay_args,
 )
 from bench.throughput.report import (
     Table,
@@ -31,7 +43,7 @@ from bench.throughput.report import (
     window_cpu_us,
     window_rate,
 )
-from contracts import Assignment, ChargeEvent, ChargeRequest, DispatchIntent
+from contracts import Assignment, ChargeEvent, ChargeRequest, DispatchIntent, Topology
 
 WRK_OUTPUT = """\
 Running 8s test @ http://127.0.0.1:18765/v1/charge-requests
@@ -56,7 +68,7 @@ status 503 60
 @pytest.mark.parametrize(
     "module",
     ["bench.throughput.__main__", "bench.throughput.relay", "bench.throughput.gateway",
-     "bench.throughput.e2e", "bench.throughput.nobroker"],
+     "bench.throughput.e2e", "bench.throughput.nobroker", "bench.throughput.peers"],
 )  # fmt: skip
 def test_every_part_imports(module: str) -> None:
     importlib.import_module(module)
@@ -171,3 +183,107 @@ def test_confirms_track_the_confirmed_prefix_even_out_of_order() -> None:
 
 def test_results_are_json() -> None:
     json.dumps({"ratio": ratio(1.0, 2.0)})
+
+
+# -- the frameworks' relays (peers) -------------------------------------------------------
+
+
+def test_peer_relays_get_the_substation_queues_and_more_time() -> None:
+    topo = Topology("bench-unit")
+    args = relay_args("dramatiq", topo, 500)
+    opts = dict(zip(args[::2], args[1::2], strict=True))
+    assert opts["--queue"] == topo.requests_queue
+    assert opts["--exchange"] == topo.substations_exchange
+    assert opts["--keys"] == ",".join(SUBSTATIONS)
+    assert opts["--targets"].split(",") == [topo.substation_queue(s) for s in SUBSTATIONS]
+    assert opts["--count"] == "500"
+    assert float(opts["--timeout"]) == PEER_TIMEOUT_S
+    # and the peers' own parser takes exactly those
+    parsed = peers_parser().parse_args(["faststream", "--url", "amqp://x", *args])
+    assert (parsed.queue, parsed.count, parsed.prefetch) == (topo.requests_queue, 500, 1000)
+
+
+def test_bare_relays_keep_their_arguments() -> None:
+    topo = Topology("bench-unit")
+    relay = relay_args("relay", topo, 10)
+    assert "--targets" not in relay
+    assert "--events-exchange" not in relay
+    assert relay[relay.index("--timeout") + 1] == "60"
+    intent = relay_args("intent-batched", topo, 10)
+    assert intent[intent.index("--events-exchange") + 1] == topo.events_exchange
+
+
+def test_raw_bodies_round_trip_through_dramatiq_message_fields() -> None:
+    body = request_bodies(1)[0]
+    fields = as_message(body, "ns.requests", "bench_relay")
+    assert (fields["queue_name"], fields["actor_name"]) == ("ns.requests", "bench_relay")
+    assert fields["args"] == [body.decode()]
+    assert as_body(fields) == body
+    assert as_message(body, "q", "a")["message_id"] != fields["message_id"]
+
+
+def _measured(rate: float, cpu: float) -> Measured:
+    return Measured(rates=[rate * 0.9, rate], cpu_us=[cpu], broker_cpu_us=[cpu / 2])
+
+
+def test_peers_table_compares_with_the_relay_and_the_dispatcher_of_the_run() -> None:
+    figs = RelayFigures(n=5000)
+    figs.measured["relay"] = _measured(5000, 50)
+    figs.measured["dispatcher"] = _measured(4000, 90)
+    figs.measured["faststream"] = _measured(1000, 1100)
+    figs.measured["dramatiq"] = _measured(2000, 500)
+    t = peers_table(figs)
+    rows = {r[0]: dict(zip(t.headers, r, strict=True)) for r in t.rows}
+    assert list(rows) == [
+        "bare relay (pika, ceiling)",
+        "smartgrid-dispatcher",
+        "FastStream relay",
+        "Dramatiq relay",
+    ]
+    fs, dq = rows["FastStream relay"], rows["Dramatiq relay"]
+    assert (fs["msg/s"], fs["vs bare relay"], fs["vs dispatcher"]) == ("1,000", "0.20x", "0.25x")
+    assert (dq["vs bare relay"], dq["vs dispatcher"], dq["CPU us/msg"]) == ("0.40x", "0.50x", "500")
+    assert fs["runs"] == "900 / 1,000"
+    assert rows["smartgrid-dispatcher"]["vs bare relay"] == "0.80x"
+    # each framework's row points at a note that says what it cannot do
+    assert fs["confirms"].endswith("[a]")
+    assert dq["confirms"].endswith("[b]")
+    notes = {n[:3]: n for n in t.notes}
+    assert "never pipelines confirms" in notes["[b]"]
+    assert "awaits its own confirm" in notes["[a]"]
+    assert "5,000 msgs; best of 2" in t.title
+    ratios = figs.to_json()
+    assert ratios["faststream_over_relay"] == pytest.approx(0.2)
+    assert ratios["dramatiq_over_relay"] == pytest.approx(0.4)
+
+
+def test_peers_table_without_figures_shows_dashes() -> None:
+    t = peers_table(RelayFigures(n=10))
+    assert t.rows[2][1:5] == ["-", "", "-", "-"]
+
+
+def test_options_count_and_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(peers, "missing_frameworks", list)  # as if the bench extra were there
+    args = parse_args(["--only", "peers", "--count", "3000", "--quick"])
+    assert (args.only, args.count, args.quick) == ("peers", 3000, True)
+    assert parse_args(["--only", "gateway"]).count is None
+
+
+@pytest.mark.parametrize("argv", [["--count", "0"], ["--count", "-5"], ["--only", "peer"]])
+def test_options_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv)
+    assert exc.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_peers_without_their_frameworks_say_how_to_get_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(peers, "missing_frameworks", lambda: ["dramatiq"])
+    for argv in (["--only", "ceiling,peers"], []):  # chosen, or all parts by default
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        assert "pip install -e '.[bench]'" in capsys.readouterr().err
+    # parts without the peers do not need them
+    assert parse_args(["--only", "ceiling,dispatcher"]).only == "ceiling,dispatcher"

@@ -284,3 +284,23 @@ def test_a_fingerprint_is_what_a_retry_must_repeat() -> None:
                   {"departure": datetime.now(UTC) + timedelta(hours=2)}):  # fmt: skip
         other = first.model_copy(update=patch)
         assert other.fingerprint() != first.fingerprint(), patch
+
+
+def test_event_ids_stay_unique_across_a_fork() -> None:
+    """A forked process (loadgen's local grid forks its workers) draws other event ids than
+    its parent: the generator is reseeded in the child."""
+    import os
+
+    from contracts.messages import _event_id
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then out without running the parent's cleanup
+        os.write(write, _event_id().bytes)
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 16)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == 16
+    assert child != _event_id().bytes

@@ -230,7 +230,7 @@ def test_promised_ratio_takes_the_dimension_that_binds() -> None:
 
 
 def test_silence_counts_only_while_connected() -> None:
-    from dispatcher.service import silent_while_connected
+    from dispatcher.ledger import silent_while_connected
 
     # Last heard at t=0, window 3 s.
     assert silent_while_connected(0.0, connected_at=0.0, now=4.0, window=3.0)

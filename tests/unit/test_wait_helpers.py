@@ -92,3 +92,9 @@ def test_the_sync_twin_waits_and_fails_the_same_way() -> None:
 
     with pytest.raises(AssertionError, match=r"after 0\.05s for a port \(last: OSError: refused\)"):
         wait_until_sync(refused, "a port", timeout=0.05, ignore=(OSError,))
+
+
+async def test_without_a_what_the_message_is_the_conditions_source() -> None:
+    flag: list[bool] = []
+    with pytest.raises(AssertionError, match=r"for await wait_until\(lambda: bool\(flag\)"):
+        await wait_until(lambda: bool(flag), timeout=0.01)

@@ -1,0 +1,1 @@
+"""Tools that write the project's generated documentation pages."""

@@ -1,0 +1,172 @@
+"""The substation worker's delivery rules, on the in-memory broker (tests/fakes.py): the
+service runs unchanged, only the broker is a fake. tests/integration/test_worker.py proves
+the same wiring against RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from contracts import Assignment, ChargeEvent, ChargeRequest, Topology
+from substation_worker.service import WorkerService
+from substation_worker.settings import WorkerSettings
+from tests.fakes import FakeBroker, FakeSession
+from tests.helpers import wait_until
+
+NS = "mem"
+TOPO = Topology(NS)
+
+
+@dataclass
+class Worker:
+    broker: FakeBroker
+    service: WorkerService
+    registry: CollectorRegistry
+
+    @property
+    def session(self) -> FakeSession:
+        session = self.service.link.session
+        assert isinstance(session, FakeSession)
+        return session
+
+    def assign(self, request: ChargeRequest, substation_id: str = "s1") -> bytes:
+        body = assignment(request, substation_id).model_dump_json().encode()
+        self.broker.put(TOPO.substations_exchange, "s1", body)
+        return body
+
+    def events(self, kind: str) -> list[ChargeEvent]:
+        return [
+            ChargeEvent.model_validate_json(p.body)
+            for p in self.broker.published_to(TOPO.events_exchange)
+            if p.routing_key == f"event.{kind}"
+        ]
+
+    def metric(self, name: str) -> float:
+        value = self.registry.get_sample_value(name, {"substation": "s1"})
+        return 0.0 if value is None else value
+
+
+def assignment(request: ChargeRequest, substation_id: str = "s1") -> Assignment:
+    return Assignment.model_validate(
+        {
+            "request": request,
+            "substation_id": substation_id,
+            "snapshot": {
+                "load_kw": 0,
+                "capacity_kw": 100,
+                "committed_kw": 0,
+                "pending_kw": 0,
+                "heartbeat_seq": 1,
+                "heartbeat_age_s": 0,
+            },
+            "policy": "headroom",
+        }
+    )
+
+
+def charge_request(energy_kwh: float = 10.0) -> ChargeRequest:
+    return ChargeRequest(vehicle_id="ev-1", energy_kwh=energy_kwh, max_power_kw=11.0)
+
+
+@pytest.fixture
+async def worker(request: pytest.FixtureRequest) -> AsyncIterator[Worker]:
+    # time x3600: a 10 kWh session at 11 kW lasts ~0.9 s of wall time; x36000 for quick ones.
+    scale = getattr(request, "param", 3600.0)
+    broker = FakeBroker()
+    registry = CollectorRegistry()
+    settings = WorkerSettings(
+        namespace=NS,
+        substation_id="s1",
+        capacity_kw=100,
+        bays=4,
+        time_scale=scale,
+        heartbeat_interval_s=0.2,
+        metrics_port=0,
+    )
+    service = WorkerService(settings, registry, connect=broker.connect)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    await wait_until(lambda: service.link.session is not None, timeout=2)
+    yield Worker(broker, service, registry)
+    stop.set()
+    service.settings.drain_timeout_s = 0.1
+    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5)
+
+
+async def test_a_copy_of_a_session_it_holds_is_acked_without_a_second_session(
+    worker: Worker,
+) -> None:
+    """Rule: an assignment for a request already charging here (the dispatcher sent a copy
+    after a crash) is acked at once; one session, one completion."""
+    r = charge_request()
+    worker.assign(r)
+    await wait_until(lambda: worker.service.sim.active_count == 1, timeout=2)
+    copy = worker.assign(r)
+    await wait_until(lambda: copy in worker.session.acked, timeout=2)
+    assert worker.service.sim.active_count == 1
+    assert worker.metric("smartgrid_substation_duplicates_total") == 1
+    await wait_until(lambda: len(worker.events("completed")) == 1, timeout=5)
+    assert len(worker.events("started")) == 1
+    assert len(worker.session.acked) == 2
+
+
+@pytest.mark.parametrize("worker", [36_000.0], indirect=True)
+async def test_a_copy_of_a_completed_session_says_its_completion_again(worker: Worker) -> None:
+    """Rule: a redelivered assignment of a request completed here is acked and its completion
+    published again with the same event_id (its first ack or event may have been lost), so
+    that followers count one completion, and nothing is charged twice."""
+    r = charge_request(10.0)
+    worker.assign(r)
+    await wait_until(lambda: len(worker.events("completed")) == 1, timeout=5)
+    copy = worker.assign(r)
+    await wait_until(lambda: copy in worker.session.acked, timeout=2)
+    again = worker.events("completed")
+    assert len(again) == 2
+    assert again[0].event_id == again[1].event_id
+    assert len(worker.events("started")) == 1
+
+
+async def test_an_assignment_for_another_substation_is_handed_back(worker: Worker) -> None:
+    """Rule: an assignment addressed to s2 found in s1's queue is not s1's to charge: its
+    request goes back to <ns>.requests (confirmed), then the assignment is acked."""
+    r = charge_request()
+    body = worker.assign(r, substation_id="s2")
+    await wait_until(lambda: body in worker.session.acked, timeout=2)
+    back = worker.broker.published_to(TOPO.requests_exchange)
+    assert [ChargeRequest.model_validate_json(p.body).request_id for p in back] == [r.request_id]
+    assert worker.service.sim.active_count == 0
+    assert worker.events("started") == []
+
+
+async def test_an_unreadable_assignment_is_dead_lettered_once(worker: Worker) -> None:
+    """Rule: a message that cannot be read, whatever the reason, is dead-lettered once with
+    the reason (never requeued to fail again)."""
+    body = b"[" * 100_000
+    worker.broker.put(TOPO.substations_exchange, "s1", body)
+    # Acked once its dead letter is confirmed: nothing can dead-letter it again after that.
+    await wait_until(lambda: body in worker.session.acked, "the unreadable message acked")
+    assert len(worker.broker.published_to(TOPO.dead_exchange)) == 1
+    assert worker.session.nacked == []
+    assert not worker.broker.queue(TOPO.substation_queue("s1")).ready
+
+
+async def test_sessions_held_when_the_connection_drops_are_served_once_redelivered(
+    worker: Worker,
+) -> None:
+    """Rule: on a lost connection every session held is dropped (the broker requeues its
+    delivery; its old tag must never be acked on the new channel); the redelivered
+    assignment is served once, on the new connection."""
+    r = charge_request()
+    worker.assign(r)
+    await wait_until(lambda: worker.service.sim.active_count == 1, timeout=2)
+    old = worker.session
+    worker.broker.drop(old)
+    await wait_until(lambda: worker.service.link.session not in (None, old), timeout=5)
+    await wait_until(lambda: len(worker.events("completed")) == 1, timeout=5)
+    assert old.acked == []
+    assert len(worker.session.acked) == 1
+    assert worker.events("completed")[0].request_id == r.request_id
