@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-import typer
-
 from dispatcher.settings import DispatcherSettings
-from messaging.cli import settings_command
+from messaging.cli import new_app, settings_command
 
 
 def run(settings: DispatcherSettings) -> None:
@@ -27,7 +25,7 @@ def run(settings: DispatcherSettings) -> None:
     run_service(main)
 
 
-app = typer.Typer(add_completion=False)
+app = new_app()
 app.command(
     help="Consume <ns>.requests and republish each request to the substation the policy "
     "chooses (<ns>.substation.<id>), acking it once the broker confirmed; until SIGINT/SIGTERM."

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import resource
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-import typer
-
 from gateway.settings import GatewaySettings
-from messaging.cli import settings_command
+from messaging.cli import new_app, settings_command
 from messaging.errors import FatalBrokerError
-from messaging.runtime import EXIT_BROKER_REFUSED, EXIT_FAILURE, EXIT_OK, die
+from messaging.runtime import EXIT_BROKER_REFUSED, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, die
 
 if TYPE_CHECKING:
     import uvicorn
@@ -107,6 +107,32 @@ def allow_open_files(connections: int) -> None:
         )
 
 
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The gateway's listening socket, bound (as uvicorn binds it: SO_REUSEADDR, inheritable);
+    a port that is taken or an address that cannot be bound exits 2 with one line."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        where = _host_port(host, port)
+        if exc.errno == errno.EADDRINUSE:
+            die(
+                EXIT_USAGE,
+                f"cannot listen on {where}: the port is in use (another gateway?); "
+                "choose another with --port / SMARTGRID_HTTP_PORT",
+            )
+        die(EXIT_USAGE, f"cannot listen on {where}: {exc.strerror or exc}")
+    sock.set_inheritable(True)
+    return sock
+
+
 def run(settings: GatewaySettings) -> int:
     """Serve until SIGINT/SIGTERM (graceful: in-flight requests finish) or a fatal broker error.
 
@@ -120,6 +146,8 @@ def run(settings: GatewaySettings) -> int:
 
     configure_logging(settings.log_level)
     allow_open_files(settings.max_connections)
+    # The port first: one taken is a usage error, found before any broker connection.
+    listener = bind_listener(settings.http_host, settings.http_port)
     publisher = AmqpRequestPublisher(settings)
     app = create_app(settings, publisher)
     server = _server_class()(uvicorn_config(app, settings))
@@ -129,14 +157,15 @@ def run(settings: GatewaySettings) -> int:
 
     publisher.on_fatal = fatal
     freeze_startup_heap()
-    server.run()
+    log.info("listening on http://%s", _host_port(settings.http_host, settings.http_port))
+    server.run(sockets=[listener])
     err = publisher.fatal_error
     if err is not None:
         die(EXIT_BROKER_REFUSED if isinstance(err, FatalBrokerError) else EXIT_FAILURE, str(err))
     return EXIT_OK
 
 
-cli = typer.Typer(add_completion=False)
+cli = new_app()
 cli.command(
     help="smartgrid gateway: serve POST /v1/charge-requests (202 once the broker confirmed), "
     "/healthz, /metrics and /docs until SIGINT/SIGTERM."

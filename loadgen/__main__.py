@@ -3,9 +3,12 @@
 Commands: ``run`` (a demand profile, followed to the end, with a report), ``watch`` (live
 substation table from heartbeats), ``demo`` (the whole grid locally, under a burst),
 ``ensure-broker`` (start a local RabbitMQ if none answers).
-Exit codes: 0 ok (nothing lost), 1 the run lost requests or could not reach the grid, 2 invalid
-options or settings, 130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the report so far is
-printed first; a second signal exits at once (``loadgen.signals``).
+Exit codes (``messaging.exit_codes``, the same for every smartgrid process): 0 ok (every
+accepted request finished), 1 the run lost requests (the grid no longer holds them) or could not
+reach the grid, 2 invalid options or settings, 4 requests unfinished (still in the grid when the
+settle time was up: held in ``<ns>.requests``, queued at a substation or charging) and none lost,
+130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: the report so far is printed first; a second
+signal exits at once (``loadgen.signals``).
 """
 
 from __future__ import annotations
@@ -20,50 +23,47 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 
+from loadgen.settings import LoadgenSettings
+from messaging.cli import env_var, new_app, option_label, settings_option
+
 if TYPE_CHECKING:
     from loadgen.signals import StopSignals
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130  # SIGINT; any signal: 128 + its number (SIGTERM: 143)
+from messaging import exit_codes
+
+EXIT_OK = exit_codes.OK
+EXIT_FAILED = exit_codes.FAILURE
+EXIT_INTERRUPTED = exit_codes.INTERRUPTED  # SIGINT; any signal: 128 + its number (SIGTERM: 143)
+
+# loadgen's own output is the point: its log is quiet unless asked.
+DEFAULT_LOG_LEVEL = "WARNING"
 
 # The demo's grid gets 10 s to stop, then its namespace is deleted: more than a run alone
 # needs before a signal makes the process exit regardless.
 DEMO_HARD_EXIT_S = 40.0
 
-app = typer.Typer(
-    help="Drive load into a smartgrid and report what it did.",
+app = new_app(
+    help="Drive load into a smartgrid and report what it did. " + exit_codes.SUMMARY,
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
 
 # -- options shared by several commands (each with its environment variable) ------------------
 
-AMQP_URL = typer.Option(
-    None, "--amqp-url", envvar="SMARTGRID_AMQP_URL", help="Broker URL.", show_default=False
-)
-NAMESPACE = typer.Option(
-    None,
-    "--namespace",
-    envvar="SMARTGRID_NAMESPACE",
-    help="Namespace of the grid. [default: smartgrid]",
-    show_default=False,
-)
-GATEWAY_URL = typer.Option(
-    None,
-    "--gateway-url",
-    envvar="SMARTGRID_GATEWAY_URL",
-    help="Base URL of the gateway. [default: http://127.0.0.1:8000]",
-    show_default=False,
-)
+AMQP_URL = settings_option(LoadgenSettings, "amqp_url", help="Broker URL.")
+NAMESPACE = settings_option(LoadgenSettings, "namespace", help="Namespace of the grid.")
+GATEWAY_URL = settings_option(LoadgenSettings, "gateway_url", help="Base URL of the gateway.")
 LOG_LEVEL = typer.Option(
     None,
     "--log-level",
-    envvar="SMARTGRID_LOG_LEVEL",
-    help="Log level of loadgen itself. [default: WARNING]",
+    envvar=env_var(LoadgenSettings, "log_level"),
+    help=f"Log level of loadgen itself. [default: {DEFAULT_LOG_LEVEL}]",
     show_default=False,
 )
+# How a settings error names the fields these options set (the rest: their variable).
+LABELS = {
+    name: option_label([f"--{name.replace('_', '-')}"], env_var(LoadgenSettings, name))
+    for name in ("amqp_url", "namespace", "gateway_url", "log_level")
+}
 SEED = typer.Option(
     None, "--seed", envvar="LOADGEN_SEED", help="Seed the demand for a repeatable run."
 )
@@ -96,13 +96,12 @@ CONCURRENCY = typer.Option(
 
 
 def _settings(**overrides: Any) -> Any:
-    from loadgen.settings import LoadgenSettings
     from messaging.runtime import build_settings, configure_logging
 
     overrides.setdefault("log_level", None)
-    settings = build_settings(LoadgenSettings, **overrides)
+    settings = build_settings(LoadgenSettings, labels=LABELS, **overrides)
     # Quiet by default: loadgen's own output is the point; SMARTGRID_LOG_LEVEL turns it up.
-    level = (overrides["log_level"] or "WARNING").upper()
+    level = (overrides["log_level"] or DEFAULT_LOG_LEVEL).upper()
     configure_logging(level)
     if level != "DEBUG":
         # pika logs every refused connection as ERROR; loadgen reports those itself.
@@ -124,7 +123,7 @@ def _friendly_errors(console: Console) -> Iterator[None]:
         yield
     except TraceError as exc:
         print_error(console, str(exc))
-        raise typer.Exit(2) from None
+        raise typer.Exit(exit_codes.USAGE) from None
     except (BrokerSetupError, GridStartError, IngressUnreachable, MessagingError) as exc:
         print_error(console, str(exc))
         raise typer.Exit(EXIT_FAILED) from None
@@ -214,10 +213,15 @@ def run_cmd(
 ) -> None:
     """Send a demand profile, follow every request to its end, report what happened.
 
-    Exit 0 when nothing accepted was lost; 1 when an accepted request neither completed nor was
-    rejected within --settle (or the grid could not be reached, or refused the API key);
-    2 for bad options; 130 (Ctrl-C) or 143 (SIGTERM) when stopped early, after the report so
-    far.
+    A request accepted but neither completed nor rejected within --settle is unfinished while
+    the grid still holds it (held in <ns>.requests, queued at a substation, charging), and lost
+    once it does not: the grid counts requests (the queue's messages, the heartbeats' queued and
+    active sessions at the places the missing requests were last seen), so if it holds at least
+    as many as are missing none is lost, and if fewer, the difference is.
+
+    Exit 0 when every accepted request finished; 1 when one was lost (or the grid could not be
+    reached, or refused the API key); 2 for bad options; 4 when some are unfinished and none
+    lost; 130 (Ctrl-C) or 143 (SIGTERM) when stopped early, after the report so far.
     """
     from loadgen.profiles import PROFILES
     from loadgen.run import RunOptions
@@ -234,6 +238,11 @@ def run_cmd(
     elif (requests is None) == (duration is None):
         raise typer.BadParameter("give exactly one of --requests or --duration")
     console = _console()
+    if profile == "replay" and trace is not None:
+        from loadgen.profiles import load_trace
+
+        with _friendly_errors(console):  # a bad trace is a usage error, found before connecting
+            load_trace(trace)
     settings = _settings(
         namespace=namespace, amqp_url=amqp_url, gateway_url=gateway_url, log_level=log_level
     )
@@ -306,7 +315,7 @@ def run(
     if result.interrupted:
         return EXIT_INTERRUPTED
     # Refused for want of a key is a setup error, like an unreachable gateway.
-    return 1 if refused else report.exit_code
+    return EXIT_FAILED if refused else report.exit_code
 
 
 @app.command("watch")
@@ -391,7 +400,8 @@ def demo_cmd(
     """Local grid of 150/300/600 kW substations, a burst through the gateway, live load, report.
 
     Starts a broker if none answers, runs everything in a fresh namespace, stops every process
-    and deletes the namespace at the end. Exit 0 when every request was accepted and completed.
+    and deletes the namespace at the end. Exit 0 when every request was accepted and completed,
+    4 when some were still in the grid after --timeout (none lost), 1 otherwise.
     """
     from dispatcher.policies import POLICIES
     from loadgen.demo import DemoOptions, run_demo
@@ -457,7 +467,7 @@ def prometheus_cmd(
         from loadgen.view import print_error
 
         print_error(console, str(exc))
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_FAILED) from None
     console.print(
         f"Prometheus on http://{listen} with {config_path}; targets follow {targets_dir}/*.json"
     )

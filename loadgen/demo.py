@@ -25,10 +25,10 @@ from loadgen.run import RunOptions, RunResult
 from loadgen.signals import StopSignals
 from loadgen.state import DEFAULT_TOP
 from loadgen.view import print_error
-from messaging import AmqpSettings, MessagingError
+from messaging import AmqpSettings, MessagingError, exit_codes
 
 # Ctrl-C without a signal handler to tell which signal it was (a KeyboardInterrupt).
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = exit_codes.INTERRUPTED
 
 DEMO_SUBSTATIONS = (
     SubstationSpec("s150", 150.0, 8),
@@ -152,14 +152,18 @@ def _run_demo(
     if result.interrupted or (signals and signals.exit_code):
         console.print("[yellow]interrupted before every request completed[/]")
         return interrupted
-    if report.lost == 0 and report.sent == report.accepted == opts.requests:
+    everyone = report.sent == report.accepted == opts.requests
+    if report.exit_code == exit_codes.OK and everyone:
         console.print(
             f"[green]all {report.accepted} accepted requests completed[/] in "
             f"{report.elapsed_s:.1f}s (policy {opts.policy}, time x{opts.time_scale:g})"
         )
-        return 0
+        return exit_codes.OK
+    if report.exit_code == exit_codes.UNFINISHED and everyone:
+        console.print(f"[yellow]not done within --timeout {opts.timeout_s:g}s[/]")
+        return exit_codes.UNFINISHED
     console.print("[red]not every request was accepted and completed[/]")
-    return 1
+    return exit_codes.FAILURE
 
 
 def _cleanup(

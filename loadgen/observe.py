@@ -108,6 +108,11 @@ class GridObserver:
         return self
 
     @property
+    def session(self) -> Session | None:
+        """The current session (None while disconnected), for probes of the grid's queues."""
+        return self._link.session
+
+    @property
     def connected(self) -> bool:
         return self._link.ready.is_set()
 

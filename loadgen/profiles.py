@@ -123,6 +123,16 @@ class TraceError(ValueError):
     """The trace file cannot be replayed; the message names the file and row."""
 
 
+def _number(rec: dict[str, str | None], column: str, path: Path, line: int) -> float:
+    """The row's ``column`` as a number, or a TraceError naming the file, line and column."""
+    text = (rec.get(column) or "").strip()
+    try:
+        return float(text)
+    except ValueError:
+        what = repr(text) if text else "empty"
+        raise TraceError(f"{path}:{line}: {column} is not a number: {what}") from None
+
+
 def load_trace(path: Path) -> list[TraceRow]:
     """Read a CSV with a header ``arrival_s,energy_kwh,max_power_kw[,departure_h]``.
 
@@ -137,19 +147,20 @@ def load_trace(path: Path) -> list[TraceRow]:
     except OSError as exc:
         raise TraceError(f"cannot read trace {path}: {exc.strerror or exc}") from exc
     reader = csv.DictReader(text.splitlines())
-    missing = [c for c in TRACE_COLUMNS[:3] if c not in (reader.fieldnames or [])]
+    required, optional = TRACE_COLUMNS[:3], TRACE_COLUMNS[3:]
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
     if missing:
-        raise TraceError(f"{path}: header lacks {', '.join(missing)} (needs {TRACE_COLUMNS})")
+        raise TraceError(
+            f"{path}: the header lacks {', '.join(missing)}: a trace has the columns "
+            f"{', '.join(required)}, and optionally {', '.join(optional)}"
+        )
     rows = []
     for line, rec in enumerate(reader, start=2):
-        try:
-            arrival = float(rec["arrival_s"])
-            energy = float(rec["energy_kwh"])
-            power = float(rec["max_power_kw"])
-            dwell_text = (rec.get("departure_h") or "").strip()
-            dwell = float(dwell_text) if dwell_text else None
-        except (TypeError, ValueError) as exc:
-            raise TraceError(f"{path}:{line}: not a number ({exc})") from exc
+        arrival = _number(rec, "arrival_s", path, line)
+        energy = _number(rec, "energy_kwh", path, line)
+        power = _number(rec, "max_power_kw", path, line)
+        has_dwell = bool((rec.get("departure_h") or "").strip())
+        dwell = _number(rec, "departure_h", path, line) if has_dwell else None
         if not (math.isfinite(arrival) and arrival >= 0):
             raise TraceError(f"{path}:{line}: arrival_s must be >= 0")
         if not 0 < energy <= MAX_ENERGY_KWH:

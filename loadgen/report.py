@@ -10,7 +10,13 @@
   its own event, the same energy: the request was charged again);
 * ``suspect``: completions not to be believed (of a request never seen dispatched, or a second
   one with another energy), counted neither as completed nor as duplicates;
-* ``lost``: accepted, and neither completed nor explicitly rejected within the settle time.
+* ``unfinished``: accepted, neither completed nor rejected within the settle time, and still in
+  the grid: held in ``<ns>.requests``, queued at a substation or charging there (``unfinished``
+  in the JSON: ``total``, ``held``, ``queued`` and ``charging`` by substation, ``where``);
+* ``lost``: accepted, neither completed nor rejected, and no longer held by the grid. The grid
+  counts requests, loadgen knows ids: if the grid holds at least as many requests as are missing
+  at the places their events point to, none is lost; if fewer, the difference is
+  (``loadgen.unfinished`` has the exact rule; ``grid_holdings`` in the JSON, the counts).
 
 The per-substation table lists every substation while there are at most ``limit``; beyond, only
 those this run sent to or that completed its work (the rest is a count), and it prints at most
@@ -35,6 +41,8 @@ from contracts import EventKind
 from loadgen.profiles import mean_rate
 from loadgen.run import RunResult
 from loadgen.state import ACCEPTED_STATUSES, DEFAULT_TOP, GridState, ReportRow
+from loadgen.unfinished import account
+from messaging import exit_codes
 
 STAGES = (
     ("accepted", None),
@@ -89,11 +97,26 @@ class Report:
     invalid_messages: int = 0
     ignored_heartbeats: int = 0
     substations_not_listed: int = 0
+    # Accepted requests still in the grid: {"total", "held", "queued": {sid: n},
+    # "charging": {sid: n}, "where": {label: n}} (``Accounting.unfinished_json``).
+    unfinished: dict[str, Any] = field(default_factory=lambda: {"total": 0})
+    unfinished_ids: list[str] = field(default_factory=list)
+    # What the grid said it holds (``Holdings.to_json``); None when it was not asked.
+    grid_holdings: dict[str, Any] | None = None
+
+    @property
+    def unfinished_total(self) -> int:
+        return int(self.unfinished.get("total", 0))
 
     @property
     def exit_code(self) -> int:
-        """0 when nothing accepted was lost, 1 otherwise (the CLI's contract)."""
-        return 0 if self.lost == 0 else 1
+        """The CLI's contract (``messaging.exit_codes``): 1 when an accepted request was lost,
+        else 4 when some are unfinished (still in the grid), else 0."""
+        if self.lost:
+            return exit_codes.FAILURE
+        if self.unfinished_total:
+            return exit_codes.UNFINISHED
+        return exit_codes.OK
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -153,7 +176,10 @@ def build_report(
     failed = state.accepted_failed()
     downstream = Counter(_reason(state.failure_reasons.get(r, "unknown")) for r in failed)
     completed = state.accepted_completed
-    lost = state.lost()
+    holdings = result.holdings
+    accounting = account({rid: state.place(rid) for rid in state.lost()}, holdings)
+    lost = set(accounting.lost_ids)
+    requests_queue = holdings.requests_queue if holdings else "<ns>.requests"
     rows = state.report(order, limit)
     means = [r.mean_utilization for r in rows if r.capacity_kw > 0]
     mean_of_means = sum(means) / len(means) if means else 0.0
@@ -197,6 +223,9 @@ def build_report(
         invalid_messages=state.invalid_messages,
         ignored_heartbeats=state.ignored_heartbeats,
         substations_not_listed=state.not_listed(rows),
+        unfinished=accounting.unfinished_json(requests_queue),
+        unfinished_ids=[str(r) for r in _first(set(accounting.unfinished_ids), FIRST_IDS)],
+        grid_holdings=holdings.to_json() if holdings else None,
     )
 
 
@@ -221,8 +250,10 @@ def counts_table(report: Report) -> Table:
     t.add_column("completed", justify="right")
     t.add_column("duplicates", justify="right")
     t.add_column("suspect", justify="right")
+    t.add_column("unfinished", justify="right")
     t.add_column("lost", justify="right")
     lost_style = "bold red" if report.lost else "green"
+    unfinished = report.unfinished_total
     t.add_row(
         str(report.sent),
         str(report.accepted),
@@ -230,6 +261,7 @@ def counts_table(report: Report) -> Table:
         str(report.completed),
         str(report.duplicates),
         f"[yellow]{report.suspect}[/]" if report.suspect else "0",
+        f"[yellow]{unfinished}[/]" if unfinished else "0",
         f"[{lost_style}]{report.lost}[/]",
     )
     return t
@@ -365,14 +397,39 @@ def print_report(console: Console, report: Report, limit: int = DEFAULT_TOP) -> 
             f"{', '.join(report.suspect_ids[:5])}",
             soft_wrap=True,
         )
+    if report.unfinished_total:
+        console.print(unfinished_text(report, limit), soft_wrap=True, markup=False)
+    holdings = report.grid_holdings or {}
+    for why in holdings.get("unread", [])[:REASONS_SHOWN]:
+        console.print(f"could not count what the grid holds at {why}", soft_wrap=True, markup=False)
     if report.lost:
         console.print(
-            f"[bold red]{report.lost} accepted requests neither completed nor were rejected"
-            f"[/] (first: {', '.join(report.lost_ids[:5])})",
+            f"[bold red]{report.lost} accepted requests lost[/]: neither completed nor "
+            f"rejected, and not held by the grid (first: {', '.join(report.lost_ids[:5])})",
+            soft_wrap=True,
+        )
+    elif report.unfinished_total:
+        console.print(
+            f"[yellow]nothing lost, {report.unfinished_total} unfinished[/]: still in the grid "
+            "when the settle time was up (a longer --settle waits for them)",
             soft_wrap=True,
         )
     else:
         console.print(f"[green]nothing lost: {report.accepted} accepted, all accounted for[/]")
+
+
+def unfinished_text(report: Report, limit: int = DEFAULT_TOP) -> str:
+    """One line: how many are unfinished and where they wait (at most ``limit`` places)."""
+    where = list(report.unfinished.get("where", {}).items())
+    text = ", ".join(f"{n} {label}" for label, n in where[:limit])
+    if len(where) > limit:
+        rest = sum(n for _, n in where[limit:])
+        text += f", {rest} at {len(where) - limit} more places"
+    holdings = report.grid_holdings or {}
+    counted = holdings.get("requests_counted_by")
+    note = f" ({holdings.get('requests_queue')} counted by {counted})" if counted else ""
+    head = f"{report.unfinished_total} accepted requests unfinished, still in the grid"
+    return f"{head}: {text}{note}"
 
 
 def write_json(report: Report, path: Path) -> None:

@@ -22,10 +22,12 @@ from typing import Literal
 from contracts import Topology
 from loadgen.bounded import BROKER_TIMEOUT_S
 from loadgen.demand import Demand, sample_demand
+from loadgen.holdings import read_holdings
 from loadgen.observe import GridObserver
 from loadgen.profiles import PROFILES, arrivals, load_trace
 from loadgen.senders import AmqpSender, HttpSender, Sender
 from loadgen.state import DEFAULT_TOP, GridState
+from loadgen.unfinished import Holdings
 from messaging import AmqpSettings
 
 Via = Literal["http", "amqp"]
@@ -50,6 +52,9 @@ class RunOptions:
     top: int = DEFAULT_TOP
     # Every broker call (declare, bind, consume, delete, close) waits at most this long.
     broker_timeout_s: float = BROKER_TIMEOUT_S
+    # RabbitMQ's management API, for what <ns>.requests holds (loadgen.holdings); None:
+    # SMARTGRID_MANAGEMENT_URL, else the broker's host on 15672.
+    management_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.via not in ("http", "amqp"):
@@ -128,6 +133,9 @@ class RunResult:
     elapsed_s: float = 0.0
     settled: bool = False
     interrupted: bool = False
+    # What the grid said it holds of the unfinished requests (None: not asked, or nothing was
+    # unfinished): how loadgen tells unfinished from lost (loadgen.unfinished).
+    holdings: Holdings | None = None
 
 
 def _sender(settings: AmqpSettings, topology: Topology, options: RunOptions) -> Sender:
@@ -179,7 +187,27 @@ async def run_load(
         await _send_and_settle(
             sender, schedule, result, on_tick, tick_s, stop or asyncio.Event(), settled
         )
+        if not result.settled and not result.interrupted:
+            result.holdings = await _holdings(settings, topology, observer, options)
     return result
+
+
+async def _holdings(
+    settings: AmqpSettings, topology: Topology, observer: GridObserver, options: RunOptions
+) -> Holdings:
+    """Ask the grid what it holds where the requests not seen finished wait."""
+    state = observer.state
+    places = {state.place(rid) for rid in state.lost()}
+    return await read_holdings(
+        settings,
+        topology,
+        state,
+        observer.session,
+        places,
+        datetime.now(UTC),
+        timeout_s=options.broker_timeout_s,
+        management=options.management_url,
+    )
 
 
 def new_result(options: RunOptions, state: GridState | None = None) -> RunResult:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from types import TracebackType
 from typing import Any, Protocol
 from uuid import UUID
@@ -22,6 +23,10 @@ from messaging import AmqpSettings, BrokerLink, MessagingError, Session
 
 CHARGE_REQUESTS_PATH = "/v1/charge-requests"
 CONNECT_TIMEOUT_S = 10.0
+# How long a gateway that refuses connections is given to start listening, and the pause
+# between tries.
+GATEWAY_START_S = 10.0
+GATEWAY_RETRY_S = 0.25
 
 
 class IngressUnreachable(Exception):
@@ -73,9 +78,12 @@ class HttpSender:
         await self._client.aclose()
 
     async def check(self) -> None:
-        """Fail early and clearly if no gateway listens at ``base_url``."""
+        """Fail early and clearly if no gateway listens at ``base_url``.
+
+        A refused connection is tried again for ``GATEWAY_START_S``: a gateway started a moment
+        before loadgen (as in the README's example) takes seconds to listen."""
         try:
-            r = await self._client.get(f"{self.base_url}/healthz", timeout=CONNECT_TIMEOUT_S)
+            r = await self._healthz()
         except httpx.HTTPError as exc:
             await self._client.aclose()
             raise IngressUnreachable(
@@ -87,6 +95,16 @@ class HttpSender:
             raise IngressUnreachable(
                 f"{self.base_url}/healthz answered {r.status_code}: is that a smartgrid gateway?"
             )
+
+    async def _healthz(self) -> httpx.Response:
+        deadline = time.monotonic() + GATEWAY_START_S
+        while True:
+            try:
+                return await self._client.get(f"{self.base_url}/healthz", timeout=CONNECT_TIMEOUT_S)
+            except httpx.ConnectError:
+                if time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(GATEWAY_RETRY_S)
 
     async def send(self, request_id: UUID, body: dict[str, Any]) -> str:
         try:

@@ -19,13 +19,15 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
+from messaging import exit_codes
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # After the first signal the process is gone within this long, cleanup finished or not.
 HARD_EXIT_S = 15.0
 
 
 def exit_code(signum: int) -> int:
-    return 128 + signum
+    return exit_codes.for_signal(signum)
 
 
 class StopSignals:

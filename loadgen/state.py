@@ -44,6 +44,31 @@ MAX_HISTORY = 100_000
 ENERGY_TOLERANCE_KWH = 1e-6
 
 
+HELD, QUEUED, CHARGING = "held", "queued", "charging"
+
+
+@dataclass(frozen=True, order=True)
+class Place:
+    """Where in the grid a request waits: ``held`` in ``<ns>.requests`` (substation_id None),
+    ``queued`` at a substation (its queue, or waiting for a bay) or ``charging`` at it."""
+
+    stage: str
+    substation_id: str | None = None
+
+    def label(self, requests_queue: str = "<ns>.requests") -> str:
+        if self.substation_id is None:
+            return f"held in {requests_queue}"
+        return f"{self.stage} at {self.substation_id}"
+
+
+def _keep_latest(
+    places: dict[UUID, tuple[datetime, str]], rid: UUID, at: datetime, substation_id: str
+) -> None:
+    known = places.get(rid)
+    if known is None or at >= known[0]:
+        places[rid] = (at, substation_id)
+
+
 @dataclass
 class SubstationView:
     heartbeat: Heartbeat
@@ -117,6 +142,10 @@ class GridState:
     # request id -> event ids of its suspect completions (see the module docstring)
     suspects: dict[UUID, set[UUID]] = field(default_factory=dict)
     failure_reasons: dict[UUID, str] = field(default_factory=dict)
+    # request id -> (when, substation) of its latest dispatch (or redispatch) and start, as the
+    # events say: where an unfinished request waits (``place``).
+    routed: dict[UUID, tuple[datetime, str]] = field(default_factory=dict)
+    started: dict[UUID, tuple[datetime, str]] = field(default_factory=dict)
     # Substations this run's requests were dispatched to or completed at (kept in every view).
     involved: set[str] = field(default_factory=set)
     invalid_messages: int = 0
@@ -173,6 +202,9 @@ class GridState:
             times[ev.kind] = ev.at
         if ev.kind in DISPATCH_KINDS and ev.substation_id:
             self._involve(ev.substation_id)
+            _keep_latest(self.routed, ev.request_id, ev.at, ev.substation_id)
+        elif ev.kind is EventKind.STARTED and ev.substation_id:
+            _keep_latest(self.started, ev.request_id, ev.at, ev.substation_id)
         elif ev.kind in FAILED:
             self.failure_reasons.setdefault(ev.request_id, ev.reason or ev.kind.value)
 
@@ -241,6 +273,17 @@ class GridState:
         """Accepted, and neither completed nor explicitly rejected (so far). A suspect
         completion does not count: a request only said to be done may still wait somewhere."""
         return self.accepted - self.by_kind[EventKind.COMPLETED] - self.accepted_failed()
+
+    def place(self, request_id: UUID) -> Place:
+        """Where a request not yet finished waits, as far as its events tell: charging where it
+        last started (unless dispatched elsewhere since), else queued where it was last
+        dispatched, else held in ``<ns>.requests`` (never seen dispatched)."""
+        routed, started = self.routed.get(request_id), self.started.get(request_id)
+        if started is not None and (routed is None or started[0] >= routed[0]):
+            return Place(CHARGING, started[1])
+        if routed is not None:
+            return Place(QUEUED, routed[1])
+        return Place(HELD)
 
     @property
     def duplicates(self) -> int:

@@ -169,12 +169,22 @@ class LiveView:
                 finally:
                     live.update(self.render(), refresh=True)
         else:
+            printed: list[str] = []
+
+            def show() -> None:
+                # A line the same as the one before says nothing new (a run that ends while
+                # "connecting..." would print it twice).
+                line = self.line()
+                if printed != [line]:
+                    self.console.print(line, soft_wrap=True, highlight=False)
+                    printed[:] = [line]
+
             try:
                 while not done.is_set():
-                    self.console.print(self.line(), soft_wrap=True, highlight=False)
+                    show()
                     await _wait(done, self.line_every_s)
             finally:
-                self.console.print(self.line(), soft_wrap=True, highlight=False)
+                show()
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

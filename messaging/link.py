@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar, overload
 
@@ -22,6 +23,25 @@ from messaging.settings import AmqpSettings
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=BrokerSession)
+
+# The OS's reason inside pika's nested connection errors, e.g.
+# "ConnectionRefusedError(111, 'Connection refused')" -> "Connection refused".
+_OS_REASON = re.compile(r"\w+Error\(\d+, '([^']+)'\)")
+REASON_CHARS = 160
+
+
+def unreachable_text(
+    settings: AmqpSettings, exc: BaseException, attempt: int, delay_s: float
+) -> str:
+    """The one line logged per failed connection attempt: why, and what to check."""
+    text = str(exc)
+    found = _OS_REASON.findall(text)
+    reason = found[-1] if found else text[:REASON_CHARS]
+    url = settings.redacted_url()
+    return (
+        f"cannot reach the broker (attempt {attempt}: {reason}); is RabbitMQ running at {url}?"
+        f" retrying in {delay_s:.1f}s"
+    )
 
 
 class BrokerLink(Generic[S]):
@@ -75,7 +95,7 @@ class BrokerLink(Generic[S]):
             except BrokerUnavailable as exc:
                 delay = compute_backoff(attempt, cap_s=self._settings.reconnect_max_s)
                 attempt += 1
-                log.warning("%s; retrying in %.1fs", exc, delay)
+                log.warning("%s", unreachable_text(self._settings, exc, attempt, delay))
                 await _wait(stop, delay)
                 continue
             try:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import typer
-
-from messaging.cli import settings_command
+from messaging.cli import new_app, settings_command
 from substation_worker.settings import WorkerSettings
 
 
@@ -17,7 +15,7 @@ def run(settings: WorkerSettings) -> None:
     run_service(lambda stop: serve(settings, stop))
 
 
-app = typer.Typer(add_completion=False)
+app = new_app()
 app.command(
     help="Run one smartgrid substation until SIGINT/SIGTERM: consume <ns>.substation.<id>, "
     "simulate charging within its capacity, heartbeat its load, serve /metrics. "

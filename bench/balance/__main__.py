@@ -131,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{SMARTGRID}: holds at 1 x capacity, and between heartbeats frees the power of "
         "sessions predicted to have ended (the workers' Heartbeat.releases, its own estimate "
         f"for what it assigned since); {STRICT}: the same without predictions (freed capacity "
-        f"learnt at the next heartbeat); {LOOSE}: the previous default, promising up to 2 x; "
+        f"learnt at the next heartbeat); {LOOSE}: hold factor 2, promising up to 2 x; "
         f"{TRANSIT}: assignments reach their worker 20 ms after they are sent (every other "
         "row: at once), and what a heartbeat does not count as received stays pending; "
-        f"{TRANSIT_BLIND}: the same, but a heartbeat clears it all, as the table did before."
+        f"{TRANSIT_BLIND}: the same, but a heartbeat clears it all."
     )
     print(
         "peak/ideal: the grid's peak 1-s utilization over the ideal's; demand>cap / "

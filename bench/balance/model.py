@@ -47,10 +47,10 @@ from substation_worker.simulation import (
 )
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
-# Would-be demand (every charging car at its max) above capacity means cars share power: issue
-# 6 wants none, and smartgrid's headroom (holding at 1 x, predicted releases) has none. Above
+# Would-be demand (every charging car at its max) above capacity means cars share power: the
+# target is none, and smartgrid's headroom (holding at 1 x, predicted releases) has none. Above
 # this many times capacity is counted as well (the ``demand>2x`` column): cars at under half
-# their power on average, what the previous 2 x hold limit allowed at most.
+# their power on average, what a hold factor of 2 allows at most.
 OVERLOAD_RATIO = 2.0
 # A session this close to its end (simulated seconds) is done: integrating leaves float crumbs.
 _DONE_S = 1e-6

@@ -235,7 +235,7 @@ class Target:
 
 
 def targets(table: list[Row]) -> list[Target]:
-    """Issue 6's targets for smartgrid's policy on every grid and trace: would-be demand never
+    """The balance targets for smartgrid's policy on every grid and trace: would-be demand never
     above capacity (at every H, with assignments in transit too), peak utilization within 10%
     of the ideal and p99 wait below power-of-two's (at H = 1 s); and the predicted releases it
     relies on never early."""

@@ -28,6 +28,6 @@ stopped). Afterwards every fake id's queue is probed with a passive declare (and
 API, if it answers, lists the namespace's queues), then the namespace is deleted.
 
 Safety: it refuses to run against a dispatcher without admission control, and stops the flood
-at once if a fake id ever enters the dispatcher's table (the old dispatcher declared a quorum
-queue for each id it heard, and thousands of them wedged the shared broker).
+at once if a fake id ever enters the dispatcher's table (a dispatcher without admission would
+declare a quorum queue for each id it heard, and thousands of them wedge a broker).
 """

@@ -225,19 +225,19 @@ async def test_a_worker_stopped_half_way_is_accounted_for(
     # Then every request is accounted for, exactly once
     assert report.sent == 200
     assert report.sent == report.accepted + sum(report.rejected_at_ingress.values())
-    assert (
-        report.accepted == report.completed + sum(report.rejected_downstream.values()) + report.lost
-    )
-    # What is lost is exactly what waits in the dead worker's queue (the broker's own count)
-    assert report.lost == depth
-    assert report.exit_code == (1 if depth else 0)
+    downstream = sum(report.rejected_downstream.values())
+    assert report.accepted == report.completed + downstream + report.unfinished_total + report.lost
+    # What waits in the dead worker's queue (the broker's own count) is unfinished, not lost
+    assert report.lost == 0
+    assert report.unfinished_total == depth
+    assert report.exit_code == (4 if depth else 0)
     # And completions per substation agree with the workers (the victim's until its death: a
     # session or two may end between reading its counter and the kill)
     rows = {r.substation_id: r for r in report.substations}
     assert abs(rows[victim].requests - last_seen[victim][0]) <= 2
     for sid, (done, _) in survivors.items():
         assert rows[sid].requests == done
-    print(f"\nlost {report.lost} (in {victim}'s queue: {depth}), completed {report.completed}")
+    print(f"\nunfinished {report.unfinished_total} (in {victim}'s queue: {depth}), lost 0")
 
 
 @pytest.mark.timeout(180)
@@ -320,3 +320,40 @@ def test_a_gateway_that_wants_a_key_gets_it_from_the_environment(
             assert "401" not in with_key.stdout
     finally:
         asyncio.run(delete_namespace(amqp_settings, topology, [SUBSTATIONS[0].id]))
+
+
+@pytest.mark.timeout(180)
+def test_requests_still_in_a_slow_grid_are_unfinished_not_lost(
+    amqp_settings: AmqpSettings, topology: Topology, tmp_path: Path
+) -> None:
+    """Newcomer point 1: substations too slow to finish within --settle (time x60: sessions of
+    minutes) hold the requests, charging or waiting in <ns>.requests; loadgen reports them as
+    unfinished, by where they wait, none lost, and exits with the unfinished code (4)."""
+    spec = SUBSTATIONS[0]
+    register_substations(topology, [spec.id])
+    settings = amqp_settings.model_copy(update={"namespace": topology.namespace})
+    grid = LocalGrid(
+        (spec,), settings=settings, time_scale=60, heartbeat_interval_s=0.5, log_dir=tmp_path
+    )
+    json_path = tmp_path / "r.json"
+    with grid:
+        done = _cli(
+            *("run", "-n", "30", "--rate", "30", "--seed", "4", "--settle", "3"),
+            *("--gateway-url", grid.gateway_url, "--json", str(json_path)),
+            env={
+                "SMARTGRID_AMQP_URL": amqp_settings.amqp_url.get_secret_value(),
+                "SMARTGRID_NAMESPACE": topology.namespace,
+            },
+        )
+    assert done.returncode == 4, done.stdout + done.stderr
+    doc = json.loads(json_path.read_text())
+    unfinished = doc["unfinished"]
+    assert (doc["accepted"], doc["lost"], doc["exit_code"]) == (30, 0, 4)
+    assert unfinished["total"] == 30 - doc["completed"] > 0
+    # Where they wait: charging at the one substation (at most its bays), the rest held
+    charging = unfinished["charging"].get(spec.id, 0)
+    assert 0 < charging <= spec.bays
+    assert unfinished["held"] + sum(unfinished["queued"].values()) + charging == unfinished["total"]
+    assert doc["grid_holdings"]["requests_counted_by"] == "management API"
+    assert f"charging at {spec.id}" in done.stdout
+    assert "nothing lost" in done.stdout

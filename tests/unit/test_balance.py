@@ -99,7 +99,7 @@ def test_predicted_releases_keep_substations_busy_between_heartbeats(
     assert mine.finish_s < blind.finish_s
 
 
-def test_the_previous_default_promised_up_to_twice_the_capacity(
+def test_promising_up_to_twice_the_capacity_overloads_never_beyond_it(
     runs: dict[str, RunResult],
 ) -> None:
     r = runs[LOOSE]

@@ -72,3 +72,58 @@ def test_the_view_limit_and_the_broker_timeout_are_options(command: str) -> None
         result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
         assert result.exit_code == 2, result.output
         assert "greater than or equal to" in result.output
+
+
+@pytest.mark.parametrize(
+    ("header", "row", "message"),
+    [
+        (
+            "arrival_s,energy_kwh",
+            "0,20",
+            "bad.csv: the header lacks max_power_kw: a trace has the columns arrival_s, "
+            "energy_kwh, max_power_kw, and optionally departure_h",
+        ),
+        ("arrival_s,energy_kwh,max_power_kw", "0,x,11", "bad.csv:2: energy_kwh is not a number"),
+        ("arrival_s,energy_kwh,max_power_kw,departure_h", "0,20,11,soon", "departure_h is not a"),
+    ],
+)
+def test_a_bad_trace_is_one_plain_line_before_connecting(
+    tmp_path: Path, header: str, row: str, message: str
+) -> None:
+    """Newcomer point 4: no Python tuple, the optional column called optional, the column
+    named, and nothing printed about connecting (the trace is checked first)."""
+    trace = tmp_path / "bad.csv"
+    trace.write_text(f"{header}\n{row}\n")
+    args = ["run", "--profile", "replay", "--trace", str(trace)]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "('arrival_s'" not in result.output  # no Python tuple
+    assert "connecting" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_shows_flags_as_flags_and_the_defaults_of_settings(name: str) -> None:
+    """Newcomer point 4: ``--help`` without ``<bool>``; the options whose value may come from
+    the environment (namespace, gateway, broker) say their default."""
+    result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "100"})
+    text = " ".join(result.output.split())
+    assert "--help Show this message and exit." in text
+    assert "<bool>" not in text
+    params = {p.name for p in COMMANDS[name].params}
+    if "namespace" in params:
+        assert "[default: smartgrid]" in text
+    if "gateway_url" in params:
+        assert "[default: http://127.0.0.1:8000]" in text
+    if "amqp_url" in params:
+        assert "[default: amqp://guest:guest@localhost:5672/%2F]" in text
+    if "log_level" in params:
+        assert "[default: WARNING]" in text
+
+
+def test_a_settings_error_names_the_option() -> None:
+    """Newcomer point 4: an invalid namespace is named as --namespace / SMARTGRID_NAMESPACE."""
+    result = CliRunner().invoke(app, ["watch", "--namespace", "a b"], env={})
+    assert result.exit_code == 2
+    assert "--namespace (SMARTGRID_NAMESPACE): must match" in result.output

@@ -164,3 +164,30 @@ def test_a_small_grid_is_listed_whole_as_before() -> None:
     assert r.substations_not_listed == 0
     text = render(substation_table(result.state, T0))
     assert "more substations" not in text
+
+
+async def test_a_plain_view_prints_a_line_once_while_it_does_not_change() -> None:
+    """Newcomer point 4: a run that ends while still connecting prints ``connecting...`` once
+    (a non-terminal view printed it again at its end)."""
+    import asyncio
+    import io
+
+    from rich.console import Console
+
+    from loadgen.view import LiveView
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=100)
+    lines = iter(["connecting...", "connecting...", "connecting...", "sent 1/1"])
+    current = ["connecting..."]
+
+    def line() -> str:
+        current[0] = next(lines, current[0])
+        return current[0]
+
+    done = asyncio.Event()
+    view = asyncio.create_task(LiveView(console, lambda: "", line, line_every_s=0.01).run(done))
+    await asyncio.sleep(0.1)
+    done.set()
+    await view
+    assert out.getvalue().splitlines() == ["connecting...", "sent 1/1"]

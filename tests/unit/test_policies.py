@@ -192,7 +192,7 @@ def test_an_assignment_the_broker_refused_is_not_carried_as_in_transit() -> None
     table.record_assignment("s", 10)
     refused = (20.0, table.record_assignment("s", 20))
     table.unrecord_assignment("s", refused)
-    # Still counted until the next heartbeat (as before), but not after it
+    # Still counted until the next heartbeat, but not after it
     assert pending(table, "s") == (30, 2)
     table.observe(hb("s", 100, seq=2, sent=T0 + SECOND), 1.0)
     assert pending(table, "s") == (10, 1)

@@ -88,7 +88,7 @@ def test_the_shipped_sample_trace_replays() -> None:
     ("text", "message"),
     [
         ("arrival_s,energy_kwh\n1,2\n", "header lacks max_power_kw"),
-        ("arrival_s,energy_kwh,max_power_kw\n1,abc,11\n", ":2: not a number"),
+        ("arrival_s,energy_kwh,max_power_kw\n1,abc,11\n", ":2: energy_kwh is not a number"),
         ("arrival_s,energy_kwh,max_power_kw\n1,20,11\n2,-5,11\n", ":3: energy_kwh"),
         ("arrival_s,energy_kwh,max_power_kw\n1,20,9000\n", "max_power_kw must be"),
         ("arrival_s,energy_kwh,max_power_kw,departure_h\n1,20,11,0\n", "departure_h"),
