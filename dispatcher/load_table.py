@@ -362,13 +362,6 @@ class LoadTable:
                 out["eligible"] += 1
         return out
 
-    def forget_older_than(self, now: float, seconds: float) -> list[str]:
-        """Drop substations silent for ``seconds``; returns their ids."""
-        gone = [sid for sid, s in self._by_id.items() if now - s.last_seen > seconds]
-        for sid in gone:
-            self.forget(sid)
-        return gone
-
     def forget(self, substation_id: str) -> None:
         """Drop one substation (until a heartbeat of it is observed again)."""
         s = self._by_id.pop(substation_id, None)

@@ -88,6 +88,7 @@ from messaging.publishing import (
     publish_event_confirmed,
 )
 from messaging.ratelimit import TokenBucket
+from messaging.waiting import sleep_unless
 
 log = logging.getLogger(__name__)
 
@@ -265,8 +266,7 @@ class Dispatcher:
                 self.metrics.substations.labels(state).set(n)
             self._refusals.tick(now)
             self._pump()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.backlog_poll_s)
+            await sleep_unless(stop, self.settings.backlog_poll_s)
 
     # -- consumers (run on the event loop; must not block) -----------------------------------
 

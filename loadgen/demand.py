@@ -73,9 +73,3 @@ def sample_demand(rng: random.Random, index: int, mix: DemandMix = DEFAULT_MIX) 
     else:
         power = _clamp(round(rng.uniform(*mix.ac_kw), 1), mix.ac_kw)
     return Demand(vehicle_id=f"EV-{index:05d}", energy_kwh=energy, max_power_kw=float(power))
-
-
-def sample_demands(n: int, seed: int | None, mix: DemandMix = DEFAULT_MIX) -> list[Demand]:
-    """``n`` demands; the same seed gives the same list (request ids are not part of it)."""
-    rng = random.Random(seed)
-    return [sample_demand(rng, i, mix) for i in range(n)]

@@ -25,13 +25,14 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from messaging import AmqpSettings
 
@@ -92,24 +93,15 @@ def free_ports(n: int, host: str = HOST) -> list[int]:
 
 
 def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
-    """The value of one sample in Prometheus text format, or None if absent."""
-    want = ",".join(f'{k}="{v}"' for k, v in sorted((labels or {}).items()))
-    for line in text.splitlines():
-        if not line.startswith(name) or line.startswith("#"):
-            continue
-        series, _, value = line.rpartition(" ")
-        if series == name and not want:
-            pass
-        elif series.startswith(name + "{") and series.endswith("}"):
-            got = ",".join(sorted(series[len(name) + 1 : -1].split(",")))
-            if got != want:
-                continue
-        else:
-            continue
-        try:
-            return float(value)
-        except ValueError:
-            return None
+    """The value of one sample in Prometheus text format, or None if absent (or unreadable)."""
+    want = labels or {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == want:
+                    return float(sample.value)
+    except ValueError:  # not Prometheus text (an error page, a cut-off answer)
+        return None
     return None
 
 
@@ -435,7 +427,3 @@ class LocalGrid:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    def describe(self) -> Sequence[tuple[str, str, Path]]:
-        """(name, metrics URL, log path) of each process, for people."""
-        return [(p.name, p.metrics_url, p.log_path) for p in self.processes]

@@ -9,7 +9,6 @@ connection counts too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 import uuid
@@ -29,6 +28,7 @@ from loadgen.senders import AmqpSender, HttpSender, Sender
 from loadgen.state import DEFAULT_TOP, GridState
 from loadgen.unfinished import Holdings
 from messaging import AmqpSettings
+from messaging.waiting import sleep_unless
 
 Via = Literal["http", "amqp"]
 
@@ -248,7 +248,7 @@ async def _send_and_settle(
         for planned in schedule:
             delay = start + planned.offset_s - loop.time()
             if delay > 0:
-                await _sleep_unless(stop, delay)
+                await sleep_unless(stop, delay)
             if stop.is_set():
                 break
             now = loop.time()
@@ -265,7 +265,7 @@ async def _send_and_settle(
             await asyncio.wait(set(pending), timeout=0.1)
         settle_until = time.monotonic() + options.settle_s
         while not settled(state) and time.monotonic() < settle_until:
-            await _sleep_unless(stop, 0.1)
+            await sleep_unless(stop, 0.1)
             if stop.is_set():
                 break
         result.settled = settled(state)
@@ -277,10 +277,3 @@ async def _send_and_settle(
         result.elapsed_s = loop.time() - start
         if on_tick is not None:
             on_tick(result)
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    if stop.is_set():
-        return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

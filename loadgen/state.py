@@ -23,8 +23,7 @@ from uuid import UUID
 
 from contracts import ChargeEvent, EventKind, Heartbeat
 
-# A request in one of these states will not change any more.
-TERMINAL = (EventKind.COMPLETED, EventKind.DEAD_LETTERED, EventKind.REJECTED)
+# A request that failed in one of these ways will not change any more.
 FAILED = (EventKind.DEAD_LETTERED, EventKind.REJECTED)
 DISPATCH_KINDS = (EventKind.DISPATCHED, EventKind.REDISPATCHED)
 # Heartbeats older than this many of their intervals mark the substation stale (as the
@@ -299,9 +298,6 @@ class GridState:
     def suspect(self) -> int:
         """Suspect completions (distinct events) of this run's requests."""
         return sum(len(self.suspects[r]) for r in self.suspect_requests())
-
-    def all_accepted_completed(self) -> bool:
-        return self.accepted <= self.by_kind[EventKind.COMPLETED]
 
     def all_accepted_settled(self) -> bool:
         """Every accepted request reached a state it will not leave (completed or failed)."""

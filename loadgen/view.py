@@ -7,7 +7,6 @@ this run uses, then the live and busiest: ``GridState.busiest``) and one line fo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime
 
@@ -20,6 +19,7 @@ from rich.text import Text
 from contracts import EventKind
 from loadgen.run import RunResult
 from loadgen.state import ACCEPTED_STATUSES, DEFAULT_TOP, GridState
+from messaging.waiting import sleep_unless
 
 STATUS_STYLE = {"up": "green", "draining": "yellow", "stale": "red"}
 
@@ -165,7 +165,7 @@ class LiveView:
                 try:
                     while not done.is_set():
                         live.update(self.render(), refresh=True)
-                        await _wait(done, self.refresh_s)
+                        await sleep_unless(done, self.refresh_s)
                 finally:
                     live.update(self.render(), refresh=True)
         else:
@@ -182,11 +182,6 @@ class LiveView:
             try:
                 while not done.is_set():
                     show()
-                    await _wait(done, self.line_every_s)
+                    await sleep_unless(done, self.line_every_s)
             finally:
                 show()
-
-
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)

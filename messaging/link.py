@@ -19,6 +19,7 @@ from messaging.errors import BrokerUnavailable
 from messaging.session import Session
 from messaging.session_protocol import BrokerSession
 from messaging.settings import AmqpSettings
+from messaging.waiting import sleep_unless
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +97,16 @@ class BrokerLink(Generic[S]):
                 delay = compute_backoff(attempt, cap_s=self._settings.reconnect_max_s)
                 attempt += 1
                 log.warning("%s", unreachable_text(self._settings, exc, attempt, delay))
-                await _wait(stop, delay)
+                await sleep_unless(stop, delay)
                 continue
             try:
                 await self._setup(session)
             except BrokerUnavailable as exc:
                 log.warning("setup interrupted: %s", exc)
                 await session.close()
-                await _wait(stop, compute_backoff(attempt, cap_s=self._settings.reconnect_max_s))
+                await sleep_unless(
+                    stop, compute_backoff(attempt, cap_s=self._settings.reconnect_max_s)
+                )
                 attempt += 1
                 continue
             except BaseException:
@@ -160,8 +163,3 @@ class BrokerLink(Generic[S]):
         await asyncio.wait_for(self.ready.wait(), within_s)
         assert self.session is not None
         return self.session
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

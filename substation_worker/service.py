@@ -42,6 +42,7 @@ from contracts.validation import summary
 from messaging import BrokerLink, BrokerSession, Connect, Delivery, MessagingError, Session
 from messaging.publishing import ack_once_confirmed, dead_letter, publish_event
 from messaging.runtime import start_metrics_server
+from messaging.waiting import sleep_unless
 from substation_worker.metrics import KWH_TO_J, WorkerMetrics
 from substation_worker.settings import WorkerSettings
 from substation_worker.simulation import (
@@ -285,7 +286,7 @@ class WorkerService:
 
     async def _tick_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await _wait(stop, TICK_S)
+            await sleep_unless(stop, TICK_S)
             self._tick()
 
     def _tick(self) -> None:
@@ -370,7 +371,7 @@ class WorkerService:
         next_at = time.monotonic()
         while not stop.is_set():
             next_at += interval
-            await _wait(stop, max(0.0, next_at - time.monotonic()))
+            await sleep_unless(stop, max(0.0, next_at - time.monotonic()))
             if stop.is_set():
                 return
             next_at = max(next_at, time.monotonic() - interval)  # no burst after a stall
@@ -426,11 +427,6 @@ class WorkerService:
             user_id=self._user_id,
         )
         self.metrics.heartbeats_sent.inc()
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def serve(

@@ -26,7 +26,7 @@ from typing import Any, cast
 from prometheus_client import Histogram
 
 from dispatcher.load_table import LoadTable, SubstationState
-from dispatcher.policies import IndexedPolicy, Policy, RoundPolicy
+from dispatcher.policies import Policy, RoundPolicy
 from dispatcher.service import Dispatcher
 from messaging import BrokerSession, Delivery
 
@@ -115,7 +115,6 @@ class TimedIndexedPolicy(TimedPolicy):
 
     def __init__(self, inner: Policy, recorder: Recorder) -> None:
         super().__init__(inner, recorder)
-        self._choose_in = cast(IndexedPolicy, inner).choose_in
         self._chooser = cast(RoundPolicy, inner).chooser
 
     def choose_in(self, table: LoadTable, now: float, request_kw: float) -> str | None:
