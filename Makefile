@@ -7,11 +7,12 @@ PY := $(VENV)/bin/python
 # Rebuilt when pyproject.toml changes (new dependency) or when .venv is missing.
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test demo lint schemas configuration env up down load prometheus bench
+.PHONY: help install test test-unit demo lint schemas configuration env up down load prometheus bench
 
 help:
 	@echo "make install   create .venv and install smartgrid with its dev tools and bench frameworks"
 	@echo "make test      make sure RabbitMQ answers (start a local one if needed), run pytest"
+	@echo "make test-unit  the tests that need no broker (pytest -m 'not integration': unit, deploy), < 1 min"
 	@echo "make demo      local grid of three substations, a burst of 600 requests, live view"
 	@echo "make lint      ruff check + ruff format --check + mypy"
 	@echo "make bench     benchmarks: load-table scale, balance simulation, throughput (JSON in bench/results/)"
@@ -34,6 +35,12 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m loadgen ensure-broker
 	$(VENV)/bin/pytest
+
+# The fast loop: everything not marked integration (tests/integration and tests/chaos are, by
+# directory), with the broker URL on a closed port so that nothing here can lean on a broker.
+# Deploy checks whose tool (promtool, docker compose) is absent are skipped, reasons listed.
+test-unit: $(STAMP)
+	SMARTGRID_AMQP_URL='amqp://guest:guest@127.0.0.1:1/%2F' $(VENV)/bin/pytest -m "not integration" -rs
 
 demo: $(STAMP)
 	$(PY) -m loadgen demo

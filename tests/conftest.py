@@ -1,7 +1,12 @@
-"""Fixtures shared by every test tier.
+"""Fixtures shared by every test tier, and the tiers' markers.
 
 Integration tests run against the real RabbitMQ at SMARTGRID_AMQP_URL. When none answers they
 fail loudly with how to get one; they never skip silently (in CI or anywhere else).
+
+The markers follow the directory, so a new file cannot forget its own: everything under
+tests/integration is ``integration``; everything under tests/chaos is ``chaos`` and
+``integration`` (it needs the broker too). ``-m "not integration"`` is then the tier that needs
+no broker (``make test-unit``), ``-m "not chaos"`` all but chaos, ``-m chaos`` chaos alone.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +23,14 @@ from contracts import Topology
 from loadgen.broker import delete_namespace
 from messaging import AmqpSettings, Session
 from messaging.errors import MessagingError
+from tests.helpers import SUBSTATIONS
+
+TESTS = Path(__file__).resolve().parent
+# Directory -> the markers every test under it carries.
+TIER_MARKERS: dict[Path, tuple[str, ...]] = {
+    TESTS / "integration": ("integration",),
+    TESTS / "chaos": ("integration", "chaos"),
+}
 
 # The session's own RabbitMQ container when no broker answers and a Docker engine does.
 pytest_plugins = ["tests.broker_plugin"]
@@ -29,6 +43,20 @@ Integration tests need a real broker. Any one of:
                     container itself (testcontainers, installed by `make install`)
   * elsewhere:      export SMARTGRID_AMQP_URL=amqp://user:pass@host:5672/%2F
 (`make test` and .ci/run start a local rabbitmq-server themselves when one is installed.)"""
+
+
+def tier_markers(path: Path) -> tuple[str, ...]:
+    """The markers a test in ``path`` carries for its directory (none for unit and deploy)."""
+    for directory, names in TIER_MARKERS.items():
+        if path.resolve().is_relative_to(directory):
+            return names
+    return ()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for name in tier_markers(item.path):
+            item.add_marker(getattr(pytest.mark, name))
 
 
 @pytest.fixture(scope="session")
@@ -76,16 +104,9 @@ def new_topology(amqp_settings: AmqpSettings, namespace: str) -> Iterator[Callab
         asyncio.run(_delete(amqp_settings, topo))
 
 
-# Tests that start substations register their ids here so cleanup can find their queues.
-_SUBSTATIONS: dict[str, set[str]] = {}
-
-
-def register_substations(topo: Topology, ids: list[str]) -> None:
-    _SUBSTATIONS.setdefault(topo.namespace, set()).update(ids)
-
-
 async def _delete(settings: AmqpSettings, topo: Topology) -> None:
-    await delete_namespace(settings, topo, _SUBSTATIONS.pop(topo.namespace, set()))
+    # Tests that start substations register their ids (helpers.register_substations).
+    await delete_namespace(settings, topo, SUBSTATIONS.pop(topo.namespace, set()))
 
 
 @pytest.fixture

@@ -1,15 +1,127 @@
-"""Small async helpers for integration tests: wait on a condition, drain a queue."""
+"""What tests share (test modules never import each other): waiting on a condition under a
+deadline, draining a queue, the substations a test started (for cleanup), where deploy/ is, and
+the external tools a test needs.
+
+Tests wait on the condition they need, never a fixed time: ``wait_until`` (async) and
+``wait_until_sync`` poll it until it holds and fail after ``timeout`` saying what was awaited.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import inspect
+import os
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+import pytest
+
+from contracts import Topology
 from messaging import Delivery, Session
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+
+# How often a condition is polled unless told: short against the seconds the waits allow.
+POLL_S = 0.05
+
+Condition = Callable[[], bool | Awaitable[bool]]
+Detail = Callable[[], str]
+
+
+def _described(condition: Callable[[], object]) -> str:
+    """What a wait given no ``what`` waited for: the condition's own source (its line)."""
+    try:
+        source = " ".join(inspect.getsource(condition).split())
+    except (OSError, TypeError):
+        return repr(condition)
+    return source[:300]
+
+
+def _timed_out(
+    what: str | None,
+    condition: Callable[[], object],
+    timeout: float,
+    detail: Detail | None,
+    last_error: BaseException | None,
+) -> AssertionError:
+    message = f"still waiting after {timeout:g}s for {what or _described(condition)}"
+    if last_error is not None:
+        message += f" (last: {type(last_error).__name__}: {last_error})"
+    if detail is not None:
+        message += f"\n{detail()}"
+    return AssertionError(message)
+
+
+async def wait_until(
+    condition: Condition,
+    what: str | None = None,
+    *,
+    timeout: float = 15.0,
+    poll: float = POLL_S,
+    ignore: tuple[type[Exception], ...] = (),
+    blocking: bool = False,
+    detail: Detail | None = None,
+) -> float:
+    """Poll ``condition`` until it is true; return the seconds that took.
+
+    ``condition`` may be a coroutine function. ``blocking``: it does blocking I/O (a sync HTTP
+    call), so it runs in a thread and the loop keeps serving. ``ignore``: exceptions that mean
+    "not yet" (a server still starting). After ``timeout`` an AssertionError names ``what`` was
+    awaited (without one, the condition's source line), the last ignored exception and
+    ``detail()`` (a log tail, the state seen).
+    """
+    start = time.monotonic()
+    deadline = start + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            if blocking:
+                result = await asyncio.to_thread(condition)
+            else:
+                result = condition()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return time.monotonic() - start
+        except ignore as exc:
+            last_error = exc
+        if time.monotonic() >= deadline:
+            raise _timed_out(what, condition, timeout, detail, last_error)
+        # The poll interval of this wait: the condition is what ends it.
+        await asyncio.sleep(poll)
+
+
+def wait_until_sync(
+    condition: Callable[[], bool],
+    what: str | None = None,
+    *,
+    timeout: float = 15.0,
+    poll: float = POLL_S,
+    ignore: tuple[type[Exception], ...] = (),
+    detail: Detail | None = None,
+) -> float:
+    """``wait_until`` for code without an event loop (fixtures, threads, subprocess drivers)."""
+    start = time.monotonic()
+    deadline = start + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            if condition():
+                return time.monotonic() - start
+        except ignore as exc:
+            last_error = exc
+        if time.monotonic() >= deadline:
+            raise _timed_out(what, condition, timeout, detail, last_error)
+        # The poll interval of this wait: the condition is what ends it.
+        time.sleep(poll)
 
 
 async def collect(session: Session, queue: str, n: int, timeout: float = 15) -> list[Delivery]:
+    """Up to ``n`` deliveries from ``queue`` (acked), whatever arrived within ``timeout``."""
     got: list[Delivery] = []
     done = asyncio.Event()
 
@@ -26,7 +138,31 @@ async def collect(session: Session, queue: str, n: int, timeout: float = 15) -> 
     return got
 
 
-async def wait_until(cond: Callable[[], bool], timeout: float = 10) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.05)
+# Substation ids a test started, by namespace, so the topology fixtures delete their queues too.
+SUBSTATIONS: dict[str, set[str]] = {}
+
+
+def register_substations(topo: Topology, ids: list[str]) -> None:
+    SUBSTATIONS.setdefault(topo.namespace, set()).update(ids)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def missing(what: str, how: str) -> None:
+    """A tool the test needs is absent: in CI (CI=true) a loud failure, elsewhere a skip that
+    says how to get it."""
+    message = f"{what} is not installed ({how})"
+    if in_ci():
+        pytest.fail(message + "; .ci/run installs it", pytrace=False)
+    pytest.skip(message)
+
+
+def require(binary: str, how: str) -> str:
+    """The path of ``binary`` (PATH, then /usr/bin and /usr/local/bin), or ``missing``."""
+    found = shutil.which(binary) or shutil.which(binary, path="/usr/bin:/usr/local/bin")
+    if found is None:
+        missing(binary, how)
+        raise AssertionError("unreachable")
+    return found

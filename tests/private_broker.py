@@ -12,12 +12,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import wait_until_sync
 
 SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 START_TIMEOUT_S = 60.0
@@ -106,14 +107,15 @@ class PrivateBroker:
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.amqp_port}/%2F"
 
-    def _ctl(self, *args: str) -> None:
-        subprocess.run(
+    def _ctl(self, *args: str) -> str:
+        return subprocess.run(
             [self.ctl, "-n", self.node, *args],
             env=self.env,
             check=True,
             capture_output=True,
+            text=True,
             timeout=60,
-        )
+        ).stdout
 
     def start(self) -> PrivateBroker:
         subprocess.run(
@@ -123,12 +125,15 @@ class PrivateBroker:
         return self
 
     def wait_open(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _port_open(self.amqp_port):
-            if time.monotonic() > deadline:
-                log = "\n".join(p.read_text()[-3000:] for p in (self.dir / "log").glob("*.log"))
-                raise RuntimeError(f"private broker {self.node} did not open:\n{log}")
-            time.sleep(0.2)
+        wait_until_sync(
+            lambda: _port_open(self.amqp_port),
+            f"private broker {self.node} to open port {self.amqp_port}",
+            timeout=START_TIMEOUT_S,
+            poll=0.2,
+            detail=lambda: "\n".join(
+                p.read_text()[-3000:] for p in (self.dir / "log").glob("*.log")
+            ),
+        )
 
     def stop_app(self) -> None:
         """The broker goes away (connections drop, the port closes); its data stays."""
@@ -139,8 +144,18 @@ class PrivateBroker:
         self.wait_open()
 
     def memory_alarm(self, on: bool) -> None:
-        """Raise (or clear) a memory alarm: the broker blocks every publishing connection."""
+        """Raise (or clear) a memory alarm: the broker blocks every publishing connection.
+        Returns once the node reports the alarm in effect (or cleared)."""
         self._ctl("set_vm_memory_high_watermark", "0.00001" if on else "0.4")
+        wait_until_sync(
+            lambda: self.memory_alarm_in_effect() == on,
+            f"the memory alarm of {self.node} to be {'raised' if on else 'cleared'}",
+            timeout=30,
+            poll=0.2,
+        )
+
+    def memory_alarm_in_effect(self) -> bool:
+        return "resource_limit,memory" in self._ctl("eval", "rabbit_alarm:get_alarms().")
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError, OSError):

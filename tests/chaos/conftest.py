@@ -1,17 +1,11 @@
-"""Chaos scenarios: marked integration, and one table of their scores at the end of the run."""
+"""Chaos scenarios: one table of their scores at the end of the run (their markers, chaos and
+integration, come from tests/conftest.py by directory)."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.chaos.harness import SCORES, render_scores
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/chaos/" in str(item.fspath):
-            item.add_marker(pytest.mark.integration)
-            item.add_marker(pytest.mark.chaos)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

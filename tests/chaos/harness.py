@@ -9,7 +9,6 @@ request_id completes (is charged) once.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -134,6 +133,7 @@ async def load_with_fault(
     finished (or ``settle_s``)."""
 
     async def inject() -> None:
+        # When the fault strikes is part of the scenario: a time into the load, not a condition.
         await asyncio.sleep(after_s)
         await fault()
 
@@ -174,16 +174,6 @@ def metric_sum(grid: LocalGrid, process: str, name: str) -> float:
     )
 
 
-async def wait_for(condition: Callable[[], bool], within_s: float, poll_s: float = 0.05) -> float:
-    """Seconds until ``condition()`` held; AssertionError after ``within_s``."""
-    start = time.monotonic()
-    while not await asyncio.to_thread(condition):
-        if time.monotonic() - start > within_s:
-            raise AssertionError(f"condition not met within {within_s}s")
-        await asyncio.sleep(poll_s)
-    return time.monotonic() - start
-
-
 async def drained(settings: AmqpSettings, topology: Topology) -> dict[str, int]:
     """Ready messages left in the requests queue and every substation queue (should be 0)."""
     session = await Session.open(settings, "smartgrid-chaos-check")
@@ -216,5 +206,4 @@ __all__ = [
     "metric_sum",
     "render_scores",
     "score",
-    "wait_for",
 ]

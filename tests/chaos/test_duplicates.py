@@ -4,7 +4,6 @@ dispatcher that dies between the broker's confirm of an assignment and its ack o
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from tests.chaos.harness import (
     metric_sum,
     score,
 )
-from tests.conftest import register_substations
+from tests.helpers import register_substations, wait_until
 
 CRASH_AT = 120  # confirms, of 200 requests
 
@@ -41,26 +40,40 @@ async def test_the_same_request_id_twice_completes_once(
                     ChargeRequest(vehicle_id=f"EV-TWIN-{i}", energy_kwh=20, max_power_kw=11)
                     for i in range(20)
                 ]
-                # Given each request published twice at once, and again a second later
+                # Given each request published twice at once, and again once it was dispatched
                 for request in twins:
                     body = request.model_dump_json().encode()
                     await asyncio.gather(
                         session.publish(topology.requests_exchange, "", body),
                         session.publish(topology.requests_exchange, "", body),
                     )
-                await asyncio.sleep(1)
+                ids = {r.request_id for r in twins}
+                await wait_until(
+                    lambda: ids <= observer.state.by_kind[EventKind.DISPATCHED],
+                    "every twin dispatched",
+                    timeout=60,
+                )
                 for request in twins:
                     body = request.model_dump_json().encode()
                     await session.publish(topology.requests_exchange, "", body)
             finally:
                 await session.close()
             state = observer.state
-            ids = {r.request_id for r in twins}
-            deadline = time.monotonic() + 60
-            while not ids <= state.by_kind[EventKind.COMPLETED] and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(2)  # time for a second completion, were there one
-        dropped = metric(grid, "dispatcher", "smartgrid_dispatcher_duplicates_total")
+            await wait_until(
+                lambda: ids <= state.by_kind[EventKind.COMPLETED],
+                "every twin completed",
+                timeout=60,
+            )
+            # Once the dispatcher dropped every copy, no copy is left to complete a second time.
+            duplicates = "smartgrid_dispatcher_duplicates_total"
+            await wait_until(
+                lambda: metric(grid, "dispatcher", duplicates) >= 2 * len(twins),
+                f"the dispatcher to drop all {2 * len(twins)} copies",
+                timeout=30,
+                blocking=True,
+                detail=lambda: f"dropped {metric(grid, 'dispatcher', duplicates):g}",
+            )
+        dropped = metric(grid, "dispatcher", duplicates)
         left = await drained(grid.settings, topology)
     # Then every one completed, exactly once, and the dispatcher dropped the copies
     assert ids <= state.by_kind[EventKind.COMPLETED]

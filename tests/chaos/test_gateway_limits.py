@@ -24,6 +24,7 @@ import pytest
 from contracts import Topology
 from loadgen.grid import free_ports, metric_value
 from messaging import AmqpSettings, Session
+from tests.helpers import wait_until_sync
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -80,14 +81,19 @@ def gateway(
         )
     gw = Gateway(port, proc.pid, log)
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def healthy() -> bool:
             assert proc.poll() is None, f"gateway exited:\n{log.read_text()[-3000:]}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{gw.url}/healthz", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, f"gateway not healthy:\n{log.read_text()[-3000:]}"
-            time.sleep(0.2)
+            return httpx.get(f"{gw.url}/healthz", timeout=2).status_code == 200
+
+        wait_until_sync(
+            healthy,
+            "the gateway's /healthz to answer 200",
+            timeout=30,
+            poll=0.2,
+            ignore=(httpx.HTTPError,),
+            detail=lambda: log.read_text()[-3000:],
+        )
         yield gw
     finally:
         proc.terminate()
@@ -270,13 +276,11 @@ def test_connections_beyond_the_limit_are_refused(
             held[0].sendall(get)
             assert status_of(read_response(held[0])) == 200
         # The held connections are closed: places are free again (once the gateway noticed).
-        deadline = time.monotonic() + SLACK_S
-        while (
-            status_of(
-                exchange(gw.port, get.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"), 5)
-            )
-            != 200
-        ):
-            assert time.monotonic() < deadline, "no place freed"
-            time.sleep(0.1)
+        closing = get.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+        wait_until_sync(
+            lambda: status_of(exchange(gw.port, closing, 5)) == 200,
+            "a place freed (a 200 on a new connection)",
+            timeout=SLACK_S,
+            poll=0.1,
+        )
         assert gw.metric("smartgrid_gateway_refused_connections_total", status="503") >= 5

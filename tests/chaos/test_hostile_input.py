@@ -21,8 +21,7 @@ from loadgen.run import RunOptions, run_load
 from messaging import AmqpSettings, Session
 from messaging.publishing import REASON_HEADER
 from tests.chaos.harness import IDS, build_report, chaos_grid, loadgen_settings, score
-from tests.conftest import register_substations
-from tests.helpers import collect
+from tests.helpers import collect, register_substations
 
 POISON: dict[str, bytes] = {
     "not json": b"\x00\xffnot json at all",

@@ -30,10 +30,8 @@ from tests.chaos.harness import (
     metric,
     metric_sum,
     score,
-    wait_for,
 )
-from tests.conftest import register_substations
-from tests.helpers import collect
+from tests.helpers import collect, register_substations, wait_until
 from tests.management import get, management_client, vhost_of
 
 GHOST_HZ = 10.0
@@ -94,11 +92,24 @@ async def test_a_ghost_substation_heartbeating_at_10_hz_costs_no_request(
                 await session.publish(
                     topology.heartbeats_exchange, "", fake_beat("ghost", seq), persistent=False
                 )
-                await asyncio.sleep(1 / GHOST_HZ)
+                await asyncio.sleep(1 / GHOST_HZ)  # the ghost's rate is the attack
 
         ghost = asyncio.create_task(haunt())
         try:
-            await asyncio.sleep(1.0)  # haunting before the first request
+            # Haunting before the first request: the dispatcher has heard the ghost.
+            await wait_until(
+                lambda: (
+                    metric(
+                        grid,
+                        "dispatcher",
+                        "smartgrid_dispatcher_heartbeats_total",
+                        outcome="no_queue",
+                    )
+                    >= 1
+                ),
+                "the dispatcher to refuse the ghost's heartbeat (no queue)",
+                blocking=True,
+            )
             result = await load_with_fault(
                 grid, nothing, requests=300, rate=150, via="amqp", settle_s=120
             )
@@ -240,7 +251,13 @@ async def test_a_dead_worker_with_a_long_heartbeat_interval_has_its_queue_taken_
             grid.send_signal(f"worker-{victim}", signal.SIGKILL)
             forgotten = "smartgrid_dispatcher_substations"
             gone.append(
-                await wait_for(lambda: metric_sum(grid, "dispatcher", forgotten) == 2, 60, 0.2)
+                await wait_until(
+                    lambda: metric_sum(grid, "dispatcher", forgotten) == 2,
+                    f"the dispatcher to forget {victim} (2 substations left)",
+                    timeout=60,
+                    poll=0.2,
+                    blocking=True,
+                )
             )
 
         result = await load_with_fault(grid, kill, requests=150, rate=25)
@@ -326,7 +343,7 @@ async def test_the_delivery_limit_dead_letters_nothing_silently(
                 delivery.nack(requeue=True)
 
             tag = await session.consume(queue, broken)
-            await wait_for(lambda: bounced > 20, 30)
+            await wait_until(lambda: bounced > 20, "the orphan bounced 20 times", timeout=30)
             await session.cancel(tag)
             got = await collect(session, events, 1, timeout=20)
         finally:

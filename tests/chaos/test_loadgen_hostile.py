@@ -31,6 +31,7 @@ import pytest
 from contracts import ChargeEvent, ChargeRequest, DispatchIntent, EventKind, Heartbeat, Topology
 from contracts.messages import Route
 from messaging import AmqpSettings, Delivery, Session
+from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOOD = 5000
@@ -60,11 +61,20 @@ class Loadgen:
         return self.err_path.read_text(errors="replace")
 
     async def wait_for_output(self, text: str, within_s: float = 60) -> None:
-        deadline = time.monotonic() + within_s
-        while text not in self.stdout:
-            if self.proc.returncode is not None or time.monotonic() > deadline:
-                raise AssertionError(f"no {text!r} from loadgen:\n{self.stdout[-2000:]}")
-            await asyncio.sleep(0.1)
+        def printed() -> bool:
+            if text in self.stdout:
+                return True
+            code = self.proc.returncode
+            assert code is None, f"loadgen exited {code} before printing {text!r}:\n{self.stdout}"
+            return False
+
+        await wait_until(
+            printed,
+            f"{text!r} from loadgen",
+            timeout=within_s,
+            poll=0.1,
+            detail=lambda: self.stdout[-2000:],
+        )
 
     async def ended_within(self, seconds: float) -> tuple[int, float]:
         """(exit code, seconds it took); kills it (by its pid) and fails if it is not done."""
@@ -130,7 +140,7 @@ async def flood_heartbeats(settings: AmqpSettings, topology: Topology) -> float:
             )
             body = hb.model_dump_json().encode()
             confirms.append(session.publish(topology.heartbeats_exchange, "", body))
-            if i % 100 == 99:
+            if i % 100 == 99:  # the flood's rate: FLOOD heartbeats spread over FLOOD_S
                 await asyncio.sleep(FLOOD_S / FLOOD * 100)
         await asyncio.gather(*confirms)
     finally:
@@ -150,6 +160,7 @@ class FreezingProxy:
         self._writers: list[asyncio.StreamWriter] = []
         self._server: asyncio.Server | None = None
         self.port = 0
+        self.held = 0  # reads held back since the freeze (a client waiting on the broker)
 
     async def start(self) -> FreezingProxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -174,6 +185,8 @@ class FreezingProxy:
                 data = await src.read(65536)
                 if not data:
                     break
+                if not self.flowing.is_set():
+                    self.held += 1
                 await self.flowing.wait()  # what was read as it froze is held too
                 dst.write(data)
                 await dst.drain()
@@ -283,7 +296,7 @@ async def test_sigterm_mid_run_ends_it_within_seconds_with_the_report_so_far(
         await run.wait_for_output("sent ")
         await flood_heartbeats(amqp_settings, topology)
         proxy.freeze()
-        await asyncio.sleep(1)
+        await wait_until(lambda: proxy.held > 0, "loadgen to send to the frozen broker")
         # When it gets SIGTERM
         run.proc.send_signal(signal.SIGTERM)
         code, took = await run.ended_within(SIGTERM_ENDS_WITHIN_S)

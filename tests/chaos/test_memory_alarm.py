@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from gateway import AmqpRequestPublisher, GatewaySettings, create_app
+from tests.helpers import wait_until
 from tests.private_broker import private_broker
 
 BODY = {"vehicle_id": "EV-ALARM", "energy_kwh": 20, "max_power_kw": 11}
@@ -39,31 +40,31 @@ async def test_a_memory_alarm_gets_503_in_time_and_recovers() -> None:
                     r = await client.post("/v1/charge-requests", json=BODY)
                     return r.status_code, time.monotonic() - started
 
-                deadline = time.monotonic() + 30
-                while not publisher.connected and time.monotonic() < deadline:
-                    await asyncio.sleep(0.1)
+                await wait_until(lambda: publisher.connected, "the gateway to connect", timeout=30)
                 assert (await post())[0] == 202
-                # When the broker raises a memory alarm, publishes are blocked
+                # When the broker raises a memory alarm (in effect when this returns), publishes
+                # are blocked
                 await asyncio.to_thread(broker.memory_alarm, True)
-                await asyncio.sleep(0.5)
                 status, took = await post()
                 # Then the request gets 503 when its confirm does not come, not a hang
                 assert status == 503
                 assert took < CONFIRM_TIMEOUT_S + 1.5
                 # And the blocked connection is given up (and a new one tried), while requests
                 # keep getting 503 in time
-                await asyncio.sleep(BLOCKED_TIMEOUT_S + 1)
-                assert publisher.connections_made >= 2
+                await wait_until(
+                    lambda: publisher.connections_made >= 2,
+                    "the blocked connection given up and another one made",
+                    timeout=BLOCKED_TIMEOUT_S + 1,
+                )
                 status, took = await post()
                 assert status == 503
                 assert took < CONFIRM_TIMEOUT_S + 1.5
                 # When the alarm clears, the gateway reconnects and accepts again
                 await asyncio.to_thread(broker.memory_alarm, False)
-                deadline = time.monotonic() + 30
-                status = 0
-                while status != 202 and time.monotonic() < deadline:
-                    status = (await post())[0]
-                    await asyncio.sleep(0.2)
-                assert status == 202
+
+                async def accepted() -> bool:
+                    return (await post())[0] == 202
+
+                await wait_until(accepted, "a 202 after the alarm cleared", timeout=30, poll=0.2)
         finally:
             await publisher.stop()

@@ -21,9 +21,8 @@ from tests.chaos.harness import (
     metric,
     metric_sum,
     score,
-    wait_for,
 )
-from tests.conftest import register_substations
+from tests.helpers import register_substations, wait_until
 
 VICTIM = "s600"
 
@@ -40,7 +39,12 @@ async def test_kill_9_a_worker_under_load(
             grid.send_signal(f"worker-{VICTIM}", signal.SIGKILL)
             stale = "smartgrid_dispatcher_substations"
             out_of_rotation.append(
-                await wait_for(lambda: metric(grid, "dispatcher", stale, state="stale") >= 1, 15)
+                await wait_until(
+                    lambda: metric(grid, "dispatcher", stale, state="stale") >= 1,
+                    f"the dispatcher to count {VICTIM} stale",
+                    timeout=15,
+                    blocking=True,
+                )
             )
 
         # Given steady load, when the biggest worker is killed -9 three seconds in
@@ -103,7 +107,13 @@ async def test_kill_9_the_active_dispatcher_and_the_standby_takes_over(
             assert counts[standby] == 0  # single active consumer: only one dispatches
             grid.send_signal(active, signal.SIGKILL)
             takeover.append(
-                await wait_for(lambda: metric_sum(grid, standby, decisions) > 0, 30, 0.02)
+                await wait_until(
+                    lambda: metric_sum(grid, standby, decisions) > 0,
+                    f"{standby} (the standby) to decide",
+                    timeout=30,
+                    poll=0.02,
+                    blocking=True,
+                )
             )
 
         result = await load_with_fault(grid, kill_active)

@@ -3,34 +3,12 @@ missing tool fails the test loudly; elsewhere the test is skipped with how to ge
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy"
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def missing(what: str, how: str) -> None:
-    message = f"{what} is not installed ({how})"
-    if in_ci():
-        pytest.fail(message + "; .ci/run installs it", pytrace=False)
-    pytest.skip(message)
-
-
-def require(binary: str, how: str) -> str:
-    found = shutil.which(binary) or shutil.which(binary, path="/usr/bin:/usr/local/bin")
-    if found is None:
-        missing(binary, how)
-        raise AssertionError("unreachable")
-    return found
+from tests.helpers import REPO, missing
 
 
 def _works(cmd: list[str]) -> bool:

@@ -16,7 +16,7 @@ import yaml
 
 from contracts.definitions import password_env_var, roles
 from contracts.topology import Topology
-from tests.deploy.conftest import DEPLOY, REPO
+from tests.helpers import DEPLOY, REPO
 
 SMARTGRID_COMMANDS = ("smartgrid-gateway", "smartgrid-dispatcher", "smartgrid-worker")
 

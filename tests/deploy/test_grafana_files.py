@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from tests.deploy.conftest import DEPLOY
+from tests.helpers import DEPLOY
 
 GRAFANA = DEPLOY / "grafana"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from loadgen import local_prometheus
-from tests.deploy.conftest import DEPLOY, require
+from tests.helpers import DEPLOY, require
 
 PROM = DEPLOY / "prometheus"
 PROMTOOL_HOW = "Debian: apt-get install prometheus"

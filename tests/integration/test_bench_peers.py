@@ -17,9 +17,9 @@ from bench.throughput.peers import missing_frameworks
 from bench.throughput.relay import SUBSTATIONS, relay_args
 from contracts import Topology
 from messaging import AmqpSettings, Session
-from tests.conftest import register_substations
+from tests.helpers import register_substations
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = pytest.mark.timeout(60)
 
 N = 400
 

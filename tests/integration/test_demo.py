@@ -14,8 +14,6 @@ import pytest
 from contracts import Topology
 from messaging import AmqpSettings, FatalBrokerError, Session
 
-pytestmark = pytest.mark.integration
-
 REQUESTS = 90
 
 

@@ -26,10 +26,7 @@ from dispatcher.service import Dispatcher, build_dispatcher
 from dispatcher.settings import DispatcherSettings
 from messaging import AmqpSettings, Session
 from messaging.publishing import REASON_HEADER
-from tests.conftest import register_substations
-from tests.helpers import collect, wait_until
-
-pytestmark = pytest.mark.integration
+from tests.helpers import collect, register_substations, wait_until
 
 
 @contextlib.asynccontextmanager
@@ -81,7 +78,7 @@ async def test_poison_is_dead_lettered_with_a_reason_and_valid_requests_behind_i
     await declare_substations(session, topology, ["s1"])
     async with running_dispatcher(amqp_settings, topology) as dispatcher:
         await heartbeat(session, topology, "s1", 1000, seq=1)
-        await wait_until(lambda: dispatcher.table.get("s1") is not None)
+        await wait_until(lambda: dispatcher.table.get("s1") is not None, "s1 admitted")
         # When garbage and then valid requests are published straight to <ns>.requests
         poison = [b"not json", b'{"vehicle_id": "EV-x", "energy_kwh": -5, "max_power_kw": 11}']
         for body in poison:
@@ -115,13 +112,13 @@ async def test_requests_stay_in_the_queue_while_no_substation_has_room(
         reqs = [request(i) for i in range(30)]
         for r in reqs:
             await session.publish(topology.requests_exchange, "", r.model_dump_json().encode())
-        await wait_until(lambda: len(dispatcher.held) == 5)
+        await wait_until(lambda: len(dispatcher.held) == 5, "5 requests held")
         assert await session.queue_depth(topology.substation_queue("tiny")) == 0
         assert await session.queue_depth(topology.requests_queue) == 25
         # A 22 kW substation, held at 1 x capacity: room for 2 cars of 11 kW, then it holds again
         await heartbeat(session, topology, "tiny", 22, seq=1)
-        await wait_until(lambda: dispatcher.table.get("tiny") is not None)
-        await wait_until(lambda: len(dispatcher.held) == 5)
+        await wait_until(lambda: dispatcher.table.get("tiny") is not None, "tiny admitted")
+        await wait_until(lambda: len(dispatcher.held) == 5, "5 requests held")
         got = await collect(session, topology.substation_queue("tiny"), 2, timeout=3)
         assert len(got) == 2
         assert await session.queue_depth(topology.substation_queue("tiny")) == 0
@@ -146,8 +143,11 @@ async def test_a_ghost_substation_is_never_routed_to_nor_given_a_queue(
         for seq in range(1, 4):
             await heartbeat(session, topology, "ghost", 100_000, seq=seq)
         await heartbeat(session, topology, "s1", 1000, seq=1)
-        await wait_until(lambda: dispatcher.table.get("s1") is not None)
-        await wait_until(lambda: dispatcher.metrics.heartbeats.labels("no_queue")._value.get() >= 1)
+        await wait_until(lambda: dispatcher.table.get("s1") is not None, "s1 admitted")
+        await wait_until(
+            lambda: dispatcher.metrics.heartbeats.labels("no_queue")._value.get() >= 1,
+            "the ghost refused for want of a queue",
+        )
         # When requests arrive (the ghost, far bigger, would be the policy's choice)
         reqs = [request(i) for i in range(10)]
         for r in reqs:
@@ -174,7 +174,7 @@ async def test_a_returned_assignment_costs_its_request_no_delivery(
     async with running_dispatcher(amqp_settings, topology) as dispatcher:
         await heartbeat(session, topology, "big", 10_000, seq=1)
         await heartbeat(session, topology, "small", 100, seq=1)
-        await wait_until(lambda: len(dispatcher.table) == 2)
+        await wait_until(lambda: len(dispatcher.table) == 2, "both substations admitted")
         # When big's queue disappears (an operator deleted it) and a request comes
         await session.delete_queue(topology.substation_queue("big"))
         r = request(1)
@@ -187,14 +187,18 @@ async def test_a_returned_assignment_costs_its_request_no_delivery(
         assert await session.queue_depth(topology.requests_queue) == 0
         assert dispatcher.table.get("big") is None
         # And big comes back once its queue exists and it heartbeats again
+        no_queue = dispatcher.metrics.heartbeats.labels("no_queue")
+        refused = no_queue._value.get()
         await heartbeat(session, topology, "big", 10_000, seq=2)
-        await asyncio.sleep(0.5)
-        assert dispatcher.table.get("big") is None  # probed: no queue yet
+        await wait_until(
+            lambda: no_queue._value.get() > refused, "big's heartbeat refused: it has no queue"
+        )
+        assert dispatcher.table.get("big") is None
         await session.declare_queue(topology.substation_queue_spec("big"))
         await session.bind(topology.substation_binding("big"))
         dispatcher._no_queue.clear()  # (rather than wait out the re-check interval)
         await heartbeat(session, topology, "big", 10_000, seq=3)
-        await wait_until(lambda: dispatcher.table.get("big") is not None)
+        await wait_until(lambda: dispatcher.table.get("big") is not None, "big admitted again")
 
 
 async def test_a_retry_with_another_body_is_a_conflict_rejected_with_the_reason(
@@ -209,7 +213,7 @@ async def test_a_retry_with_another_body_is_a_conflict_rejected_with_the_reason(
     conflicting = first.model_copy(update={"energy_kwh": 250.0})
     async with running_dispatcher(amqp_settings, topology) as dispatcher:
         await heartbeat(session, topology, "s1", 1000, seq=1)
-        await wait_until(lambda: dispatcher.table.get("s1") is not None)
+        await wait_until(lambda: dispatcher.table.get("s1") is not None, "s1 admitted")
         for r in (first, first, conflicting):
             await session.publish(topology.requests_exchange, "", r.model_dump_json().encode())
         got = await collect(session, topology.substation_queue("s1"), 2, timeout=3)
@@ -234,11 +238,14 @@ async def test_a_request_without_id_keeps_one_id_across_copies(
     body = b'{"vehicle_id": "EV-raw", "energy_kwh": 20, "max_power_kw": 11}'
     async with running_dispatcher(amqp_settings, topology) as dispatcher:
         await heartbeat(session, topology, "s1", 1000, seq=1)
-        await wait_until(lambda: dispatcher.table.get("s1") is not None)
+        await wait_until(lambda: dispatcher.table.get("s1") is not None, "s1 admitted")
         # When the same message arrives twice (a redelivery looks just like this)
         for _ in range(2):
             await session.publish(topology.requests_exchange, "", body)
-        await wait_until(lambda: dispatcher.metrics.duplicates._value.get() == 1)
+        await wait_until(
+            lambda: dispatcher.metrics.duplicates._value.get() == 1,
+            "the copy counted as a duplicate",
+        )
         # Then one assignment reaches the substation, under an id derived from the message
         got = await collect(session, topology.substation_queue("s1"), 2, timeout=3)
         assert len(got) == 1
@@ -266,7 +273,7 @@ async def test_one_intent_announces_a_whole_batch_before_its_assignments(
     async with running_dispatcher(amqp_settings, topology) as dispatcher:
         for r in reqs:
             await session.publish(topology.requests_exchange, "", r.model_dump_json().encode())
-        await wait_until(lambda: len(dispatcher.held) == len(reqs))
+        await wait_until(lambda: len(dispatcher.held) == len(reqs), "every request held")
         # When a substation with room for all of them heartbeats
         await heartbeat(session, topology, "s1", 10_000, seq=1)
         got = await collect(session, topology.substation_queue("s1"), len(reqs))
@@ -292,7 +299,7 @@ async def test_per_request_dispatched_events_when_asked_for(
     reqs = [request(i) for i in range(5)]
     async with running_dispatcher(amqp_settings, topology, dispatch_events=True) as dispatcher:
         await heartbeat(session, topology, "s1", 1000, seq=1)
-        await wait_until(lambda: dispatcher.table.get("s1") is not None)
+        await wait_until(lambda: dispatcher.table.get("s1") is not None, "s1 admitted")
         for r in reqs:
             await session.publish(topology.requests_exchange, "", r.model_dump_json().encode())
         await collect(session, topology.substation_queue("s1"), len(reqs))
@@ -312,7 +319,7 @@ async def test_a_request_another_dispatcher_announced_goes_where_it_said(
     async with running_dispatcher(amqp_settings, topology) as dispatcher:
         await heartbeat(session, topology, "s1", 100, seq=1)
         await heartbeat(session, topology, "s2", 10_000, seq=1)
-        await wait_until(lambda: len(dispatcher.table) == 2)
+        await wait_until(lambda: len(dispatcher.table) == 2, "both substations admitted")
         # When another dispatcher (since gone) had announced that r goes to s1
         said: DispatchIntent | ChargeEvent
         if form == "DispatchIntent":
@@ -325,7 +332,8 @@ async def test_a_request_another_dispatcher_announced_goes_where_it_said(
             key = topology.event_routing_key(EventKind.DISPATCHED)
         await session.publish(topology.events_exchange, key, said.model_dump_json().encode())
         await wait_until(
-            lambda: (dispatcher.ledger.route(r.request_id.int) or ())[:2] == ("s1", False)
+            lambda: (dispatcher.ledger.route(r.request_id.int) or ())[:2] == ("s1", False),
+            "the gone dispatcher's intent for r heard",
         )
         # and r comes to this one (a redelivery after the other's crash looks just like it)
         await session.publish(topology.requests_exchange, "", r.model_dump_json().encode())
@@ -349,7 +357,7 @@ async def test_after_a_reconnect_a_request_goes_back_where_a_copy_may_be(
     async with running_dispatcher(amqp_settings, topology) as dispatcher:
         for sid in ("s1", "s2"):
             await heartbeat(session, topology, sid, 1000, seq=1)
-        await wait_until(lambda: len(dispatcher.table) == 2)
+        await wait_until(lambda: len(dispatcher.table) == 2, "both substations admitted")
         intent = DispatchIntent(
             dispatcher="smartgrid-dispatcher-gone",
             routes=[Route(request_id=r.request_id, substation_id="s1")],
@@ -358,18 +366,26 @@ async def test_after_a_reconnect_a_request_goes_back_where_a_copy_may_be(
             topology.events_exchange, topology.intent_routing_key, intent.model_dump_json().encode()
         )
         await wait_until(
-            lambda: (dispatcher.ledger.route(r.request_id.int) or ())[:2] == ("s1", False)
+            lambda: (dispatcher.ledger.route(r.request_id.int) or ())[:2] == ("s1", False),
+            "the gone dispatcher's intent for r heard",
         )
         # When its connection is gone for longer than a substation's stale window (3 intervals)
-        await asyncio.sleep(3.2)
+        await wait_until(
+            lambda: (
+                not any(dispatcher.table.is_fresh(s, dispatcher.clock()) for s in dispatcher.table)
+            ),
+            "s1 and s2 stale for the dispatcher (silent for 3 intervals)",
+        )
         assert dispatcher.link.session is not None
         connects = dispatcher.link.connects
         await dispatcher.link.session.close()
-        await wait_until(lambda: dispatcher.link.connects > connects)
+        await wait_until(lambda: dispatcher.link.connects > connects, "the dispatcher reconnected")
         # and, once back, it hears s2 first, and r is redelivered to it
         s2 = dispatcher.table.get("s2")
         await heartbeat(session, topology, "s2", 1000, seq=2)
-        await wait_until(lambda: s2 is not dispatcher.table.get("s2"))
+        await wait_until(
+            lambda: s2 is not dispatcher.table.get("s2"), "s2 heard after the reconnect"
+        )
         await session.publish(topology.requests_exchange, "", r.model_dump_json().encode())
         got = await collect(session, topology.substation_queue("s1"), 1, timeout=5)
     # Then r went to s1 again, where the copy may be (s1's worker drops one), not to s2

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 
 import pytest
@@ -17,9 +16,7 @@ from contracts import EventKind, Topology
 from loadgen.grid import LocalGrid
 from loadgen.observe import GridObserver
 from messaging import AmqpSettings
-from tests.conftest import register_substations
-
-pytestmark = pytest.mark.integration
+from tests.helpers import register_substations, wait_until
 
 
 def _amqp_publish() -> str:
@@ -55,12 +52,14 @@ async def _follow(
         # energy_kwh missing: not a ChargeRequest
         malformed = {"request_id": str(bad), "vehicle_id": "C-CLIENT-2", "max_power_kw": 11}
         _publish(tool, settings, topology.requests_exchange, json.dumps(malformed))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (
-            valid in state.by_kind[EventKind.COMPLETED]
-            and bad in state.by_kind[EventKind.DEAD_LETTERED]
-        ):
-            await asyncio.sleep(0.1)
+        await wait_until(
+            lambda: (
+                valid in state.by_kind[EventKind.COMPLETED]
+                and bad in state.by_kind[EventKind.DEAD_LETTERED]
+            ),
+            "the valid request completed and the malformed one dead-lettered",
+            timeout=30,
+        )
         return state.by_kind
 
 

@@ -20,9 +20,7 @@ from loadgen.observe import GridObserver
 from loadgen.run import RunOptions, RunResult, run_load
 from loadgen.state import GridState
 from messaging import AmqpSettings
-from tests.conftest import register_substations
-
-pytestmark = pytest.mark.integration
+from tests.helpers import register_substations, wait_until
 
 SUBSTATIONS = (
     SubstationSpec("s150", 150.0, 8),
@@ -96,9 +94,16 @@ async def _drive(grid: LocalGrid, until: EventKind) -> GridRun:
         return s.accepted <= s.by_kind[until] or s.all_accepted_settled()
 
     result = await run_load(grid.settings, options, state=state, settled=reached)
-    # One more heartbeat interval: the last heartbeats after the last completion.
+    # The last heartbeats: one from every substation after the last completion.
+    heard = len(state.all_heartbeats)
     async with GridObserver(grid.settings, Topology(grid.namespace), state):
-        await asyncio.sleep(1.5)
+        await wait_until(
+            lambda: (
+                {hb.substation_id for hb in state.all_heartbeats[heard:]}
+                >= {s.id for s in SUBSTATIONS}
+            ),
+            "a heartbeat from every substation after the last completion",
+        )
     run = GridRun(grid.policy, state, result, state.all_heartbeats, elapsed_s=result.elapsed_s)
     async with httpx.AsyncClient(timeout=5) as client:
         text = (await client.get(grid.metrics_urls["dispatcher"])).text

@@ -27,9 +27,7 @@ from loadgen.report import Report, build_report
 from loadgen.run import RunOptions, run_load
 from loadgen.settings import LoadgenSettings
 from messaging import AmqpSettings, Session
-from tests.conftest import register_substations
-
-pytestmark = pytest.mark.integration
+from tests.helpers import register_substations, wait_until
 
 # The demo's three substations: 150/300/600 kW, 8/16/32 bays.
 SUBSTATIONS = DEMO_SUBSTATIONS
@@ -195,8 +193,21 @@ async def test_a_worker_stopped_half_way_is_accounted_for(
         victim = "s600"
         last_seen: dict[str, tuple[float, float]] = {}
 
+        def victim_holds_work() -> bool:
+            text = httpx.get(grid.metrics_urls[f"worker-{victim}"], timeout=5).text
+            labels = {"substation": victim}
+            done = metric_value(text, "smartgrid_substation_sessions_completed_total", labels)
+            active = metric_value(text, "smartgrid_substation_active_sessions", labels)
+            return (done or 0) >= 5 and (active or 0) >= 1
+
         async def stop_victim_half_way() -> None:
-            await asyncio.sleep(4)
+            await wait_until(
+                victim_holds_work,
+                f"{victim} charging, 5 sessions done",
+                timeout=30,
+                poll=0.2,
+                blocking=True,
+            )
             last_seen.update(await asyncio.to_thread(worker_totals, grid))
             grid.send_signal(f"worker-{victim}", signal.SIGKILL)
 
@@ -204,7 +215,7 @@ async def test_a_worker_stopped_half_way_is_accounted_for(
         options = RunOptions(
             rate=25, requests=200, seed=5, settle_s=60, gateway_url=grid.gateway_url
         )
-        # When 200 requests go out over 8 s and the biggest worker is killed after 4 s
+        # When 200 requests go out over 8 s and the biggest worker is killed while it charges
         result = await run_load(settings, options)
         await killer
         report = build_report(result, IDS)

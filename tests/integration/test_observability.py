@@ -11,7 +11,6 @@ import json
 import math
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,10 +29,8 @@ from loadgen.report import Report, build_report
 from loadgen.run import RunOptions, run_load
 from loadgen.settings import LoadgenSettings
 from messaging import AmqpSettings, Session
-from tests.deploy.conftest import DEPLOY, require
+from tests.helpers import DEPLOY, require, wait_until_sync
 from tests.management import get, management_client, vhost_of
-
-pytestmark = pytest.mark.integration
 
 # The demo's three substations: 150/300/600 kW, 8/16/32 bays.
 SUBSTATIONS = DEMO_SUBSTATIONS
@@ -93,17 +90,19 @@ class PromClient:
 
 
 def _wait_ready(prom: PromClient, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"prometheus exited {proc.returncode}:\n{log.read_text()[-2000:]}")
-        try:
-            if prom.http.get("/-/ready").status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"prometheus not ready within 30 s:\n{log.read_text()[-2000:]}")
+        return prom.http.get("/-/ready").status_code == 200
+
+    wait_until_sync(
+        ready,
+        "prometheus to be ready",
+        timeout=30,
+        poll=0.2,
+        ignore=(httpx.HTTPError,),
+        detail=lambda: log.read_text()[-2000:],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -169,11 +168,12 @@ def _observe(grid: LocalGrid, namespace: str, prom: PromClient, settings: AmqpSe
     driver.start()
     seen: dict[str, int] = {}
     queries = [expand(q, namespace) for _, q in dashboard_queries()]
-    # Sample the dashboard while the load runs, as someone watching it would.
+    # Sample the dashboard while the load runs, as someone watching it would: once a second
+    # (Prometheus scrapes every second), until the load ends.
     while driver.is_alive():
         for q in queries:
             seen[q] = max(seen.get(q, 0), len(prom.finite(q)))
-        time.sleep(1.0)
+        driver.join(timeout=1.0)
     driver.join()
     if failed:
         raise failed[0]

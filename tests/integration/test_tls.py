@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +12,8 @@ import pytest
 import trustme
 
 from messaging import AmqpSettings, FatalBrokerError, Session
+from tests.helpers import wait_until_sync
 from tests.private_broker import PrivateBroker, private_broker
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +30,18 @@ def broker(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     server.cert_chain_pems[0].write_to_path(str(paths[1]))
     server.private_key_pem.write_to_path(str(paths[2]))
     with private_broker(tls=paths) as b:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", b.amqps_port), 0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+
+        def amqps_open() -> bool:
+            socket.create_connection(("127.0.0.1", b.amqps_port), 0.5).close()
+            return True
+
+        wait_until_sync(
+            amqps_open,
+            f"the private broker's AMQPS port {b.amqps_port}",
+            timeout=30,
+            poll=0.2,
+            ignore=(OSError,),
+        )
         yield b
 
 

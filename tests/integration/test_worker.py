@@ -8,9 +8,8 @@ import json
 import os
 import signal
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
@@ -24,22 +23,11 @@ from messaging import AmqpSettings, Delivery, Session
 from messaging.publishing import REASON_HEADER
 from substation_worker.service import WorkerService
 from substation_worker.settings import WorkerSettings
-from tests.conftest import register_substations
-
-pytestmark = pytest.mark.integration
+from tests.helpers import register_substations, wait_until
 
 SID = "s1"
 CAPACITY_KW = 100.0
 BAYS = 2
-
-
-async def eventually(check: Callable[[], bool], what: str, within_s: float = 15.0) -> None:
-    """Wait until ``check()`` holds, failing with ``what`` after ``within_s``."""
-    deadline = time.monotonic() + within_s
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {within_s}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class Inbox:
@@ -144,7 +132,7 @@ async def test_assignments_complete_within_capacity(
         await publish(session, topology, *(a.model_dump_json().encode() for a in sent))
 
         # Then each starts and completes once, with the energy it asked for
-        await eventually(lambda: len(events.events(EventKind.COMPLETED)) == 6, "6 completed")
+        await wait_until(lambda: len(events.events(EventKind.COMPLETED)) == 6, "6 completed")
         for a in sent:
             rid = a.request.request_id
             (done,) = events.events(EventKind.COMPLETED, rid)
@@ -152,7 +140,7 @@ async def test_assignments_complete_within_capacity(
             assert done.substation_id == SID
             assert len(events.events(EventKind.STARTED, rid)) == 1
         # ... the heartbeats showed load, never above capacity nor more sessions than bays
-        await eventually(lambda: len(beats.deliveries) >= 3, "heartbeats")
+        await wait_until(lambda: len(beats.deliveries) >= 3, "heartbeats")
         hbs = beats.heartbeats()
         assert all(h.substation_id == SID and h.capacity_kw == CAPACITY_KW for h in hbs)
         assert all(h.load_kw <= h.capacity_kw for h in hbs)
@@ -193,12 +181,12 @@ async def test_duplicate_assignment_completes_once(
             return len({e.event_id for e in events.events(EventKind.COMPLETED, request_id)})
 
         # Then the copy is acked as a duplicate and the request charges once
-        await eventually(
+        await wait_until(
             lambda: metric(registry, "smartgrid_substation_duplicates_total") == 1, "a duplicate"
         )
         # (A copy that arrives after the first completed gets the same completed event again,
         # same event_id, for a follower that missed it: followers count distinct event ids.)
-        await eventually(lambda: completions() == 2, "2 completed")
+        await wait_until(lambda: completions() == 2, "2 completed")
         assert completions(rid) == 1
         assert len(events.events(EventKind.STARTED, rid)) == 1
 
@@ -206,7 +194,7 @@ async def test_duplicate_assignment_completes_once(
         await publish(session, topology, twice)
 
         # Then it is remembered as completed and acked without a second session
-        await eventually(
+        await wait_until(
             lambda: metric(registry, "smartgrid_substation_duplicates_total") == 2, "2 duplicates"
         )
         assert len(events.events(EventKind.STARTED, rid)) == 1
@@ -238,16 +226,16 @@ async def test_invalid_assignment_is_dead_lettered_and_work_goes_on(
         )
 
         # Then both land in the dead queue with the reason
-        await eventually(lambda: len(dead.deliveries) == 2, "2 dead-lettered messages")
+        await wait_until(lambda: len(dead.deliveries) == 2, "2 dead-lettered messages")
         reasons = {d.body: str(d.headers[REASON_HEADER]) for d in dead.deliveries}
         assert "json" in reasons[b"not json at all"].lower()
         assert "energy_kwh" in reasons[json.dumps(doc).encode()]
         # ... the readable one is reported as a dead_lettered event
-        await eventually(
+        await wait_until(
             lambda: len(events.events(EventKind.DEAD_LETTERED, bad_rid)) == 1, "dead_lettered"
         )
         # ... and the worker keeps serving
-        await eventually(
+        await wait_until(
             lambda: len(events.events(EventKind.COMPLETED, valid.request.request_id)) == 1,
             "the valid assignment completed",
         )
@@ -270,11 +258,11 @@ async def test_an_assignment_for_another_substation_is_handed_back_not_served(
         await publish(session, topology, stray.model_dump_json().encode(),
                       own.model_dump_json().encode())  # fmt: skip
         # Then its own completes, and the stray's request waits in <ns>.requests, unserved
-        await eventually(
+        await wait_until(
             lambda: len(events.events(EventKind.COMPLETED, own.request.request_id)) == 1,
             "its own assignment completed",
         )
-        await eventually(
+        await wait_until(
             lambda: metric(registry, "smartgrid_substation_misaddressed_total") == 1,
             "the stray handed back",
         )
@@ -309,15 +297,15 @@ async def test_connection_loss_redelivers_and_completes_each_once(
         )
         sent = [make_assignment(energy_kwh=10, max_power_kw=50) for _ in range(BAYS)]
         await publish(session, topology, *(a.model_dump_json().encode() for a in sent))
-        await eventually(lambda: len(events.events(EventKind.STARTED)) == BAYS, "both started")
+        await wait_until(lambda: len(events.events(EventKind.STARTED)) == BAYS, "both started")
 
         # When the worker's connection drops mid-session
         assert service.link.session is not None
         await service.link.session.close()
 
         # Then it reconnects, the broker redelivers, and each request completes exactly once
-        await eventually(lambda: service.link.connects == 2, "a reconnect")
-        await eventually(lambda: len(events.events(EventKind.COMPLETED)) == BAYS, "completed")
+        await wait_until(lambda: service.link.connects == 2, "a reconnect")
+        await wait_until(lambda: len(events.events(EventKind.COMPLETED)) == BAYS, "completed")
         for a in sent:
             rid = a.request.request_id
             assert len(events.events(EventKind.STARTED, rid)) == 2
@@ -351,7 +339,7 @@ async def test_cli_process_heartbeats_and_exits_0_on_sigterm(
     )
     try:
         # When it runs, it heartbeats
-        await eventually(lambda: len(beats.deliveries) > 0, "a heartbeat from the CLI worker")
+        await wait_until(lambda: len(beats.deliveries) > 0, "a heartbeat from the CLI worker")
         (hb, *_) = beats.heartbeats()
         assert (hb.substation_id, hb.capacity_kw, hb.bays, hb.status) == ("cli-1", 300, 4, "up")
         # Then SIGTERM stops it cleanly

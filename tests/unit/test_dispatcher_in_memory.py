@@ -279,7 +279,7 @@ async def test_silence_counts_only_from_the_dispatchers_reconnect(grid: Grid) ->
     grid.broker.drop(old)  # ... when the dispatcher reconnects
     await wait_until(lambda: d.link.session not in (None, old), timeout=5)
     await _silent_s1(grid, d, 1.0)
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # a few of the dispatcher's polls (every 0.02 s), for it to act
     assert len(grid.assignments("s1")) == 1, "taken back right after the reconnect"
     await _silent_s1(grid, d, 2.5)  # 3.5 s since the reconnect
     await wait_until(lambda: len(grid.assignments("s2")) == 1, timeout=2)

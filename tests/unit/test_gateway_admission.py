@@ -14,7 +14,8 @@ from gateway import create_app
 from gateway.idempotency import RecentRequests, request_id_for_key
 from gateway.ratelimit import TokenBucket, retry_after_header
 from messaging import BrokerUnavailable
-from tests.unit.test_gateway_http import (
+from tests.helpers import wait_until
+from tests.unit.gateway_doubles import (
     JSON,
     URL,
     FakePublisher,
@@ -121,7 +122,8 @@ async def test_concurrent_retries_share_one_publish_and_failures_are_forgotten()
 
     first = asyncio.create_task(recent.once(rid, FP, publish))
     second = asyncio.create_task(recent.once(rid, FP, publish))
-    await asyncio.sleep(0)
+    await wait_until(lambda: calls == 1, "the first publish started", poll=0)
+    await asyncio.sleep(0)  # one loop turn, no time: the second task reaches its await too
     gate.set()
     assert sorted(await asyncio.gather(first, second)) == [False, True]
     assert calls == 1
@@ -189,14 +191,17 @@ async def test_a_conflicting_retry_while_the_first_is_in_flight_is_409_at_once()
     fake = FakePublisher()
     fake.hang = True
     body = valid_body(energy_kwh=10)
-    async with http(create_app(settings(), fake)) as client:
+    app = create_app(settings(), fake)
+    inflight = app.state.metrics.inflight_publishes
+    async with http(app) as client:
         first = asyncio.create_task(client.post(URL, json=body))
-        async with asyncio.timeout(5):
-            while fake.waiting < 1:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: fake.waiting == 1, "the first publish waiting", timeout=5)
         conflict = await asyncio.wait_for(client.post(URL, json=body | {"energy_kwh": 250}), 5)
         same = asyncio.create_task(client.post(URL, json=body))
-        await asyncio.sleep(0.05)
+        await wait_until(
+            lambda: inflight._value.get() == 2, "the same body joining the first", timeout=5
+        )
+        assert fake.waiting == 1
         fake.release.set()
         responses = await asyncio.wait_for(asyncio.gather(first, same), 5)
     assert conflict.status_code == 409
@@ -215,7 +220,7 @@ async def test_recent_requests_compare_fingerprints_confirmed_and_in_flight() ->
         await gate.wait()
 
     first = asyncio.create_task(recent.once(rid, 1, publish))
-    await asyncio.sleep(0)
+    await wait_until(lambda: rid.int in recent._inflight, "the first attempt in flight", poll=0)
     with pytest.raises(Conflict):
         await recent.once(rid, 2, publish)
     gate.set()

@@ -11,67 +11,25 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from contracts import ChargeRequest
-from gateway import GatewaySettings, RequestPublisher, create_app
+from gateway import RequestPublisher, create_app
 from messaging import BrokerUnavailable, ConfirmTimeout, PublishNacked, PublishReturned
-
-URL = "/v1/charge-requests"
-JSON = {"content-type": "application/json"}
-
-
-class FakePublisher:
-    """Records what it was asked to publish; can pretend to be down, fail, or hang."""
-
-    def __init__(self) -> None:
-        self.connected = True
-        self.error: Exception | None = None
-        self.hang = False
-        self.release = asyncio.Event()  # with hang: publishes wait until this is set
-        self.waiting = 0
-        self.received: list[ChargeRequest] = []
-
-    async def publish(self, request: ChargeRequest) -> None:
-        if self.error is not None:
-            raise self.error
-        if self.hang:
-            self.waiting += 1
-            try:
-                await self.release.wait()
-            finally:
-                self.waiting -= 1
-        self.received.append(request)
-
-
-def raw_body(**overrides: Any) -> bytes:
-    return json.dumps(valid_body(**overrides)).encode()
-
-
-def valid_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "request_id": str(uuid.uuid4()),
-        "vehicle_id": "EV-0042",
-        "energy_kwh": 32.5,
-        "max_power_kw": 11.0,
-    }
-    body.update(overrides)
-    return body
-
-
-def settings(**overrides: Any) -> GatewaySettings:
-    return GatewaySettings(namespace="unit-gateway", **overrides)
+from tests.helpers import wait_until
+from tests.unit.gateway_doubles import (
+    JSON,
+    URL,
+    FakePublisher,
+    http,
+    raw_body,
+    settings,
+    valid_body,
+)
 
 
 @pytest.fixture
 def fake() -> FakePublisher:
     return FakePublisher()
-
-
-def http(app: FastAPI) -> httpx.AsyncClient:
-    # The fake has no lifecycle, so the app's lifespan has nothing to start.
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
 
 
 @pytest.fixture
@@ -374,9 +332,7 @@ async def test_publishes_are_concurrent_not_serialised(fake: FakePublisher) -> N
     async with http(app) as client:
         # When 5 requests are sent at once
         posts = [asyncio.create_task(client.post(URL, json=valid_body())) for _ in range(5)]
-        async with asyncio.timeout(5):
-            while fake.waiting < 5:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: fake.waiting == 5, "5 publishes waiting", timeout=5, poll=0.01)
         # Then all 5 wait for their confirm at the same time, and the gauge shows them
         metrics = (await client.get("/metrics")).text
         assert "smartgrid_gateway_inflight_publishes 5.0" in metrics

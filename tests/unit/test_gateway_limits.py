@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from gateway.limits import (
     LimitedHttpToolsProtocol,
     limited_protocol,
 )
+from tests.helpers import wait_until
 
 GET = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
 
@@ -112,14 +112,6 @@ class Server:
         return proto, transport
 
 
-async def until(condition: Callable[[], bool], within_s: float = 5.0) -> float:
-    start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < within_s, f"not within {within_s}s"
-        await asyncio.sleep(0.01)
-    return time.monotonic() - start
-
-
 def head(extra_header_bytes: int = 0) -> bytes:
     pad = b"X-Pad: " + b"p" * extra_header_bytes + b"\r\n" if extra_header_bytes else b""
     return b"GET /healthz HTTP/1.1\r\nHost: gw\r\n" + pad + b"\r\n"
@@ -131,7 +123,7 @@ async def test_a_normal_request_is_served_and_leaves_no_deadline() -> None:
     server = Server(app)
     proto, transport = server.connect()
     proto.data_received(GET)
-    await until(lambda: transport.status() == 200)
+    await wait_until(lambda: transport.status() == 200, "a 200", timeout=5, poll=0.01)
     assert app.paths == ["/healthz"]
     assert proto._deadline is None  # uvicorn's keep-alive timer alone runs now
     assert not transport.closed
@@ -151,12 +143,12 @@ async def test_a_head_over_the_limit_is_431_and_never_reaches_the_app(over: bool
         assert b'"detail"' in transport.written
         assert b"connection: close" in transport.written
         assert transport.eof  # the answer is followed by EOF, then the connection closes
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop turn, no time: an app task started would have run
         assert app.paths == []
         assert server.refusals == [431]
         proto.data_received(b"more of the same")  # dropped, not parsed
     else:
-        await until(lambda: transport.status() == 200)
+        await wait_until(lambda: transport.status() == 200, "a 200", timeout=5, poll=0.01)
         assert app.paths == ["/healthz"]
         assert server.refusals == []
 
@@ -185,7 +177,9 @@ async def test_a_head_not_complete_in_time_is_408(sent: bytes) -> None:
     proto, transport = server.connect()
     if sent:
         proto.data_received(sent)
-    waited = await until(lambda: transport.status() is not None)
+    waited = await wait_until(
+        lambda: transport.status() is not None, "an answer", timeout=5, poll=0.01
+    )
     assert transport.status() == 408
     assert transport.eof
     assert waited < 0.2 + 3
@@ -199,10 +193,10 @@ async def test_a_slow_head_after_a_kept_alive_request_is_408() -> None:
     server = Server(app, header_timeout_s=0.2)
     proto, transport = server.connect()
     proto.data_received(GET)
-    await until(lambda: transport.status() == 200)
+    await wait_until(lambda: transport.status() == 200, "a 200", timeout=5, poll=0.01)
     transport.written = b""
     proto.data_received(b"GET /hea")
-    await until(lambda: transport.status() is not None)
+    await wait_until(lambda: transport.status() is not None, "an answer", timeout=5, poll=0.01)
     assert transport.status() == 408
 
 
@@ -229,9 +223,11 @@ async def test_a_body_nobody_reads_cannot_hold_the_connection() -> None:
     server = Server(app, body_timeout_s=0.1)
     proto, transport = server.connect()
     proto.data_received(b"POST /x HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\n{")
-    await until(lambda: transport.status() == 200)
+    await wait_until(lambda: transport.status() == 200, "a 200", timeout=5, poll=0.01)
     proto.data_received(b'"a": ')  # a trickle cancels uvicorn's keep-alive timer
-    waited = await until(lambda: transport.closed, within_s=0.1 + BODY_GRACE_S + 3)
+    waited = await wait_until(
+        lambda: transport.closed, "the connection closed", timeout=0.1 + BODY_GRACE_S + 3, poll=0.01
+    )
     assert waited >= 0.1
 
 
@@ -242,9 +238,11 @@ async def test_idle_after_an_early_answer_is_bounded_by_keep_alive() -> None:
     server = Server(app, keep_alive_s=1)
     proto, transport = server.connect()
     proto.data_received(b"POST /x HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{")
-    await until(lambda: transport.status() == 200)
+    await wait_until(lambda: transport.status() == 200, "a 200", timeout=5, poll=0.01)
     proto.data_received(b"}")
-    waited = await until(lambda: transport.closed, within_s=1 + 3)
+    waited = await wait_until(
+        lambda: transport.closed, "the connection closed", timeout=1 + 3, poll=0.01
+    )
     assert waited >= 0.5
 
 
@@ -277,7 +275,7 @@ def test_the_gateway_serves_with_its_limits() -> None:
     WebSocket upgrade (which would leave the protocol), and refusals counted in /metrics."""
     from gateway import GatewaySettings, create_app
     from gateway.__main__ import uvicorn_config
-    from tests.unit.test_gateway_http import FakePublisher
+    from tests.unit.gateway_doubles import FakePublisher
 
     settings = GatewaySettings(
         namespace="unit-gateway",
@@ -343,11 +341,11 @@ async def test_each_body_read_expires_at_its_own_deadline_and_only_the_read() ->
         return got
 
     first = asyncio.create_task(stalled())
-    await asyncio.sleep(0.15)
+    await asyncio.sleep(0.15)  # the second read starts later: its deadline is its own
     second = asyncio.create_task(stalled())
     finished = asyncio.create_task(quick_then_slow())
     other = asyncio.create_task(deadlines.within(never.wait))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # a read under way, well before any deadline, is then cancelled
     other.cancel()
     with pytest.raises(asyncio.CancelledError):
         await other

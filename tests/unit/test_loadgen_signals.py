@@ -35,7 +35,7 @@ def test_outside_a_loop_a_signal_interrupts_what_raising_guards() -> None:
     def start_a_grid(signals: StopSignals) -> None:
         with signals.raising():
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(5)
+            time.sleep(5)  # the synchronous wait the signal interrupts (it never lasts 5 s)
 
     with StopSignals(hard_exit_s=60) as signals:
         with pytest.raises(KeyboardInterrupt):

@@ -15,6 +15,7 @@ from loadgen.report import build_report, print_report
 from loadgen.run import Pacing, RunOptions, RunResult, new_result
 from loadgen.state import MAX_HISTORY, GridState
 from loadgen.view import status_line, substation_table
+from tests.helpers import wait_until
 
 T0 = datetime(2026, 11, 24, 12, tzinfo=UTC)
 FLOOD = 5000
@@ -187,7 +188,7 @@ async def test_a_plain_view_prints_a_line_once_while_it_does_not_change() -> Non
 
     done = asyncio.Event()
     view = asyncio.create_task(LiveView(console, lambda: "", line, line_every_s=0.01).run(done))
-    await asyncio.sleep(0.1)
+    await wait_until(lambda: current[0] == "sent 1/1", "the view to read the last line", poll=0.01)
     done.set()
     await view
     assert out.getvalue().splitlines() == ["connecting...", "sent 1/1"]
