@@ -259,21 +259,23 @@ def field_default(info: FieldInfo) -> str:
     return "unset" if default is None else _value(default)
 
 
+# How each bound pydantic records reads on the page: (its type, its attribute, the words).
+_BOUNDS: tuple[tuple[type, str, str], ...] = (
+    (annotated_types.Gt, "gt", "> {}"),
+    (annotated_types.Ge, "ge", "≥ {}"),
+    (annotated_types.Lt, "lt", "< {}"),
+    (annotated_types.Le, "le", "≤ {}"),
+    (annotated_types.MinLen, "min_length", "length ≥ {}"),
+    (annotated_types.MaxLen, "max_length", "length ≤ {}"),
+)
+
+
 def field_constraint(info: FieldInfo) -> str:
     parts: list[str] = []
     for m in info.metadata:
-        if isinstance(m, annotated_types.Gt):
-            parts.append(f"> {m.gt}")
-        elif isinstance(m, annotated_types.Ge):
-            parts.append(f"≥ {m.ge}")
-        elif isinstance(m, annotated_types.Lt):
-            parts.append(f"< {m.lt}")
-        elif isinstance(m, annotated_types.Le):
-            parts.append(f"≤ {m.le}")
-        elif isinstance(m, annotated_types.MinLen):
-            parts.append(f"length ≥ {m.min_length}")
-        elif isinstance(m, annotated_types.MaxLen):
-            parts.append(f"length ≤ {m.max_length}")
+        bound = next((b for b in _BOUNDS if isinstance(m, b[0])), None)
+        if bound is not None:
+            parts.append(bound[2].format(getattr(m, bound[1])))
         elif getattr(m, "pattern", None):
             parts.append(f"matches `{m.pattern}`")
     return ", ".join(parts)
