@@ -28,6 +28,7 @@ import sys
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,6 +176,32 @@ def _run(conn: SelectConnection, timeout_s: float) -> None:
     conn.ioloop.start()
 
 
+def _run_confirming(
+    url: str,
+    name: str,
+    timeout_s: float,
+    holder: dict[str, Any],
+    state: dict[str, Any],
+    on_confirm: Any,
+    on_ready: Callable[[pika.channel.Channel], None],
+) -> None:
+    """Open connection ``name`` with one confirm channel, whose returns are counted in
+    ``state``, hand it to ``on_ready`` once confirms are on, and run until the connection closes
+    (or ``timeout_s`` closes it). ``holder`` gets "conn" and "ch"."""
+
+    def on_return(*_a: Any) -> None:
+        state["returned"] += 1
+
+    def on_channel(ch: pika.channel.Channel) -> None:
+        holder["ch"] = ch
+        ch.add_on_return_callback(on_return)
+        ch.confirm_delivery(on_confirm, callback=lambda _f: on_ready(ch))
+
+    conn = _connection(url, lambda c: c.channel(on_open_callback=on_channel), name)
+    holder["conn"] = conn
+    _run(conn, timeout_s)
+
+
 def publish(url: str, exchange: str, count: int, window: int, timeout_s: float) -> dict[str, Any]:
     bodies = request_bodies(count)
     confirms = _Confirms()
@@ -197,22 +224,11 @@ def publish(url: str, exchange: str, count: int, window: int, timeout_s: float) 
         else:
             pump(holder["ch"])
 
-    def on_return(*_a: Any) -> None:
-        state["returned"] += 1
+    def start(ch: pika.channel.Channel) -> None:
+        clock["t0"] = time.perf_counter()
+        pump(ch)
 
-    def on_channel(ch: pika.channel.Channel) -> None:
-        holder["ch"] = ch
-        ch.add_on_return_callback(on_return)
-
-        def start(_f: Any) -> None:
-            clock["t0"] = time.perf_counter()
-            pump(ch)
-
-        ch.confirm_delivery(on_confirm, callback=start)
-
-    conn = _connection(url, lambda c: c.channel(on_open_callback=on_channel), "bench-publish")
-    holder["conn"] = conn
-    _run(conn, timeout_s)
+    _run_confirming(url, "bench-publish", timeout_s, holder, state, on_confirm, start)
     elapsed = (clock["t1"] or time.perf_counter()) - clock["t0"]
     out.update(
         confirmed=state["done"],
@@ -248,27 +264,15 @@ def _run_relay(
     on_message: Any,
     on_confirm: Any,
 ) -> None:
-    """Open a confirm channel, consume the job's queue with its prefetch and run until the relay
-    closes the connection (``holder`` gets "conn" and "ch"; returns are counted in ``state``)."""
+    """On a confirm channel, consume the job's queue with its prefetch until the relay closes
+    the connection (``holder`` gets "conn" and "ch"; returns are counted in ``state``)."""
 
-    def on_return(*_a: Any) -> None:
-        state["returned"] += 1
-
-    def on_channel(ch: pika.channel.Channel) -> None:
-        holder["ch"] = ch
-        ch.add_on_return_callback(on_return)
-
-        def consume(_f: Any) -> None:
-            ch.basic_consume(job.queue, on_message)
-
-        ch.confirm_delivery(
-            on_confirm,
-            callback=lambda _f: ch.basic_qos(prefetch_count=job.prefetch, callback=consume),
+    def consume(ch: pika.channel.Channel) -> None:
+        ch.basic_qos(
+            prefetch_count=job.prefetch, callback=lambda _f: ch.basic_consume(job.queue, on_message)
         )
 
-    conn = _connection(job.url, lambda c: c.channel(on_open_callback=on_channel), name)
-    holder["conn"] = conn
-    _run(conn, job.timeout_s)
+    _run_confirming(job.url, name, job.timeout_s, holder, state, on_confirm, consume)
 
 
 def relay(job: RelayJob) -> dict[str, Any]:
