@@ -157,10 +157,8 @@ class Load:
         outstanding: deque[asyncio.Future[None]] = deque()
         for i in range(total):
             due = i / cfg.rate
-            late = time.monotonic() - t0 - due
-            if late < 0:
-                await asyncio.sleep(-late)
-            elif late > LATE_LIMIT_S:
+            late = await _pace(t0 + due)
+            if late > LATE_LIMIT_S:
                 self.result.stopped_early = f"requests {late:.1f} s behind schedule"
                 break
             self.result.requests_late_max_s = max(self.result.requests_late_max_s, late)
@@ -178,11 +176,10 @@ class Load:
             fut.add_done_callback(self._request_confirmed)
             outstanding.append(fut)
             await _keep_window(outstanding)
-        if outstanding:
-            await asyncio.wait(set(outstanding), timeout=LATE_LIMIT_S)
+        await _wait_confirms(outstanding)
 
     def _request_confirmed(self, fut: asyncio.Future[None]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
+        if _failed(fut):
             self.result.publish_failures += 1
 
     async def flood(self, session: Session, t0: float) -> None:
@@ -196,10 +193,8 @@ class Load:
         res = self.result
         first_round_end = max((s.at_s for s in slices if s.round == 0), default=0.0)
         for s in slices:
-            late = time.monotonic() - start - s.at_s
-            if late < 0:
-                await asyncio.sleep(-late)
-            elif late > LATE_LIMIT_S:
+            late = await _pace(start + s.at_s)
+            if late > LATE_LIMIT_S:
                 res.stopped_early = f"flood {late:.1f} s behind schedule"
                 break
             res.flood_late_max_s = max(res.flood_late_max_s, late)
@@ -216,11 +211,10 @@ class Load:
             if s.round == 0 and s.at_s == first_round_end:
                 res.first_round_s = time.monotonic() - start
             await _keep_window(outstanding)
-        if outstanding:
-            await asyncio.wait(set(outstanding), timeout=LATE_LIMIT_S)
+        await _wait_confirms(outstanding)
 
     def _beat_confirmed(self, fut: asyncio.Future[None]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
+        if _failed(fut):
             self.result.fake_failed += 1
         else:
             self.result.fake_confirmed += 1
@@ -263,6 +257,27 @@ async def _main(config: LoadConfig) -> LoadResult:
             except (MessagingError, TimeoutError) as exc:
                 log.warning("closing a connection: %s", exc)
     return load.finish()
+
+
+async def _pace(at: float) -> float:
+    """How late it is for a send due at ``at`` (``time.monotonic``), in seconds; early, it
+    sleeps until then (and the lateness is negative)."""
+    late = time.monotonic() - at
+    if late < 0:
+        await asyncio.sleep(-late)
+    return late
+
+
+def _failed(confirm: asyncio.Future[None]) -> bool:
+    """A publish's confirm that did not come: cancelled, or the publish failed."""
+    return confirm.cancelled() or confirm.exception() is not None
+
+
+async def _wait_confirms(outstanding: deque[asyncio.Future[None]]) -> None:
+    """Wait for the confirms still outstanding at the end of a send loop, at most
+    ``LATE_LIMIT_S``."""
+    if outstanding:
+        await asyncio.wait(set(outstanding), timeout=LATE_LIMIT_S)
 
 
 async def _keep_window(outstanding: deque[asyncio.Future[None]]) -> None:

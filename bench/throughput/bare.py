@@ -28,6 +28,8 @@ import sys
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pika
@@ -40,6 +42,33 @@ from contracts import Assignment, ChargeEvent, ChargeRequest, DispatchIntent, Ev
 from contracts.messages import MAX_INTENT_ROUTES, LoadSnapshot
 
 PERSISTENT_JSON = pika.BasicProperties(content_type="application/json", delivery_mode=2)
+
+
+@dataclass(frozen=True)
+class RelayJob:
+    """What every relay is given, bare or a framework's: drain ``count`` messages from
+    ``queue`` (at most ``prefetch`` unacked), republish each to ``exchange`` with the routing
+    ``keys`` in turn, within ``timeout_s``."""
+
+    url: str
+    queue: str
+    exchange: str
+    keys: tuple[str, ...]
+    count: int
+    prefetch: int
+    timeout_s: float
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> RelayJob:
+        """From a relay's command line (``--keys`` comma-separated)."""
+        keys = tuple(k for k in args.keys.split(",") if k)
+        return cls(
+            args.url, args.queue, args.exchange, keys, args.count, args.prefetch, args.timeout
+        )
+
+    def key(self, n: int) -> str:
+        """The routing key for the ``n``-th message: the keys in turn."""
+        return self.keys[n % len(self.keys)]
 
 
 def request_bodies(n: int) -> list[bytes]:
@@ -147,6 +176,32 @@ def _run(conn: SelectConnection, timeout_s: float) -> None:
     conn.ioloop.start()
 
 
+def _run_confirming(
+    url: str,
+    name: str,
+    timeout_s: float,
+    holder: dict[str, Any],
+    state: dict[str, Any],
+    on_confirm: Any,
+    on_ready: Callable[[pika.channel.Channel], None],
+) -> None:
+    """Open connection ``name`` with one confirm channel, whose returns are counted in
+    ``state``, hand it to ``on_ready`` once confirms are on, and run until the connection closes
+    (or ``timeout_s`` closes it). ``holder`` gets "conn" and "ch"."""
+
+    def on_return(*_a: Any) -> None:
+        state["returned"] += 1
+
+    def on_channel(ch: pika.channel.Channel) -> None:
+        holder["ch"] = ch
+        ch.add_on_return_callback(on_return)
+        ch.confirm_delivery(on_confirm, callback=lambda _f: on_ready(ch))
+
+    conn = _connection(url, lambda c: c.channel(on_open_callback=on_channel), name)
+    holder["conn"] = conn
+    _run(conn, timeout_s)
+
+
 def publish(url: str, exchange: str, count: int, window: int, timeout_s: float) -> dict[str, Any]:
     bodies = request_bodies(count)
     confirms = _Confirms()
@@ -169,22 +224,11 @@ def publish(url: str, exchange: str, count: int, window: int, timeout_s: float) 
         else:
             pump(holder["ch"])
 
-    def on_return(*_a: Any) -> None:
-        state["returned"] += 1
+    def start(ch: pika.channel.Channel) -> None:
+        clock["t0"] = time.perf_counter()
+        pump(ch)
 
-    def on_channel(ch: pika.channel.Channel) -> None:
-        holder["ch"] = ch
-        ch.add_on_return_callback(on_return)
-
-        def start(_f: Any) -> None:
-            clock["t0"] = time.perf_counter()
-            pump(ch)
-
-        ch.confirm_delivery(on_confirm, callback=start)
-
-    conn = _connection(url, lambda c: c.channel(on_open_callback=on_channel), "bench-publish")
-    holder["conn"] = conn
-    _run(conn, timeout_s)
+    _run_confirming(url, "bench-publish", timeout_s, holder, state, on_confirm, start)
     elapsed = (clock["t1"] or time.perf_counter()) - clock["t0"]
     out.update(
         confirmed=state["done"],
@@ -213,48 +257,26 @@ def _relay_result(
 
 
 def _run_relay(
-    url: str,
-    queue: str,
-    prefetch: int,
-    timeout_s: float,
+    job: RelayJob,
     name: str,
     holder: dict[str, Any],
     state: dict[str, Any],
     on_message: Any,
     on_confirm: Any,
 ) -> None:
-    """Open a confirm channel, consume ``queue`` with ``prefetch`` and run until the relay closes
+    """On a confirm channel, consume the job's queue with its prefetch until the relay closes
     the connection (``holder`` gets "conn" and "ch"; returns are counted in ``state``)."""
 
-    def on_return(*_a: Any) -> None:
-        state["returned"] += 1
-
-    def on_channel(ch: pika.channel.Channel) -> None:
-        holder["ch"] = ch
-        ch.add_on_return_callback(on_return)
-
-        def consume(_f: Any) -> None:
-            ch.basic_consume(queue, on_message)
-
-        ch.confirm_delivery(
-            on_confirm, callback=lambda _f: ch.basic_qos(prefetch_count=prefetch, callback=consume)
+    def consume(ch: pika.channel.Channel) -> None:
+        ch.basic_qos(
+            prefetch_count=job.prefetch, callback=lambda _f: ch.basic_consume(job.queue, on_message)
         )
 
-    conn = _connection(url, lambda c: c.channel(on_open_callback=on_channel), name)
-    holder["conn"] = conn
-    _run(conn, timeout_s)
+    _run_confirming(job.url, name, job.timeout_s, holder, state, on_confirm, consume)
 
 
-def relay(
-    url: str,
-    queue: str,
-    exchange: str,
-    keys: list[str],
-    count: int,
-    prefetch: int,
-    timeout_s: float,
-) -> dict[str, Any]:
-    """Consume ``count`` messages and relay each, acking the source only after its confirm."""
+def relay(job: RelayJob) -> dict[str, Any]:
+    """Consume ``job.count`` messages and relay each, acking the source only after its confirm."""
     body = assignment_body()
     confirms = _Confirms()
     # publish tag -> source delivery tag, in publish order (= delivery order)
@@ -267,7 +289,7 @@ def relay(
             state["t0"] = time.perf_counter()
         tag = confirms.published()
         sources.append(method.delivery_tag)
-        ch.basic_publish(exchange, keys[tag % len(keys)], body, PERSISTENT_JSON, mandatory=True)
+        ch.basic_publish(job.exchange, job.key(tag), body, PERSISTENT_JSON, mandatory=True)
 
     def on_confirm(frame: pika.frame.Method) -> None:
         grown = confirms.on_confirm(frame)
@@ -280,29 +302,16 @@ def relay(
         holder["ch"].basic_ack(last, multiple=True)
         state["acks"] += 1
         state["relayed"] += grown
-        if state["relayed"] >= count:
+        if state["relayed"] >= job.count:
             state["t1"] = time.perf_counter()
             holder["conn"].close()
 
-    _run_relay(
-        url, queue, prefetch, timeout_s, "bench-relay", holder, state, on_message, on_confirm
-    )
+    _run_relay(job, "bench-relay", holder, state, on_message, on_confirm)
     elapsed = (state["t1"] or time.perf_counter()) - state["t0"]
-    return _relay_result("relay", count, body, elapsed, state, nacked=confirms.failed)
+    return _relay_result("relay", job.count, body, elapsed, state, nacked=confirms.failed)
 
 
-def intent_relay(
-    url: str,
-    queue: str,
-    exchange: str,
-    keys: list[str],
-    events_exchange: str,
-    count: int,
-    prefetch: int,
-    timeout_s: float,
-    *,
-    batched: bool,
-) -> dict[str, Any]:
+def intent_relay(job: RelayJob, events_exchange: str, *, batched: bool) -> dict[str, Any]:
     """The dispatcher's protocol, bare: announce (a confirmed intent), then on its confirm the
     assignments, then on their confirms the acks (coalesced with ``multiple`` where possible).
     ``batched``: one intent for the deliveries of one I/O-loop turn; else one per delivery."""
@@ -321,8 +330,7 @@ def intent_relay(
         waiting[next_tag[0]] = (assignment, dtags)
         next_tag[0] += 1
         if assignment:
-            key = keys[dtags[0] % len(keys)]
-            ch.basic_publish(exchange, key, body, PERSISTENT_JSON, mandatory=True)
+            ch.basic_publish(job.exchange, job.key(dtags[0]), body, PERSISTENT_JSON, mandatory=True)
         elif batched:
             announcement = intent_body(len(dtags))
             ch.basic_publish(events_exchange, "intent.dispatched", announcement, PERSISTENT_JSON)
@@ -369,53 +377,43 @@ def intent_relay(
         if last:
             ch.basic_ack(last, multiple=True)
             state["acks"] += 1
-        if state["relayed"] >= count:
+        if state["relayed"] >= job.count:
             clock["t1"] = time.perf_counter()
             holder["conn"].close()
 
     what = "intent-batched" if batched else "intent"
-    _run_relay(
-        url, queue, prefetch, timeout_s, f"bench-{what}", holder, state, on_message, on_confirm
-    )
+    _run_relay(job, f"bench-{what}", holder, state, on_message, on_confirm)
     elapsed = (clock["t1"] or time.perf_counter()) - clock["t0"]
-    return _relay_result(what, count, body, elapsed, state, nacked=state["nacked"])
+    return _relay_result(what, job.count, body, elapsed, state, nacked=state["nacked"])
 
 
-def naive(
-    url: str,
-    queue: str,
-    exchange: str,
-    keys: list[str],
-    count: int,
-    prefetch: int,
-    timeout_s: float,
-) -> dict[str, Any]:
+def naive(job: RelayJob) -> dict[str, Any]:
     """The relay waiting for each confirm before acking (BlockingConnection)."""
     body = assignment_body()
-    conn = pika.BlockingConnection(pika.URLParameters(url))
+    conn = pika.BlockingConnection(pika.URLParameters(job.url))
     ch = conn.channel()
     ch.confirm_delivery()
-    ch.basic_qos(prefetch_count=prefetch)
+    ch.basic_qos(prefetch_count=job.prefetch)
     relayed = 0
     t0 = 0.0
-    deadline = time.monotonic() + timeout_s
-    for method, _props, _body in ch.consume(queue, inactivity_timeout=5):
+    deadline = time.monotonic() + job.timeout_s
+    for method, _props, _body in ch.consume(job.queue, inactivity_timeout=5):
         if method is None or time.monotonic() > deadline:
             break
         if not t0:
             t0 = time.perf_counter()
-        ch.basic_publish(exchange, keys[relayed % len(keys)], body, PERSISTENT_JSON, True)
+        ch.basic_publish(job.exchange, job.key(relayed), body, PERSISTENT_JSON, True)
         assert method.delivery_tag is not None
         ch.basic_ack(method.delivery_tag)
         relayed += 1
-        if relayed >= count:
+        if relayed >= job.count:
             break
     elapsed = time.perf_counter() - t0 if t0 else 0.0
     ch.cancel()
     conn.close()
     return {
         "what": "naive",
-        "count": count,
+        "count": job.count,
         "bytes": len(body),
         "relayed": relayed,
         "seconds": elapsed,
@@ -436,18 +434,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefetch", type=int, default=1000)
     p.add_argument("--timeout", type=float, default=60.0)
     a = p.parse_args(argv)
-    keys = [k for k in a.keys.split(",") if k]
     if a.what == "publish":
         result = publish(a.url, a.exchange, a.count, a.window, a.timeout)
     elif a.what == "relay":
-        result = relay(a.url, a.queue, a.exchange, keys, a.count, a.prefetch, a.timeout)
+        result = relay(RelayJob.of(a))
     elif a.what in ("intent", "intent-batched"):
-        result = intent_relay(
-            a.url, a.queue, a.exchange, keys, a.events_exchange, a.count, a.prefetch, a.timeout,
-            batched=a.what == "intent-batched",
-        )  # fmt: skip
+        result = intent_relay(RelayJob.of(a), a.events_exchange, batched=a.what == "intent-batched")
     else:
-        result = naive(a.url, a.queue, a.exchange, keys, a.count, a.prefetch, a.timeout)
+        result = naive(RelayJob.of(a))
     print(json.dumps(result), flush=True)
     return 0
 

@@ -19,7 +19,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -29,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from bench.processes import terminate
 from bench.throughput.broker import REPO_ROOT, broker_pid, namespace, process_cpu_s
 from bench.throughput.report import (
     WRK_LUA,
@@ -85,13 +85,7 @@ async def server(
             raise RuntimeError(f"{' '.join(args)} exited: {log.read().decode()[-2000:]}")
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await terminate(proc, 20)
         log.close()
 
 

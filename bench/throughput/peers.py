@@ -41,7 +41,7 @@ import time
 import uuid
 from typing import Any
 
-from bench.throughput.bare import _relay_result, assignment_body
+from bench.throughput.bare import RelayJob, _relay_result, assignment_body
 
 PEERS = ("faststream", "dramatiq")
 # What each framework's relay cannot do that the bare relay does, for the tables.
@@ -88,15 +88,13 @@ def _state() -> dict[str, Any]:
     return {"relayed": 0, "acks": 0, "returned": 0, "nacked": 0, "t0": 0.0, "t1": 0.0}
 
 
-async def _faststream(
-    url: str,
-    queue: str,
-    exchange: str,
-    keys: list[str],
-    count: int,
-    prefetch: int,
-    timeout_s: float,
-) -> dict[str, Any]:
+def _elapsed(state: dict[str, Any]) -> float:
+    """Seconds from the first delivery to the one that completed the count (to now if time ran
+    out first); 0 if nothing came."""
+    return (state["t1"] or time.perf_counter()) - state["t0"] if state["t0"] else 0.0
+
+
+async def _faststream(job: RelayJob) -> dict[str, Any]:
     from aiormq.exceptions import DeliveryError, PublishError
     from faststream import AckPolicy
     from faststream.rabbit import Channel, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
@@ -107,15 +105,15 @@ async def _faststream(
     done = asyncio.Event()
     turn = itertools.count()
     broker = RabbitBroker(
-        url,
+        job.url,
         default_channel=Channel(publisher_confirms=True, on_return_raises=True),
         log_level=logging.DEBUG,  # its per-message lines, under the WARNING level of the run
     )
-    target = RabbitExchange(exchange, declare=False)
-    source = RabbitQueue(queue, queue_type=QueueType.QUORUM, declare=False)
+    target = RabbitExchange(job.exchange, declare=False)
+    source = RabbitQueue(job.queue, queue_type=QueueType.QUORUM, declare=False)
 
     @broker.subscriber(
-        source, channel=Channel(prefetch_count=prefetch), ack_policy=AckPolicy.MANUAL
+        source, channel=Channel(prefetch_count=job.prefetch), ack_policy=AckPolicy.MANUAL
     )
     async def relay(message: RabbitMessage) -> None:
         if not state["t0"]:
@@ -124,7 +122,7 @@ async def _faststream(
             await broker.publish(
                 body,
                 exchange=target,
-                routing_key=keys[next(turn) % len(keys)],
+                routing_key=job.key(next(turn)),
                 persist=True,
                 mandatory=True,
                 content_type="application/json",
@@ -140,32 +138,24 @@ async def _faststream(
         await message.ack()
         state["acks"] += 1
         state["relayed"] += 1
-        if state["relayed"] >= count:
+        if state["relayed"] >= job.count:
             state["t1"] = time.perf_counter()
             done.set()
 
     await broker.start()
     try:
-        await asyncio.wait_for(done.wait(), timeout_s)
+        await asyncio.wait_for(done.wait(), job.timeout_s)
     except TimeoutError:
         pass
     finally:
         await broker.stop()
-    elapsed = (state["t1"] or time.perf_counter()) - state["t0"] if state["t0"] else 0.0
-    return _relay_result("faststream", count, body, elapsed, state, nacked=state["nacked"])
+    elapsed = _elapsed(state)
+    return _relay_result("faststream", job.count, body, elapsed, state, nacked=state["nacked"])
 
 
-def faststream_relay(
-    url: str,
-    queue: str,
-    exchange: str,
-    keys: list[str],
-    count: int,
-    prefetch: int,
-    timeout_s: float,
-) -> dict[str, Any]:
-    """Relay ``count`` messages with FastStream; its JSON result."""
-    return asyncio.run(_faststream(url, queue, exchange, keys, count, prefetch, timeout_s))
+def faststream_relay(job: RelayJob) -> dict[str, Any]:
+    """Relay ``job.count`` messages with FastStream; its JSON result."""
+    return asyncio.run(_faststream(job))
 
 
 def dramatiq_relay(
@@ -249,7 +239,7 @@ def dramatiq_relay(
     finally:
         worker.stop(timeout=15_000)
         broker.close()
-    elapsed = (state["t1"] or time.perf_counter()) - state["t0"] if state["t0"] else 0.0
+    elapsed = _elapsed(state)
     return _relay_result("dramatiq", count, body, elapsed, state, nacked=state["nacked"])
 
 
@@ -274,10 +264,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    keys = [k for k in a.keys.split(",") if k]
     targets = [t for t in a.targets.split(",") if t]
     if a.what == "faststream":
-        result = faststream_relay(a.url, a.queue, a.exchange, keys, a.count, a.prefetch, a.timeout)
+        result = faststream_relay(RelayJob.of(a))
     else:
         result = dramatiq_relay(a.url, a.queue, targets, a.count, a.threads, a.timeout)
     print(json.dumps(result), flush=True)

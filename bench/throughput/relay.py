@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.processes import terminate
 from bench.throughput.broker import (
     BARE,
     PEERS,
@@ -241,13 +241,7 @@ async def dispatcher_round(
                 session, queues, n, timeout_s=90, pids=[proc.pid, broker_pid()]
             )
         finally:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), 15)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+            await terminate(proc, 15)
             if spy is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(spy.wait(), 15)

@@ -16,6 +16,7 @@ import pytest
 from bench.throughput import peers
 from bench.throughput.__main__ import parse_args
 from bench.throughput.bare import (
+    RelayJob,
     _Confirms,
     assignment_body,
     event_body,
@@ -211,6 +212,18 @@ def test_bare_relays_keep_their_arguments() -> None:
     assert relay[relay.index("--timeout") + 1] == "60"
     intent = relay_args("intent-batched", topo, 10)
     assert intent[intent.index("--events-exchange") + 1] == topo.events_exchange
+
+
+def test_a_relay_job_is_what_the_relay_arguments_say() -> None:
+    topo = Topology("bench-unit")
+    args = relay_args("faststream", topo, 7)
+    job = RelayJob.of(peers_parser().parse_args(["faststream", "--url", "amqp://x", *args]))
+    assert job == RelayJob(
+        "amqp://x", topo.requests_queue, topo.substations_exchange, SUBSTATIONS, 7, 1000,
+        PEER_TIMEOUT_S,
+    )  # fmt: skip
+    # the routing keys in turn, as every relay republishes
+    assert [job.key(n) for n in range(4)] == [*SUBSTATIONS, SUBSTATIONS[0]]
 
 
 def test_raw_bodies_round_trip_through_dramatiq_message_fields() -> None:
