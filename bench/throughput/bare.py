@@ -12,7 +12,7 @@ one JSON line with what it measured:
 * ``intent``: the dispatcher's own protocol, bare: a confirmed intent first, then on its confirm
   the assignment, then on that confirm the ack. The ceiling of that protocol. With ``--batched``,
   one ``DispatchIntent`` for what one turn of the I/O loop delivered (the dispatcher's protocol);
-  without, one ``dispatched`` ChargeEvent per request (its protocol until 2026-11-24).
+  without, one ``dispatched`` ChargeEvent per request (what a per-request announcement costs).
 * ``naive``: the same relay waiting for each confirm (BlockingConnection + confirm_delivery).
 
 This module is the baseline, not product code: it uses pika directly on purpose.

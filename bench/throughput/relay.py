@@ -371,7 +371,7 @@ def tables(figs: RelayFigures, baseline_src: Path | None = None) -> list[Table]:
         "run: " + " / ".join(f"{v:,.0f}" for v in figs.relay_internal) + ")",
         "intent-first: the dispatcher's protocol without the dispatcher (no parsing, no policy): "
         "a confirmed intent, then the confirmed assignment, then the ack; per batch (what one "
-        "turn of the I/O loop delivered) as the dispatcher does, or per request as it did",
+        "turn of the I/O loop delivered) as the dispatcher does, or per request",
     ]
     r = ratio(disp.best, relay.best)
     dispatcher = Table(
