@@ -110,14 +110,24 @@ def _poisson(rng: random.Random, mean: float) -> int:
 
 @dataclass(frozen=True)
 class TraceRow:
-    """One arrival of a replayed trace."""
+    """One arrival of a replayed trace.
+
+    ``stated_energy_kwh`` and ``stated_dwell_h`` are what the driver said on arrival, where the
+    trace knows it (ACN-Data's claimed sessions, ``loadgen.acn``): a scheduler may be given those
+    instead of the truth, while the car still takes ``demand.energy_kwh`` and leaves after
+    ``dwell_h``.
+    """
 
     arrival_s: float
     demand: Demand
     dwell_h: float | None  # hours until the car leaves (its departure deadline), if known
+    stated_energy_kwh: float | None = None
+    stated_dwell_h: float | None = None
 
 
-TRACE_COLUMNS = ("arrival_s", "energy_kwh", "max_power_kw", "departure_h")
+REQUIRED_COLUMNS = ("arrival_s", "energy_kwh", "max_power_kw")
+OPTIONAL_COLUMNS = ("departure_h", "stated_energy_kwh", "stated_departure_h")
+TRACE_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 
 class TraceError(ValueError):
@@ -134,12 +144,20 @@ def _number(rec: dict[str, str | None], column: str, path: Path, line: int) -> f
         raise TraceError(f"{path}:{line}: {column} is not a number: {what}") from None
 
 
+def _optional(rec: dict[str, str | None], column: str, path: Path, line: int) -> float | None:
+    """The row's ``column`` as a number, or None where the column is absent or empty."""
+    return _number(rec, column, path, line) if (rec.get(column) or "").strip() else None
+
+
 def load_trace(path: Path) -> list[TraceRow]:
-    """Read a CSV with a header ``arrival_s,energy_kwh,max_power_kw[,departure_h]``.
+    """Read a CSV with a header ``arrival_s,energy_kwh,max_power_kw`` and optionally
+    ``departure_h``, ``stated_energy_kwh``, ``stated_departure_h`` (other columns are ignored).
 
     ``arrival_s`` is seconds from the start of the replay (any order; sorted here),
-    ``departure_h`` the hours the car stays (empty: no deadline). Values are checked against
-    the contract's bounds here so a bad row is reported with its line number, not as 422s.
+    ``departure_h`` the hours the car stays (empty: no deadline), the two ``stated_`` columns
+    what the driver said it needs and how long it stays (empty: not said). Values are checked
+    against the contract's bounds here so a bad row is reported with its line number, not as
+    422s.
     """
     from contracts.messages import MAX_ENERGY_KWH, MAX_VEHICLE_POWER_KW, MIN_VEHICLE_POWER_KW
 
@@ -148,33 +166,35 @@ def load_trace(path: Path) -> list[TraceRow]:
     except OSError as exc:
         raise TraceError(f"cannot read trace {path}: {exc.strerror or exc}") from exc
     reader = csv.DictReader(text.splitlines())
-    required, optional = TRACE_COLUMNS[:3], TRACE_COLUMNS[3:]
-    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise TraceError(
             f"{path}: the header lacks {', '.join(missing)}: a trace has the columns "
-            f"{', '.join(required)}, and optionally {', '.join(optional)}"
+            f"{', '.join(REQUIRED_COLUMNS)}, and optionally {', '.join(OPTIONAL_COLUMNS)}"
         )
     rows = []
     for line, rec in enumerate(reader, start=2):
         arrival = _number(rec, "arrival_s", path, line)
         energy = _number(rec, "energy_kwh", path, line)
         power = _number(rec, "max_power_kw", path, line)
-        has_dwell = bool((rec.get("departure_h") or "").strip())
-        dwell = _number(rec, "departure_h", path, line) if has_dwell else None
+        dwell = _optional(rec, "departure_h", path, line)
+        stated_energy = _optional(rec, "stated_energy_kwh", path, line)
+        stated_dwell = _optional(rec, "stated_departure_h", path, line)
         if not (math.isfinite(arrival) and arrival >= 0):
             raise TraceError(f"{path}:{line}: arrival_s must be >= 0")
-        if not 0 < energy <= MAX_ENERGY_KWH:
-            raise TraceError(f"{path}:{line}: energy_kwh must be in (0, {MAX_ENERGY_KWH:g}]")
+        for column, kwh in (("energy_kwh", energy), ("stated_energy_kwh", stated_energy)):
+            if kwh is not None and not 0 < kwh <= MAX_ENERGY_KWH:
+                raise TraceError(f"{path}:{line}: {column} must be in (0, {MAX_ENERGY_KWH:g}]")
         if not MIN_VEHICLE_POWER_KW <= power <= MAX_VEHICLE_POWER_KW:
             raise TraceError(
                 f"{path}:{line}: max_power_kw must be in "
                 f"[{MIN_VEHICLE_POWER_KW:g}, {MAX_VEHICLE_POWER_KW:g}]"
             )
-        if dwell is not None and not dwell > 0:
-            raise TraceError(f"{path}:{line}: departure_h must be > 0")
+        for column, hours in (("departure_h", dwell), ("stated_departure_h", stated_dwell)):
+            if hours is not None and not (math.isfinite(hours) and hours > 0):
+                raise TraceError(f"{path}:{line}: {column} must be > 0")
         demand = Demand(vehicle_id=f"TRACE-{line - 1:05d}", energy_kwh=energy, max_power_kw=power)
-        rows.append(TraceRow(arrival, demand, dwell))
+        rows.append(TraceRow(arrival, demand, dwell, stated_energy, stated_dwell))
     if not rows:
         raise TraceError(f"{path}: no rows")
     return sorted(rows, key=lambda r: r.arrival_s)

@@ -72,11 +72,21 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class Planned:
-    """One request of the plan: when it leaves, what it asks for."""
+    """One request of the plan: when it leaves, what it asks for, how long its car stays."""
 
     offset_s: float
     demand: Demand
-    dwell_h: float | None = None
+    dwell_h: float | None = None  # trace hours, run ``speed`` times faster as the arrivals are
+
+
+def replay_departure(sent_at: datetime, dwell_h: float | None, speed: float) -> datetime | None:
+    """The departure a replayed request carries: ``dwell_h`` trace hours after it was sent, on
+    the replay's clock (``speed`` trace seconds per wall second, as the arrivals are). A worker
+    at ``--time-scale`` equal to ``speed`` then sees the car stay ``dwell_h`` simulated hours.
+    No dwell (the trace row has no departure_h): no departure, the car charges until full."""
+    if dwell_h is None:
+        return None
+    return sent_at + timedelta(hours=dwell_h / speed)
 
 
 def plan(options: RunOptions) -> list[Planned]:
@@ -228,10 +238,14 @@ async def _send_and_settle(
     result.started_at = datetime.now(UTC)
     pending: set[asyncio.Task[None]] = set()
 
-    async def send_one(planned: Planned, request_id: uuid.UUID) -> None:
-        now = datetime.now(UTC)
-        departure = now + timedelta(hours=planned.dwell_h) if planned.dwell_h else None
-        status = await sender.send(request_id, planned.demand.request_body(request_id, departure))
+    async def send_one(planned: Planned, request_id: uuid.UUID, sent_at: datetime) -> None:
+        departure = replay_departure(sent_at, planned.dwell_h, options.speed)
+        body = planned.demand.request_body(request_id, departure)
+        if departure is not None:
+            # Stamped by loadgen, not on receipt: a departure is only valid after requested_at,
+            # and a short stay at a high speed is milliseconds of wall time after the send.
+            body["requested_at"] = sent_at.isoformat()
+        status = await sender.send(request_id, body)
         state.on_ingress_result(request_id, status, datetime.now(UTC))
 
     async def ticker() -> None:
@@ -251,9 +265,9 @@ async def _send_and_settle(
                 break
             now = loop.time()
             result.pacing.record(now - start, max(0.0, now - start - planned.offset_s))
-            request_id = uuid.uuid4()
-            state.on_sent(request_id, datetime.now(UTC))
-            task = asyncio.create_task(send_one(planned, request_id))
+            request_id, sent_at = uuid.uuid4(), datetime.now(UTC)
+            state.on_sent(request_id, sent_at)
+            task = asyncio.create_task(send_one(planned, request_id, sent_at))
             pending.add(task)
             task.add_done_callback(pending.discard)
         result.sending_s = loop.time() - start

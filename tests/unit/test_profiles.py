@@ -92,6 +92,10 @@ def test_the_shipped_sample_trace_replays() -> None:
         ("arrival_s,energy_kwh,max_power_kw\n1,20,11\n2,-5,11\n", ":3: energy_kwh"),
         ("arrival_s,energy_kwh,max_power_kw\n1,20,9000\n", "max_power_kw must be"),
         ("arrival_s,energy_kwh,max_power_kw,departure_h\n1,20,11,0\n", "departure_h"),
+        ("arrival_s,energy_kwh,max_power_kw,stated_energy_kwh\n1,20,11,0\n", ":2: stated_energy"),
+        ("arrival_s,energy_kwh,max_power_kw,stated_energy_kwh\n1,20,11,301\n", "stated_energy"),
+        ("arrival_s,energy_kwh,max_power_kw,stated_departure_h\n1,20,11,-1\n", "stated_depart"),
+        ("arrival_s,energy_kwh,max_power_kw,stated_departure_h\n1,20,11,x\n", "not a number"),
         ("arrival_s,energy_kwh,max_power_kw\n", "no rows"),
     ],
 )
@@ -100,6 +104,21 @@ def test_bad_traces_name_the_row(tmp_path: Path, text: str, message: str) -> Non
     path.write_text(text)
     with pytest.raises(TraceError, match=message):
         load_trace(path)
+
+
+def test_stated_columns_are_read_and_kept_and_optional(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(
+        "arrival_s,energy_kwh,max_power_kw,departure_h,stated_energy_kwh,stated_departure_h,note\n"
+        "60,12.5,6.656,8.25,20,7.5,claimed\n"
+        "0,7.5,6.656,4.5,,,not claimed\n"
+    )
+    unclaimed, claimed = load_trace(path)
+    assert (claimed.stated_energy_kwh, claimed.stated_dwell_h) == (20.0, 7.5)
+    assert (claimed.demand.energy_kwh, claimed.dwell_h) == (12.5, 8.25)
+    assert (unclaimed.stated_energy_kwh, unclaimed.stated_dwell_h) == (None, None)
+    # A trace without them has none
+    assert all(r.stated_energy_kwh is None and r.stated_dwell_h is None for r in load_trace(SAMPLE))
 
 
 def test_a_missing_trace_is_a_clear_error(tmp_path: Path) -> None:
