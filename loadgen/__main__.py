@@ -180,7 +180,8 @@ def run_cmd(
         "--speed",
         envvar="LOADGEN_SPEED",
         min=0.001,
-        help="replay: time runs this much faster.",
+        help="replay: time runs this much faster (departures too: give the workers the same "
+        "--time-scale).",
     ),
     concurrency: int = CONCURRENCY,
     seed: int | None = SEED,
