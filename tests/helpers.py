@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import os
 import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from contracts import ChargeEvent, EventKind, Heartbeat, Topology
@@ -124,6 +126,31 @@ def wait_until_sync(
             raise _timed_out(what, condition, timeout, detail, last_error)
         # The poll interval of this wait: the condition is what ends it.
         time.sleep(poll)
+
+
+def wait_until_serving(
+    url: str, proc: subprocess.Popen[bytes], log: Path, what: str, *, timeout: float = 30.0
+) -> float:
+    """Until GET ``url`` answers 200 from ``proc``, a server the test started. If ``proc`` exits
+    first, the wait fails at once instead of at its deadline; either failure shows the tail of
+    ``log``, the server's output."""
+
+    def tail() -> str:
+        return log.read_text(errors="replace")[-3000:]
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited {proc.returncode}:\n{tail()}", pytrace=False)
+        return httpx.get(url, timeout=2).status_code == 200
+
+    return wait_until_sync(
+        answers,
+        f"{what} to answer 200 at {url}",
+        timeout=timeout,
+        poll=0.2,
+        ignore=(httpx.HTTPError,),
+        detail=tail,
+    )
 
 
 async def collect(session: Session, queue: str, n: int, timeout: float = 15) -> list[Delivery]:
