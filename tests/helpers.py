@@ -1,6 +1,6 @@
 """What tests share (test modules never import each other): waiting on a condition under a
-deadline, draining a queue, the substations a test started (for cleanup), where deploy/ is, and
-the external tools a test needs.
+deadline, draining a queue, the substations a test started (for cleanup), where deploy/ is, the
+external tools a test needs, and messages and loadgen runs made by hand.
 
 Tests wait on the condition they need, never a fixed time: ``wait_until`` (async) and
 ``wait_until_sync`` poll it until it holds and fail after ``timeout`` saying what was awaited.
@@ -13,13 +13,21 @@ import contextlib
 import inspect
 import os
 import shutil
+import subprocess
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from contracts import Topology
+from contracts import ChargeEvent, EventKind, Heartbeat, Topology
+from loadgen.choices import Via
+from loadgen.run import RunOptions, RunResult, new_result
+from loadgen.state import CONFIRMED
 from messaging import Delivery, Session
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,6 +128,31 @@ def wait_until_sync(
         time.sleep(poll)
 
 
+def wait_until_serving(
+    url: str, proc: subprocess.Popen[bytes], log: Path, what: str, *, timeout: float = 30.0
+) -> float:
+    """Until GET ``url`` answers 200 from ``proc``, a server the test started. If ``proc`` exits
+    first, the wait fails at once instead of at its deadline; either failure shows the tail of
+    ``log``, the server's output."""
+
+    def tail() -> str:
+        return log.read_text(errors="replace")[-3000:]
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited {proc.returncode}:\n{tail()}", pytrace=False)
+        return httpx.get(url, timeout=2).status_code == 200
+
+    return wait_until_sync(
+        answers,
+        f"{what} to answer 200 at {url}",
+        timeout=timeout,
+        poll=0.2,
+        ignore=(httpx.HTTPError,),
+        detail=tail,
+    )
+
+
 async def collect(session: Session, queue: str, n: int, timeout: float = 15) -> list[Delivery]:
     """Up to ``n`` deliveries from ``queue`` (acked), whatever arrived within ``timeout``."""
     got: list[Delivery] = []
@@ -166,3 +199,58 @@ def require(binary: str, how: str) -> str:
         missing(binary, how)
         raise AssertionError("unreachable")
     return found
+
+
+# -- messages and loadgen runs made by hand ---------------------------------------------------
+# Their clock is fixed, so that every time and latency a report derives from them is exact.
+T0 = datetime(2026, 11, 24, 12, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def charge_request_body(**overrides: Any) -> dict[str, Any]:
+    """A valid body of POST /v1/charge-requests, with a request_id of its own."""
+    body: dict[str, Any] = {
+        "request_id": str(uuid.uuid4()),
+        "vehicle_id": "EV-0042",
+        "energy_kwh": 32.5,
+        "max_power_kw": 11.0,
+    }
+    body.update(overrides)
+    return body
+
+
+def charge_event(
+    rid: uuid.UUID, kind: EventKind, t: float, sid: str | None = None, **fields: Any
+) -> ChargeEvent:
+    """Request ``rid``'s ``kind`` event at substation ``sid``, ``t`` seconds after T0."""
+    return ChargeEvent(request_id=rid, kind=kind, at=at(t), substation_id=sid, **fields)
+
+
+def heartbeat(sid: str, capacity: float, load: float, seq: int = 1, t: float = 0.0) -> Heartbeat:
+    """``sid`` at ``load`` of its ``capacity`` kW (4 bays, one session, nothing queued), sent
+    ``t`` seconds after T0."""
+    return Heartbeat(
+        substation_id=sid,
+        capacity_kw=capacity,
+        bays=4,
+        load_kw=load,
+        active_sessions=1,
+        queued=0,
+        seq=seq,
+        assignments_received=0,
+        sent_at=at(t),
+    )
+
+
+def accepted_run(n: int, via: Via = "http") -> tuple[RunResult, list[uuid.UUID]]:
+    """A run of ``n`` requests sent at T0 and accepted 10 ms later, as ``via`` says it: HTTP's
+    202 or the broker's confirm. Their ids, in the order sent."""
+    result = new_result(RunOptions(via=via, requests=n))
+    ids = [uuid.uuid4() for _ in range(n)]
+    for rid in ids:
+        result.state.on_sent(rid, T0)
+        result.state.on_ingress_result(rid, CONFIRMED if via == "amqp" else "202", at(0.01))
+    return result, ids

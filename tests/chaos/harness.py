@@ -24,6 +24,7 @@ from loadgen.report import Report, build_report
 from loadgen.run import RunOptions, RunResult, run_load
 from loadgen.settings import LoadgenSettings
 from messaging import AmqpSettings, Session
+from tests.helpers import register_substations
 
 SUBSTATIONS = (
     SubstationSpec("s150", 150.0, 8),
@@ -53,19 +54,22 @@ class Score:
 SCORES: list[Score] = []
 
 
-def score(scenario: str, report: Report, recover_s: float | None, note: str = "") -> Score:
-    s = Score(
-        scenario,
-        report.accepted,
-        report.completed,
-        report.rejected,
-        report.duplicates,
-        report.lost,
-        recover_s,
-        note,
+def score(scenario: str, result: RunResult, recover_s: float | None, note: str = "") -> Report:
+    """The run's report over the grid's substations; its row goes into the chaos table."""
+    report = build_report(result, IDS)
+    SCORES.append(
+        Score(
+            scenario,
+            report.accepted,
+            report.completed,
+            report.rejected,
+            report.duplicates,
+            report.lost,
+            recover_s,
+            note,
+        )
     )
-    SCORES.append(s)
-    return s
+    return report
 
 
 def render_scores(scores: list[Score]) -> list[str]:
@@ -101,6 +105,9 @@ def render_scores(scores: list[Score]) -> list[str]:
 def chaos_grid(
     settings: AmqpSettings, topology: Topology, log_dir: Path, **kw: Any
 ) -> Iterator[LocalGrid]:
+    """The grid of SUBSTATIONS in ``topology``'s namespace. Their ids are registered, so that the
+    topology fixture deletes their queues with the namespace."""
+    register_substations(topology, IDS)
     env = {**FAST_RECONNECT, **kw.pop("extra_env", {})}
     grid = LocalGrid(
         SUBSTATIONS,
@@ -198,7 +205,6 @@ __all__ = [
     "SCORES",
     "Score",
     "assert_nothing_lost",
-    "build_report",
     "chaos_grid",
     "drained",
     "load_with_fault",

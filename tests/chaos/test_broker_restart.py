@@ -18,7 +18,6 @@ from messaging import AmqpSettings
 from tests.chaos.harness import (
     IDS,
     assert_nothing_lost,
-    build_report,
     chaos_grid,
     drained,
     load_with_fault,
@@ -71,8 +70,7 @@ async def test_broker_restart_under_load(tmp_path: Path) -> None:
             # No worker died: after reconnecting, the dispatcher waited for fresh heartbeats
             # instead of taking back every substation's queue (their last ones predate the outage).
             reclaimed = metric_sum(grid, "dispatcher", "smartgrid_dispatcher_reclaimed_total")
-        report = build_report(result, IDS)
-    score("restart the broker", report, recovered[0], "all reconnected")
+    report = score("restart the broker", result, recovered[0], "all reconnected")
     # Then the gateway refused with 503 while the broker was away, and nothing else
     assert report.rejected_at_ingress.get("503", 0) > 0, report.rejected_at_ingress
     assert set(report.rejected_at_ingress) == {"503"}, report.rejected_at_ingress

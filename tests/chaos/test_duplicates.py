@@ -12,9 +12,7 @@ from contracts import ChargeRequest, EventKind, Topology
 from loadgen.observe import GridObserver
 from messaging import AmqpSettings, Session
 from tests.chaos.harness import (
-    IDS,
     assert_nothing_lost,
-    build_report,
     chaos_grid,
     drained,
     load_with_fault,
@@ -22,7 +20,7 @@ from tests.chaos.harness import (
     metric_sum,
     score,
 )
-from tests.helpers import register_substations, wait_until
+from tests.helpers import wait_until
 
 CRASH_AT = 120  # confirms, of 200 requests
 
@@ -31,7 +29,6 @@ CRASH_AT = 120  # confirms, of 200 requests
 async def test_the_same_request_id_twice_completes_once(
     amqp_settings: AmqpSettings, topology: Topology, tmp_path: Path
 ) -> None:
-    register_substations(topology, IDS)
     with chaos_grid(amqp_settings, topology, tmp_path) as grid:
         async with GridObserver(grid.settings, topology) as observer:
             session = await Session.open(grid.settings, "smartgrid-chaos-duplicates")
@@ -86,7 +83,6 @@ async def test_the_same_request_id_twice_completes_once(
 async def test_a_dispatcher_dying_between_confirm_and_ack_charges_once(
     amqp_settings: AmqpSettings, topology: Topology, tmp_path: Path
 ) -> None:
-    register_substations(topology, IDS)
     # Both dispatchers carry the fault; the active one reaches it, the standby never does.
     fault = {"SMARTGRID_FAULT_EXIT_AFTER_CONFIRMS": str(CRASH_AT)}
     with chaos_grid(
@@ -107,8 +103,9 @@ async def test_a_dispatcher_dying_between_confirm_and_ack_charges_once(
         dropped = metric_sum(grid, survivor, "smartgrid_dispatcher_duplicates_total")
         resent = metric_sum(grid, survivor, "smartgrid_dispatcher_resent_total")
         left = await drained(grid.settings, topology)
-    report = build_report(result, IDS)
-    score("dispatcher dies after confirm", report, None, f"{dropped + resent:.0f} came back")
+    report = score(
+        "dispatcher dies after confirm", result, None, f"{dropped + resent:.0f} came back"
+    )
     # One dispatcher died at the fault, the other took over
     assert sorted(c for c in codes.values() if c is not None) == [137], codes
     # What it had announced but not acked came back to the standby, which sent it to the same

@@ -24,7 +24,7 @@ import pytest
 from contracts import Topology
 from loadgen.grid import free_ports, metric_value
 from messaging import AmqpSettings, Session
-from tests.helpers import wait_until_sync
+from tests.helpers import wait_until_serving, wait_until_sync
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -81,19 +81,7 @@ def gateway(
         )
     gw = Gateway(port, proc.pid, log)
     try:
-
-        def healthy() -> bool:
-            assert proc.poll() is None, f"gateway exited:\n{log.read_text()[-3000:]}"
-            return httpx.get(f"{gw.url}/healthz", timeout=2).status_code == 200
-
-        wait_until_sync(
-            healthy,
-            "the gateway's /healthz to answer 200",
-            timeout=30,
-            poll=0.2,
-            ignore=(httpx.HTTPError,),
-            detail=lambda: log.read_text()[-3000:],
-        )
+        wait_until_serving(f"{gw.url}/healthz", proc, log, "the gateway")
         yield gw
     finally:
         proc.terminate()

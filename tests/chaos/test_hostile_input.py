@@ -20,8 +20,8 @@ from gateway import GatewaySettings, create_app
 from loadgen.run import RunOptions, run_load
 from messaging import AmqpSettings, Session
 from messaging.publishing import REASON_HEADER
-from tests.chaos.harness import IDS, build_report, chaos_grid, loadgen_settings, score
-from tests.helpers import collect, register_substations
+from tests.chaos.harness import chaos_grid, loadgen_settings, score
+from tests.helpers import collect
 
 POISON: dict[str, bytes] = {
     "not json": b"\x00\xffnot json at all",
@@ -43,7 +43,6 @@ POISON: dict[str, bytes] = {
 async def test_poison_is_dead_lettered_and_valid_requests_behind_it_complete(
     amqp_settings: AmqpSettings, topology: Topology, tmp_path: Path
 ) -> None:
-    register_substations(topology, IDS)
     with chaos_grid(amqp_settings, topology, tmp_path) as grid:
         session = await Session.open(grid.settings, "smartgrid-chaos-poison")
         try:
@@ -59,8 +58,7 @@ async def test_poison_is_dead_lettered_and_valid_requests_behind_it_complete(
             dead = await collect(session, topology.dead_queue, len(POISON), timeout=20)
         finally:
             await session.close()
-    report = build_report(result, IDS)
-    score("poison on the requests queue", report, None, f"{len(dead)} dead-lettered")
+    report = score("poison on the requests queue", result, None, f"{len(dead)} dead-lettered")
     assert sorted(d.body for d in dead) == sorted(POISON.values())
     reasons = {d.body: str(d.headers[REASON_HEADER]) for d in dead}
     oversized = reasons.pop(POISON["oversized"])

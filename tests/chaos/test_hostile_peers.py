@@ -23,7 +23,6 @@ from tests.chaos.harness import (
     HEARTBEAT_S,
     IDS,
     assert_nothing_lost,
-    build_report,
     chaos_grid,
     drained,
     load_with_fault,
@@ -80,7 +79,6 @@ async def test_a_ghost_substation_heartbeating_at_10_hz_costs_no_request(
     the delivery limit, silently: while the real substations were full, the ghost was the only
     one eligible, and each request went to it, came back unroutable and was requeued, 20 times.
     Now it is never admitted: nothing is returned, nothing lost. (A burst fills the real ones.)"""
-    register_substations(topology, IDS)
     with chaos_grid(amqp_settings, topology, tmp_path) as grid:
         session = await Session.open(grid.settings, "smartgrid-chaos-ghost")
         stop = asyncio.Event()
@@ -127,8 +125,7 @@ async def test_a_ghost_substation_heartbeating_at_10_hz_costs_no_request(
         ghost_queue = await session.queue_exists(topology.substation_queue("ghost"))
         await session.close()
         left = await drained(grid.settings, topology)
-    report = build_report(result, IDS)
-    score("a ghost substation at 10 Hz", report, None, f"{refused:.0f} heartbeats refused")
+    report = score("a ghost substation at 10 Hz", result, None, f"{refused:.0f} heartbeats refused")
     assert_nothing_lost(result, report)
     assert set(left.values()) == {0}, left
     assert refused > 0
@@ -144,7 +141,6 @@ async def test_a_flood_of_5000_fake_substations_declares_no_queue_and_load_goes_
     """Finding 3: 5,000 heartbeats with random ids in 1.4 s made the dispatcher declare and
     consume a quorum queue for 3,958 of them, and the broker stopped accepting connections.
     Now it probes (creates nothing), admits none of them, says so, and serves the real ones."""
-    register_substations(topology, IDS)
     with chaos_grid(amqp_settings, topology, tmp_path) as grid:
         session = await Session.open(grid.settings, "smartgrid-chaos-flood")
         rng = random.Random(16)
@@ -169,8 +165,7 @@ async def test_a_flood_of_5000_fake_substations_declares_no_queue_and_load_goes_
         await session.close()
         queues = namespace_queues(grid.settings, topology)
         left = await drained(grid.settings, topology)
-    report = build_report(result, IDS)
-    score("a flood of 5,000 fake substations", report, None, f"sent in {flood_s[0]:.1f}s")
+    report = score("a flood of 5,000 fake substations", result, None, f"sent in {flood_s[0]:.1f}s")
     assert_nothing_lost(result, report)
     assert set(left.values()) == {0}, left
     # No queue for any fake id; the table holds the three real substations only
@@ -189,7 +184,6 @@ async def test_forged_heartbeats_for_a_real_substation_do_not_lock_it_out(
     """Finding 4: one heartbeat for a real id with a huge seq and sent_at in 9999 made every
     real heartbeat after it "stale" for 5 minutes, and the substation's queue was taken back.
     The one from the future is refused; one with a huge seq is superseded by the next real one."""
-    register_substations(topology, IDS)
     victim = "s600"
     decisions = "smartgrid_dispatcher_decisions_total"
     with chaos_grid(amqp_settings, topology, tmp_path) as grid:
@@ -218,8 +212,9 @@ async def test_forged_heartbeats_for_a_real_substation_do_not_lock_it_out(
         )
         await session.close()
         left = await drained(grid.settings, topology)
-    report = build_report(result, IDS)
-    score("forged heartbeats for a real substation", report, None, f"{victim} kept its work")
+    report = score(
+        "forged heartbeats for a real substation", result, None, f"{victim} kept its work"
+    )
     assert_nothing_lost(result, report)
     assert set(left.values()) == {0}, left
     assert future_refused == 1
@@ -236,7 +231,6 @@ async def test_a_dead_worker_with_a_long_heartbeat_interval_has_its_queue_taken_
     before its queue was taken back: 100 accepted requests stranded. Here the fixed floor is
     2 s and the stale window 6 s; the forget time follows the window, and the queue is taken
     back and emptied before its substation is forgotten."""
-    register_substations(topology, IDS)
     victim = "s600"
     with chaos_grid(
         amqp_settings,
@@ -265,8 +259,7 @@ async def test_a_dead_worker_with_a_long_heartbeat_interval_has_its_queue_taken_
             grid, "dispatcher", "smartgrid_dispatcher_reclaimed_total", substation=victim
         )
         left = await drained(grid.settings, topology)
-    report = build_report(result, IDS)
-    score("kill -9 a worker with 2 s heartbeats", report, gone[0], "until forgotten")
+    report = score("kill -9 a worker with 2 s heartbeats", result, gone[0], "until forgotten")
     assert_nothing_lost(result, report)
     assert set(left.values()) == {0}, left
     assert reclaimed > 0
@@ -288,7 +281,6 @@ async def test_poison_that_used_to_loop_is_dead_lettered_once(
     fallback request-id reader raise RecursionError: 21 dead-letter copies and 21 tracebacks
     per message; a 10 MB padded request was accepted. Each is dead-lettered exactly once now,
     with its reason, and the load behind it completes."""
-    register_substations(topology, IDS)
     with chaos_grid(amqp_settings, topology, tmp_path) as grid:
         session = await Session.open(grid.settings, "smartgrid-chaos-loop")
         try:
@@ -304,8 +296,7 @@ async def test_poison_that_used_to_loop_is_dead_lettered_once(
             await session.close()
         logs = await asyncio.to_thread(read_logs, tmp_path)
         left = await drained(grid.settings, topology)
-    report = build_report(result, IDS)
-    score("poison messages", report, None, f"{len(dead)} dead-lettered")
+    report = score("poison messages", result, None, f"{len(dead)} dead-lettered")
     assert_nothing_lost(result, report)
     assert set(left.values()) == {0}, left
     reasons = sorted(str(d.headers.get(REASON_HEADER, ""))[:40] for d in dead)
@@ -321,7 +312,6 @@ async def test_the_delivery_limit_dead_letters_nothing_silently(
     """Finding 1: what reached <ns>.dead through the delivery limit had no dead_lettered
     event, so `lost` was not honest. A message the broker dead-letters by itself is announced
     by the dispatcher, with the reason; loadgen counts it as rejected, not lost."""
-    register_substations(topology, IDS)
     with chaos_grid(amqp_settings, topology, tmp_path) as grid:
         session = await Session.open(grid.settings, "smartgrid-chaos-limit")
         events = f"{topology.namespace}.t-dead-events"

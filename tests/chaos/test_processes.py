@@ -12,9 +12,7 @@ import pytest
 from contracts import Topology
 from messaging import AmqpSettings
 from tests.chaos.harness import (
-    IDS,
     assert_nothing_lost,
-    build_report,
     chaos_grid,
     drained,
     load_with_fault,
@@ -22,7 +20,7 @@ from tests.chaos.harness import (
     metric_sum,
     score,
 )
-from tests.helpers import register_substations, wait_until
+from tests.helpers import wait_until
 
 VICTIM = "s600"
 
@@ -31,7 +29,6 @@ VICTIM = "s600"
 async def test_kill_9_a_worker_under_load(
     amqp_settings: AmqpSettings, topology: Topology, tmp_path: Path
 ) -> None:
-    register_substations(topology, IDS)
     with chaos_grid(amqp_settings, topology, tmp_path) as grid:
         out_of_rotation: list[float] = []
 
@@ -53,8 +50,7 @@ async def test_kill_9_a_worker_under_load(
             grid, "dispatcher", "smartgrid_dispatcher_reclaimed_total", substation=VICTIM
         )
         left = await drained(grid.settings, topology)
-    report = build_report(result, IDS)
-    score("kill -9 a worker", report, out_of_rotation[0], "out of rotation")
+    report = score("kill -9 a worker", result, out_of_rotation[0], "out of rotation")
     # Then every accepted request completed, once, and nothing is left in any queue
     assert_nothing_lost(result, report)
     assert set(left.values()) == {0}, left
@@ -68,7 +64,6 @@ async def test_kill_9_a_worker_under_load(
 async def test_sigterm_drains_a_worker_which_exits_0(
     amqp_settings: AmqpSettings, topology: Topology, tmp_path: Path
 ) -> None:
-    register_substations(topology, IDS)
     with chaos_grid(amqp_settings, topology, tmp_path) as grid:
         drain_s: list[float] = []
         codes: list[int | None] = []
@@ -83,8 +78,7 @@ async def test_sigterm_drains_a_worker_which_exits_0(
 
         result = await load_with_fault(grid, stop)
         left = await drained(grid.settings, topology)
-    report = build_report(result, IDS)
-    score("SIGTERM a worker", report, drain_s[0], "to drain and exit")
+    report = score("SIGTERM a worker", result, drain_s[0], "to drain and exit")
     assert codes == [0]
     assert_nothing_lost(result, report)
     assert set(left.values()) == {0}, left
@@ -94,7 +88,6 @@ async def test_sigterm_drains_a_worker_which_exits_0(
 async def test_kill_9_the_active_dispatcher_and_the_standby_takes_over(
     amqp_settings: AmqpSettings, topology: Topology, tmp_path: Path
 ) -> None:
-    register_substations(topology, IDS)
     decisions = "smartgrid_dispatcher_decisions_total"
     with chaos_grid(amqp_settings, topology, tmp_path, dispatchers=2) as grid:
         takeover: list[float] = []
@@ -118,7 +111,6 @@ async def test_kill_9_the_active_dispatcher_and_the_standby_takes_over(
 
         result = await load_with_fault(grid, kill_active)
         left = await drained(grid.settings, topology)
-    report = build_report(result, IDS)
-    score("kill -9 the active dispatcher", report, takeover[0], "standby takeover")
+    report = score("kill -9 the active dispatcher", result, takeover[0], "standby takeover")
     assert_nothing_lost(result, report)
     assert set(left.values()) == {0}, left

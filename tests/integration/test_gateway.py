@@ -8,7 +8,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +18,7 @@ from contracts.topology import BindingSpec, QueueSpec
 from gateway import AmqpRequestPublisher, GatewaySettings, create_app
 from messaging import AmqpSettings, Delivery, Session
 from messaging.publishing import publish_event
-from tests.helpers import wait_until
+from tests.helpers import charge_request_body, wait_until
 
 URL = "/v1/charge-requests"
 UNREACHABLE_AMQP_URL = "amqp://guest:guest@127.0.0.1:1/%2F"  # nothing listens on port 1
@@ -71,17 +70,6 @@ def gateway_settings(amqp_settings: AmqpSettings, topology: Topology) -> Gateway
     return GatewaySettings(
         amqp_url=amqp_settings.amqp_url, namespace=topology.namespace, confirm_timeout_s=5
     )
-
-
-def charge_request_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "request_id": str(uuid.uuid4()),
-        "vehicle_id": "EV-0042",
-        "energy_kwh": 20.0,
-        "max_power_kw": 50.0,
-    }
-    body.update(overrides)
-    return body
 
 
 class Collector:

@@ -9,12 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,7 +27,7 @@ from loadgen.report import Report, build_report
 from loadgen.run import RunOptions, run_load
 from loadgen.settings import LoadgenSettings
 from messaging import AmqpSettings, Session
-from tests.helpers import DEPLOY, require, wait_until_sync
+from tests.helpers import DEPLOY, require, wait_until_serving
 from tests.management import get, management_client, vhost_of
 
 # The demo's three substations: 150/300/600 kW, 8/16/32 bays.
@@ -89,22 +87,6 @@ class PromClient:
         ]
 
 
-def _wait_ready(prom: PromClient, proc: subprocess.Popen[bytes], log: Path) -> None:
-    def ready() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"prometheus exited {proc.returncode}:\n{log.read_text()[-2000:]}")
-        return prom.http.get("/-/ready").status_code == 200
-
-    wait_until_sync(
-        ready,
-        "prometheus to be ready",
-        timeout=30,
-        poll=0.2,
-        ignore=(httpx.HTTPError,),
-        detail=lambda: log.read_text()[-2000:],
-    )
-
-
 @pytest.fixture(scope="module")
 def observed(
     amqp_settings: AmqpSettings, tmp_path_factory: pytest.TempPathFactory
@@ -130,7 +112,9 @@ def observed(
         targets_dir=targets,
     )
     try:
-        _wait_ready(prom, proc, config.parent / "prometheus.log")
+        wait_until_serving(
+            f"{prom_url}/-/ready", proc, config.parent / "prometheus.log", "prometheus"
+        )
         with grid:
             yield _observe(grid, namespace, prom, settings)
     finally:

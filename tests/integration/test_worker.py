@@ -59,6 +59,18 @@ async def listen(session: Session, queue: str, exchange: str, routing_key: str =
     return inbox
 
 
+async def listen_to_events(session: Session, topology: Topology) -> Inbox:
+    """Every charge event of the namespace, from the moment this returns."""
+    return await listen(
+        session, f"{topology.namespace}.t-events", topology.events_exchange, "event.#"
+    )
+
+
+async def listen_to_heartbeats(session: Session, topology: Topology) -> Inbox:
+    """Every heartbeat of the namespace, from the moment this returns."""
+    return await listen(session, f"{topology.namespace}.t-hb", topology.heartbeats_exchange)
+
+
 def make_assignment(energy_kwh: float = 100.0, max_power_kw: float = 150.0) -> Assignment:
     return Assignment(
         request=ChargeRequest(
@@ -123,10 +135,8 @@ async def test_assignments_complete_within_capacity(
 ) -> None:
     async with running_worker(amqp_settings, topology) as (_service, registry):
         # Given a worker of 100 kW / 2 bays, and listeners on events and heartbeats
-        events = await listen(
-            session, f"{topology.namespace}.t-events", topology.events_exchange, "event.#"
-        )
-        beats = await listen(session, f"{topology.namespace}.t-hb", topology.heartbeats_exchange)
+        events = await listen_to_events(session, topology)
+        beats = await listen_to_heartbeats(session, topology)
         # When six 100 kWh sessions arrive (three rounds of two bays, 0.2 s wall each)
         sent = [make_assignment(energy_kwh=100, max_power_kw=150) for _ in range(6)]
         await publish(session, topology, *(a.model_dump_json().encode() for a in sent))
@@ -168,9 +178,7 @@ async def test_duplicate_assignment_completes_once(
     amqp_settings: AmqpSettings, topology: Topology, session: Session
 ) -> None:
     async with running_worker(amqp_settings, topology) as (_service, registry):
-        events = await listen(
-            session, f"{topology.namespace}.t-events", topology.events_exchange, "event.#"
-        )
+        events = await listen_to_events(session, topology)
         # Given an assignment delivered twice while held, plus another one
         twice = make_assignment().model_dump_json().encode()
         other = make_assignment()
@@ -207,9 +215,7 @@ async def test_invalid_assignment_is_dead_lettered_and_work_goes_on(
     amqp_settings: AmqpSettings, topology: Topology, session: Session
 ) -> None:
     async with running_worker(amqp_settings, topology) as (_service, registry):
-        events = await listen(
-            session, f"{topology.namespace}.t-events", topology.events_exchange, "event.#"
-        )
+        events = await listen_to_events(session, topology)
         dead = Inbox()
         await session.consume(topology.dead_queue, dead.on_message, auto_ack=True)
         # Given a body that is not JSON, and one with a readable request id but no energy bound
@@ -249,9 +255,7 @@ async def test_an_assignment_for_another_substation_is_handed_back_not_served(
     ("serving it here"). It is not s2's to charge: its request goes back to <ns>.requests,
     where the dispatcher sends it where it belongs (or drops it as a duplicate)."""
     async with running_worker(amqp_settings, topology) as (_service, registry):
-        events = await listen(
-            session, f"{topology.namespace}.t-events", topology.events_exchange, "event.#"
-        )
+        events = await listen_to_events(session, topology)
         # Given an assignment for "elsewhere" in this worker's queue, and one for it
         stray = make_assignment().model_copy(update={"substation_id": "elsewhere"})
         own = make_assignment()
@@ -292,9 +296,7 @@ async def test_connection_loss_redelivers_and_completes_each_once(
 ) -> None:
     # Sessions of 1 s wall (10 kWh at 50 kW = 720 s simulated, time x720)
     async with running_worker(amqp_settings, topology, time_scale=720) as (service, registry):
-        events = await listen(
-            session, f"{topology.namespace}.t-events", topology.events_exchange, "event.#"
-        )
+        events = await listen_to_events(session, topology)
         sent = [make_assignment(energy_kwh=10, max_power_kw=50) for _ in range(BAYS)]
         await publish(session, topology, *(a.model_dump_json().encode() for a in sent))
         await wait_until(lambda: len(events.events(EventKind.STARTED)) == BAYS, "both started")
@@ -325,7 +327,7 @@ async def test_cli_process_heartbeats_and_exits_0_on_sigterm(
     # Given a heartbeat listener (the exchange must exist before the worker publishes to it)
     for ex in topology.exchanges():
         await session.declare_exchange(ex)
-    beats = await listen(session, f"{topology.namespace}.t-hb", topology.heartbeats_exchange)
+    beats = await listen_to_heartbeats(session, topology)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from typing import Any
 
 import httpx
@@ -13,6 +12,7 @@ from fastapi import FastAPI
 
 from contracts import ChargeRequest
 from gateway import GatewaySettings
+from tests.helpers import charge_request_body
 
 URL = "/v1/charge-requests"
 JSON = {"content-type": "application/json"}
@@ -42,18 +42,7 @@ class FakePublisher:
 
 
 def raw_body(**overrides: Any) -> bytes:
-    return json.dumps(valid_body(**overrides)).encode()
-
-
-def valid_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "request_id": str(uuid.uuid4()),
-        "vehicle_id": "EV-0042",
-        "energy_kwh": 32.5,
-        "max_power_kw": 11.0,
-    }
-    body.update(overrides)
-    return body
+    return json.dumps(charge_request_body(**overrides)).encode()
 
 
 def settings(**overrides: Any) -> GatewaySettings:

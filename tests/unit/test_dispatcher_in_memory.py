@@ -122,6 +122,17 @@ async def admitted(d: Dispatcher, *sids: str) -> None:
     await wait_until(lambda: all(d.table.get(s) is not None for s in sids), timeout=2)
 
 
+async def serving(g: Grid, capacity_kw: dict[str, float], *dispatchers: Dispatcher) -> None:
+    """Substations with their queues and one heartbeat each (in that order), admitted by every
+    one of ``dispatchers``."""
+    for sid in capacity_kw:
+        g.substation(sid)
+    for sid, kw in capacity_kw.items():
+        g.heartbeat(sid, kw)
+    for d in dispatchers:
+        await admitted(d, *capacity_kw)
+
+
 def requests_left(g: Grid) -> int:
     return len(g.broker.queue(TOPO.requests_queue).ready)
 
@@ -129,9 +140,7 @@ def requests_left(g: Grid) -> int:
 async def test_a_duplicate_request_is_acked_without_a_second_assignment(grid: Grid) -> None:
     """Rule: a request id held, in flight or confirmed here is acked, not dispatched again."""
     d = await grid.dispatcher()
-    grid.substation("s1")
-    grid.heartbeat("s1", 300)
-    await admitted(d, "s1")
+    await serving(grid, {"s1": 300}, d)
     first = grid.request()
     await wait_until(lambda: len(grid.assignments("s1")) == 1, timeout=2)
     grid.request(first)  # a client's retry, same body
@@ -145,9 +154,7 @@ async def test_a_conflicting_copy_is_rejected_not_dispatched(grid: Grid) -> None
     """Rule: the same request id with another body is a conflict: dead-lettered, with a
     rejected event, and never dispatched."""
     d = await grid.dispatcher()
-    grid.substation("s1")
-    grid.heartbeat("s1", 300)
-    await admitted(d, "s1")
+    await serving(grid, {"s1": 300}, d)
     first = grid.request()
     await wait_until(lambda: len(grid.assignments("s1")) == 1, timeout=2)
     grid.request(first.model_copy(update={"energy_kwh": 250.0}))
@@ -166,10 +173,7 @@ async def test_a_standby_follows_the_active_dispatchers_intents(grid: Grid) -> N
     unconfirmed route (a copy may wait there), and never counts it as dispatched by itself."""
     active = await grid.dispatcher()
     standby = await grid.dispatcher()
-    grid.substation("s1")
-    grid.heartbeat("s1", 300)
-    await admitted(active, "s1")
-    await admitted(standby, "s1")
+    await serving(grid, {"s1": 300}, active, standby)
     r = grid.request()
     await wait_until(lambda: len(grid.assignments("s1")) == 1, timeout=2)
     key = r.request_id.int
@@ -188,12 +192,7 @@ async def test_redelivery_after_a_crash_between_confirm_and_ack_goes_to_the_same
     drops the copy), not wherever the policy would send it now: no second charging session."""
     active = await grid.dispatcher()
     standby = await grid.dispatcher()
-    for sid in ("s1", "s2"):
-        grid.substation(sid)
-    grid.heartbeat("s1", 150)
-    grid.heartbeat("s2", 600)  # least promised: the first choice
-    await admitted(active, "s1", "s2")
-    await admitted(standby, "s1", "s2")
+    await serving(grid, {"s1": 150, "s2": 600}, active, standby)  # s2 least promised: first
     session_of(active).lose_acks()  # it dies before its acks reach the broker
     r = grid.request()
     await wait_until(lambda: len(grid.assignments("s2")) == 1, timeout=2)
@@ -243,12 +242,8 @@ async def test_a_silent_substations_queue_is_taken_back_and_redispatched(grid: G
     """Rule: the queue of a substation silent for its stale window (3 intervals) is consumed
     by the dispatcher; each assignment there goes elsewhere (attempt 2), acked once the new
     one is confirmed."""
-    for sid in ("s1", "s2"):
-        grid.substation(sid)
     d = await grid.dispatcher()
-    grid.heartbeat("s1", 150)
-    grid.heartbeat("s2", 600)
-    await admitted(d, "s1", "s2")
+    await serving(grid, {"s1": 150, "s2": 600}, d)
     request = ChargeRequest(vehicle_id="ev-9", energy_kwh=10, max_power_kw=7)
     _reclaimable(grid, request)
     await _silent_s1(grid, d, 2.5)  # within the window: nothing moves
@@ -267,12 +262,8 @@ async def test_silence_counts_only_from_the_dispatchers_reconnect(grid: Grid) ->
     """Rule: after the dispatcher reconnects, every heartbeat looks old; a substation is silent
     only once it said nothing for its window since then, so its queue is not taken back at
     once (which would only churn, and duplicate, work)."""
-    for sid in ("s1", "s2"):
-        grid.substation(sid)
     d = await grid.dispatcher()
-    grid.heartbeat("s1", 150)
-    grid.heartbeat("s2", 600)
-    await admitted(d, "s1", "s2")
+    await serving(grid, {"s1": 150, "s2": 600}, d)
     _reclaimable(grid, ChargeRequest(vehicle_id="ev-9", energy_kwh=10, max_power_kw=7))
     old = session_of(d)
     grid.clock.t += 10.0  # s1's last heartbeat is long past ...
@@ -289,9 +280,7 @@ async def test_a_returned_assignment_keeps_its_request_held(grid: Grid) -> None:
     """Rule: an assignment the broker returns (no queue for the substation) costs its request
     no delivery: it stays held and goes elsewhere once a substation with a queue is there."""
     d = await grid.dispatcher()
-    grid.substation("s1")
-    grid.heartbeat("s1", 300)
-    await admitted(d, "s1")
+    await serving(grid, {"s1": 300}, d)
     # s1's queue goes away (its worker deleted it, say): the next assignment comes back.
     grid.broker.bindings.discard((TOPO.substation_queue("s1"), TOPO.substations_exchange, "s1"))
     r = grid.request()
@@ -312,11 +301,7 @@ async def test_a_nacked_assignment_waits_for_its_substations_next_heartbeat(grid
     heartbeat, and the request, whose route names that substation, waits for it there without
     holding up the requests behind it."""
     d = await grid.dispatcher()
-    for sid in ("s1", "s2"):
-        grid.substation(sid)
-    grid.heartbeat("s1", 600)
-    grid.heartbeat("s2", 150)
-    await admitted(d, "s1", "s2")
+    await serving(grid, {"s1": 600, "s2": 150}, d)
     grid.broker.nack_when(lambda ex, key, _b: ex == TOPO.substations_exchange and key == "s1")
     r = grid.request()
     nacked = lambda: grid.broker.published_to(TOPO.substations_exchange, "nacked")  # noqa: E731

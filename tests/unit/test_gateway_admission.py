@@ -14,7 +14,7 @@ from gateway import create_app
 from gateway.idempotency import RecentRequests, request_id_for_key
 from gateway.ratelimit import TokenBucket, retry_after_header
 from messaging import BrokerUnavailable
-from tests.helpers import wait_until
+from tests.helpers import charge_request_body, wait_until
 from tests.unit.gateway_doubles import (
     JSON,
     URL,
@@ -22,7 +22,6 @@ from tests.unit.gateway_doubles import (
     http,
     raw_body,
     settings,
-    valid_body,
 )
 
 KEY = "k" * 24
@@ -84,7 +83,7 @@ async def test_idempotency_key_makes_a_retry_publish_once() -> None:
     fake = FakePublisher()
     async with http(create_app(settings(), fake)) as client:
         headers = JSON | {"Idempotency-Key": "order-77/attempt"}
-        body = json.dumps({k: v for k, v in valid_body().items() if k != "request_id"})
+        body = json.dumps({k: v for k, v in charge_request_body().items() if k != "request_id"})
         first = await client.post(URL, content=body, headers=headers)
         again = await client.post(URL, content=body, headers=headers)
     assert first.status_code == again.status_code == 202
@@ -149,7 +148,7 @@ async def test_the_same_request_id_with_another_body_is_409_and_not_published() 
     """Finding 7: the same request_id with 10 kWh, then 250 kWh: the second is a conflict
     (409, nothing published), while a true retry of the first is still 202."""
     fake = FakePublisher()
-    first = valid_body(energy_kwh=10)
+    first = charge_request_body(energy_kwh=10)
     async with http(create_app(settings(), fake)) as client:
         accepted = await client.post(URL, json=first)
         conflict = await client.post(URL, json=first | {"energy_kwh": 250})
@@ -165,7 +164,7 @@ async def test_an_idempotency_key_reused_for_another_body_is_409() -> None:
     """Finding 7: the same Idempotency-Key with a different body is a conflict (409)."""
     fake = FakePublisher()
     headers = JSON | {"Idempotency-Key": "order-78"}
-    body = {k: v for k, v in valid_body().items() if k != "request_id"}
+    body = {k: v for k, v in charge_request_body().items() if k != "request_id"}
     async with http(create_app(settings(), fake)) as client:
         first = await client.post(URL, json=body, headers=headers)
         other = await client.post(URL, json=body | {"vehicle_id": "EV-9999"}, headers=headers)
@@ -177,7 +176,7 @@ async def test_a_retry_differing_only_in_requested_at_is_the_same_request() -> N
     """Finding 7: requested_at is not part of the fingerprint (a gateway sets it when the
     client did not), so a retry that differs only there is a retry: 202, one publish."""
     fake = FakePublisher()
-    body = valid_body(requested_at="2030-01-01T12:00:00+00:00")
+    body = charge_request_body(requested_at="2030-01-01T12:00:00+00:00")
     async with http(create_app(settings(), fake)) as client:
         first = await client.post(URL, json=body)
         again = await client.post(URL, json=body | {"requested_at": "2030-01-01T12:00:05+00:00"})
@@ -190,7 +189,7 @@ async def test_a_conflicting_retry_while_the_first_is_in_flight_is_409_at_once()
     confirm is a conflict too (409 without waiting); the same body shares the first outcome."""
     fake = FakePublisher()
     fake.hang = True
-    body = valid_body(energy_kwh=10)
+    body = charge_request_body(energy_kwh=10)
     app = create_app(settings(), fake)
     inflight = app.state.metrics.inflight_publishes
     async with http(app) as client:
@@ -241,7 +240,7 @@ async def test_an_idempotency_key_longer_than_the_limit_is_400(length: int, stat
     """Finding 8: an Idempotency-Key over max_idempotency_key_chars (255) gets 400 and is
     never published; one at the limit is accepted."""
     fake = FakePublisher()
-    body = json.dumps({k: v for k, v in valid_body().items() if k != "request_id"})
+    body = json.dumps({k: v for k, v in charge_request_body().items() if k != "request_id"})
     async with http(create_app(settings(), fake)) as client:
         resp = await client.post(
             URL, content=body, headers=JSON | {"Idempotency-Key": "k" * length}

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import RequestPublisher, create_app
 from messaging import BrokerUnavailable, ConfirmTimeout, PublishNacked, PublishReturned
-from tests.helpers import wait_until
+from tests.helpers import charge_request_body, wait_until
 from tests.unit.gateway_doubles import (
     JSON,
     URL,
@@ -23,7 +23,6 @@ from tests.unit.gateway_doubles import (
     http,
     raw_body,
     settings,
-    valid_body,
 )
 
 
@@ -61,7 +60,7 @@ def test_fake_satisfies_the_protocol(fake: FakePublisher) -> None:
 async def test_valid_request_is_published_then_answered_202(
     client: httpx.AsyncClient, fake: FakePublisher
 ) -> None:
-    body = valid_body()
+    body = charge_request_body()
     resp = await client.post(URL, content=json.dumps(body), headers=JSON)
     assert resp.status_code == 202
     assert resp.json() == {"request_id": body["request_id"], "status": "accepted"}
@@ -72,7 +71,7 @@ async def test_valid_request_is_published_then_answered_202(
 async def test_request_id_is_generated_when_omitted(
     client: httpx.AsyncClient, fake: FakePublisher
 ) -> None:
-    body = valid_body()
+    body = charge_request_body()
     del body["request_id"]
     resp = await client.post(URL, json=body)
     assert resp.status_code == 202
@@ -85,7 +84,7 @@ async def test_content_type_with_charset_is_json(
 ) -> None:
     resp = await client.post(
         URL,
-        content=json.dumps(valid_body()),
+        content=json.dumps(charge_request_body()),
         headers={"content-type": "Application/JSON; charset=utf-8"},
     )
     assert resp.status_code == 202
@@ -137,7 +136,7 @@ async def test_invalid_request_is_422_with_readable_field_errors(
 async def test_departure_before_request_is_422(
     client: httpx.AsyncClient, fake: FakePublisher
 ) -> None:
-    body = valid_body(
+    body = charge_request_body(
         requested_at="2030-01-01T12:00:00+00:00", departure="2030-01-01T11:00:00+00:00"
     )
     resp = await client.post(URL, json=body)
@@ -200,7 +199,7 @@ async def test_non_json_content_type_is_415(
     client: httpx.AsyncClient, fake: FakePublisher, content_type: str | None
 ) -> None:
     headers = {"content-type": content_type} if content_type else {}
-    resp = await client.post(URL, content=json.dumps(valid_body()), headers=headers)
+    resp = await client.post(URL, content=json.dumps(charge_request_body()), headers=headers)
     assert resp.status_code == 415
     assert fake.received == []
 
@@ -279,7 +278,7 @@ async def test_disconnected_is_503_with_retry_after(
     client: httpx.AsyncClient, fake: FakePublisher
 ) -> None:
     fake.connected = False
-    resp = await client.post(URL, json=valid_body())
+    resp = await client.post(URL, json=charge_request_body())
     assert resp.status_code == 503
     assert resp.headers["retry-after"] == "1"
     assert fake.received == []
@@ -299,7 +298,7 @@ async def test_unconfirmed_publish_is_503_with_retry_after(
     client: httpx.AsyncClient, fake: FakePublisher, error: Exception
 ) -> None:
     fake.error = error
-    resp = await client.post(URL, json=valid_body())
+    resp = await client.post(URL, json=charge_request_body())
     assert resp.status_code == 503
     assert resp.headers["retry-after"] == "1"
     assert type(error).__name__ in resp.json()["detail"]
@@ -308,7 +307,7 @@ async def test_unconfirmed_publish_is_503_with_retry_after(
 async def test_retry_after_follows_settings(fake: FakePublisher) -> None:
     fake.connected = False
     async with http(create_app(settings(retry_after_s=7), fake)) as client:
-        resp = await client.post(URL, json=valid_body())
+        resp = await client.post(URL, json=charge_request_body())
     assert resp.status_code == 503
     assert resp.headers["retry-after"] == "7"
 
@@ -319,7 +318,7 @@ async def test_a_publisher_that_never_confirms_cannot_hang_a_request(fake: FakeP
     app = create_app(settings(confirm_timeout_s=0.1), fake)
     async with http(app) as client:
         # When / Then: the HTTP layer's own deadline answers 503 (confirm timeout + 1 s guard)
-        resp = await asyncio.wait_for(client.post(URL, json=valid_body()), 5)
+        resp = await asyncio.wait_for(client.post(URL, json=charge_request_body()), 5)
     assert resp.status_code == 503
     assert "retry-after" in resp.headers
     assert fake.received == []
@@ -331,7 +330,9 @@ async def test_publishes_are_concurrent_not_serialised(fake: FakePublisher) -> N
     app = create_app(settings(), fake)
     async with http(app) as client:
         # When 5 requests are sent at once
-        posts = [asyncio.create_task(client.post(URL, json=valid_body())) for _ in range(5)]
+        posts = [
+            asyncio.create_task(client.post(URL, json=charge_request_body())) for _ in range(5)
+        ]
         await wait_until(lambda: fake.waiting == 5, "5 publishes waiting", timeout=5, poll=0.01)
         # Then all 5 wait for their confirm at the same time, and the gauge shows them
         metrics = (await client.get("/metrics")).text
@@ -361,12 +362,12 @@ async def test_healthz_follows_the_broker_connection(
 async def test_metrics_count_answers_by_status(
     client: httpx.AsyncClient, fake: FakePublisher
 ) -> None:
-    await client.post(URL, json=valid_body())
-    await client.post(URL, json=valid_body())
+    await client.post(URL, json=charge_request_body())
+    await client.post(URL, json=charge_request_body())
     await client.post(URL, content=b"{}", headers=JSON)
     await client.post(URL, content=b"x", headers={"content-type": "text/plain"})
     fake.connected = False
-    await client.post(URL, json=valid_body())
+    await client.post(URL, json=charge_request_body())
 
     samples = await metric_samples(client)
     status = "smartgrid_gateway_requests_total"
@@ -387,7 +388,7 @@ async def test_each_app_has_its_own_registry(fake: FakePublisher) -> None:
         http(create_app(settings(), fake)) as a,
         http(create_app(settings(), fake)) as b,
     ):
-        await a.post(URL, json=valid_body())
+        await a.post(URL, json=charge_request_body())
         assert (await metric_samples(a))[accepted] == 1
         assert accepted not in await metric_samples(b)
 

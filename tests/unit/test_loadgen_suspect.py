@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -14,34 +13,20 @@ from typing import Any
 from contracts import ChargeEvent, EventKind, Topology
 from loadgen.observe import GridObserver
 from loadgen.report import build_report, write_json
-from loadgen.run import RunOptions, RunResult, new_result
 from loadgen.state import GridState
 from messaging import AmqpSettings
-
-T0 = datetime(2026, 11, 24, 12, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
+from tests.helpers import accepted_run, charge_event
 
 
-def event(rid: uuid.UUID, kind: EventKind, t: float, **kw: Any) -> ChargeEvent:
-    return ChargeEvent(request_id=rid, kind=kind, at=at(t), substation_id="s1", **kw)
-
-
-def accepted_run(n: int) -> tuple[RunResult, list[uuid.UUID]]:
-    result = new_result(RunOptions(via="amqp", requests=n))
-    ids = [uuid.uuid4() for _ in range(n)]
-    for rid in ids:
-        result.state.on_sent(rid, T0)
-        result.state.on_ingress_result(rid, "confirmed", at(0.01))
-    return result, ids
+def event(rid: uuid.UUID, kind: EventKind, t: float, **fields: Any) -> ChargeEvent:
+    """Every event of these tests is s1's."""
+    return charge_event(rid, kind, t, "s1", **fields)
 
 
 def test_a_completion_never_seen_dispatched_is_suspect_and_the_request_still_lost() -> None:
     """Finding 9: a completion for a request loadgen never saw dispatched is suspect; the
     request is not completed by it (lost stays honest), nor is it a duplicate."""
-    result, (forged, real) = accepted_run(2)
+    result, (forged, real) = accepted_run(2, "amqp")
     state = result.state
     state.on_event(event(forged, EventKind.COMPLETED, 1, energy_kwh=20.0))
     state.on_event(event(real, EventKind.DISPATCHED, 1))
@@ -56,7 +41,7 @@ def test_a_completion_never_seen_dispatched_is_suspect_and_the_request_still_los
 def test_a_genuine_completion_after_a_forged_one_completes_the_request() -> None:
     """Finding 9: the forged completion stays suspect; the real one, after its dispatch,
     completes the request once."""
-    result, (rid,) = accepted_run(1)
+    result, (rid,) = accepted_run(1, "amqp")
     state = result.state
     state.on_event(event(rid, EventKind.COMPLETED, 1, energy_kwh=99.0))
     state.on_event(event(rid, EventKind.DISPATCHED, 2))
@@ -70,7 +55,7 @@ def test_a_second_completion_with_another_energy_is_suspect_not_a_duplicate() ->
     """Finding 9: a second completion of a request with a different energy_kwh is suspect;
     the same energy under a new event id is a real double charge; the same event said again is
     one completion."""
-    result, (other_energy, same_energy, repeated) = accepted_run(3)
+    result, (other_energy, same_energy, repeated) = accepted_run(3, "amqp")
     state = result.state
     for rid in (other_energy, same_energy, repeated):
         state.on_event(event(rid, EventKind.DISPATCHED, 1))
@@ -90,7 +75,7 @@ def test_a_second_completion_with_another_energy_is_suspect_not_a_duplicate() ->
 
 def test_a_suspect_completion_said_again_counts_once() -> None:
     """Finding 9: suspect completions are counted by event id, like the others."""
-    result, (rid,) = accepted_run(1)
+    result, (rid,) = accepted_run(1, "amqp")
     forged = event(rid, EventKind.COMPLETED, 1, energy_kwh=10.0)
     for _ in range(3):
         result.state.on_event(forged)
@@ -100,7 +85,7 @@ def test_a_suspect_completion_said_again_counts_once() -> None:
 def test_events_of_requests_the_run_never_sent_are_foreign_and_ignored() -> None:
     """Finding 9: a completion (or any event) for a request id loadgen never sent changes
     nothing but the count of foreign events."""
-    result, _ = accepted_run(1)
+    result, _ = accepted_run(1, "amqp")
     stranger = uuid.uuid4()
     result.state.on_event(event(stranger, EventKind.DISPATCHED, 1))
     result.state.on_event(event(stranger, EventKind.COMPLETED, 2, energy_kwh=10.0))
@@ -124,7 +109,7 @@ def test_a_follower_that_sent_nothing_still_sees_every_request() -> None:
 
 def test_the_json_report_has_a_top_level_suspect(tmp_path: Path) -> None:
     """Finding 9: ``--json`` carries ``suspect`` beside the other counts."""
-    result, (rid,) = accepted_run(1)
+    result, (rid,) = accepted_run(1, "amqp")
     result.state.on_event(event(rid, EventKind.COMPLETED, 1, energy_kwh=10.0))
     path = tmp_path / "r.json"
     write_json(build_report(result), path)
@@ -143,7 +128,7 @@ def _delivery(body: bytes, routing_key: str = "event.completed") -> Any:
 def test_invalid_events_are_counted_never_a_crash() -> None:
     """Finding 9: strict parsing refuses a string for a number and an energy over 300 kWh;
     such an event (or an intent that is no intent) is counted as invalid and ignored."""
-    result, (rid,) = accepted_run(1)
+    result, (rid,) = accepted_run(1, "amqp")
     observer = _observer(result.state)
     valid = event(rid, EventKind.COMPLETED, 1, energy_kwh=10.0).model_dump(mode="json")
     for bad in ({"energy_kwh": "30"}, {"energy_kwh": 301.0}, {"attempt": "2"}):

@@ -5,35 +5,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from contracts import ChargeEvent, EventKind
+from contracts import EventKind
 from loadgen.report import build_report, write_json
-from loadgen.run import RunOptions, RunResult, new_result
 from loadgen.state import CHARGING, HELD, QUEUED, GridState, Place
 from loadgen.unfinished import Holdings, SubstationHolds, account
 from messaging import exit_codes
+from tests.helpers import accepted_run, charge_event
 
-T0 = datetime(2026, 11, 24, 12, tzinfo=UTC)
 QUEUE = "smartgrid.requests"
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-def event(rid: uuid.UUID, kind: EventKind, t: float, sid: str | None = None) -> ChargeEvent:
-    return ChargeEvent(request_id=rid, kind=kind, at=at(t), substation_id=sid)
-
-
-def accepted_run(n: int) -> tuple[RunResult, list[uuid.UUID]]:
-    result = new_result(RunOptions(requests=n))
-    ids = [uuid.uuid4() for _ in range(n)]
-    for rid in ids:
-        result.state.on_sent(rid, T0)
-        result.state.on_ingress_result(rid, "202", at(0.01))
-    return result, ids
 
 
 def test_the_place_of_a_request_follows_its_latest_events() -> None:
@@ -41,14 +22,14 @@ def test_the_place_of_a_request_follows_its_latest_events() -> None:
     (unless redispatched elsewhere after that start)."""
     state = GridState()
     held, queued, charging, moved = (uuid.uuid4() for _ in range(4))
-    state.on_event(event(queued, EventKind.DISPATCHED, 1, "s1"))
-    state.on_event(event(charging, EventKind.DISPATCHED, 1, "s1"))
-    state.on_event(event(charging, EventKind.STARTED, 2, "s1"))
-    state.on_event(event(moved, EventKind.DISPATCHED, 1, "s1"))
-    state.on_event(event(moved, EventKind.STARTED, 2, "s1"))
-    state.on_event(event(moved, EventKind.REDISPATCHED, 3, "s2"))
+    state.on_event(charge_event(queued, EventKind.DISPATCHED, 1, "s1"))
+    state.on_event(charge_event(charging, EventKind.DISPATCHED, 1, "s1"))
+    state.on_event(charge_event(charging, EventKind.STARTED, 2, "s1"))
+    state.on_event(charge_event(moved, EventKind.DISPATCHED, 1, "s1"))
+    state.on_event(charge_event(moved, EventKind.STARTED, 2, "s1"))
+    state.on_event(charge_event(moved, EventKind.REDISPATCHED, 3, "s2"))
     # An older event arriving late does not move a request back
-    state.on_event(event(queued, EventKind.DISPATCHED, 0.5, "s9"))
+    state.on_event(charge_event(queued, EventKind.DISPATCHED, 0.5, "s9"))
     assert state.place(held) == Place(HELD)
     assert state.place(queued) == Place(QUEUED, "s1")
     assert state.place(charging) == Place(CHARGING, "s1")
@@ -114,11 +95,11 @@ def test_unfinished_none_lost_exits_4_and_the_json_says_where(tmp_path: Path) ->
     result, ids = accepted_run(4)
     state = result.state
     done, held, queued, charging = ids
-    state.on_event(event(done, EventKind.DISPATCHED, 1, "s1"))
-    state.on_event(event(done, EventKind.COMPLETED, 2, "s1"))
-    state.on_event(event(queued, EventKind.DISPATCHED, 1, "s1"))
-    state.on_event(event(charging, EventKind.DISPATCHED, 1, "s2"))
-    state.on_event(event(charging, EventKind.STARTED, 2, "s2"))
+    state.on_event(charge_event(done, EventKind.DISPATCHED, 1, "s1"))
+    state.on_event(charge_event(done, EventKind.COMPLETED, 2, "s1"))
+    state.on_event(charge_event(queued, EventKind.DISPATCHED, 1, "s1"))
+    state.on_event(charge_event(charging, EventKind.DISPATCHED, 1, "s2"))
+    state.on_event(charge_event(charging, EventKind.STARTED, 2, "s2"))
     result.holdings = Holdings(
         1, QUEUE, substations={"s1": SubstationHolds(1, 0), "s2": SubstationHolds(0, 1)}
     )

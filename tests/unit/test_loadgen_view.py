@@ -6,34 +6,18 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 
-from contracts import ChargeEvent, EventKind, Heartbeat
+from contracts import ChargeEvent, EventKind
 from loadgen.report import build_report, print_report
 from loadgen.run import Pacing, RunOptions, RunResult, new_result
 from loadgen.state import MAX_HISTORY, GridState
 from loadgen.view import status_line, substation_table
-from tests.helpers import wait_until
+from tests.helpers import T0, at, heartbeat, wait_until
 
-T0 = datetime(2026, 11, 24, 12, tzinfo=UTC)
 FLOOD = 5000
 REAL = ("s150", "s300", "s600")
-
-
-def heartbeat(sid: str, capacity: float, load: float, seq: int = 1, t: float = 0.0) -> Heartbeat:
-    return Heartbeat(
-        substation_id=sid,
-        capacity_kw=capacity,
-        bays=4,
-        load_kw=load,
-        active_sessions=1,
-        queued=0,
-        seq=seq,
-        assignments_received=0,
-        sent_at=T0 + timedelta(seconds=t),
-    )
 
 
 def flooded(state: GridState, n: int = FLOOD) -> None:
@@ -115,7 +99,7 @@ def test_stale_made_up_substations_make_room_for_live_ones() -> None:
     assert "late" not in state.substations
     state.on_event(ChargeEvent(request_id=uuid.uuid4(), kind=EventKind.DISPATCHED,
                                substation_id="s300"))  # fmt: skip
-    state.prune(T0 + timedelta(seconds=60))
+    state.prune(at(60))
     state.on_heartbeat(heartbeat("late", 300.0, 10.0, t=60))
     assert set(state.substations) == {"s300", "late"}
 

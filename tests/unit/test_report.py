@@ -4,39 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from contracts import ChargeEvent, EventKind, Heartbeat
+from contracts import EventKind
 from loadgen.report import build_report, percentile, write_json
 from loadgen.run import Pacing, RunOptions, RunResult
 from loadgen.state import GridState
-
-T0 = datetime(2026, 11, 24, 12, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-def heartbeat(sid: str, capacity: float, load: float, seq: int) -> Heartbeat:
-    return Heartbeat(
-        substation_id=sid,
-        capacity_kw=capacity,
-        bays=4,
-        load_kw=load,
-        active_sessions=1,
-        queued=0,
-        seq=seq,
-        assignments_received=0,
-        sent_at=at(seq),
-    )
-
-
-def event(rid: uuid.UUID, kind: EventKind, t: float, **kw: object) -> ChargeEvent:
-    return ChargeEvent(request_id=rid, kind=kind, at=at(t), **kw)  # type: ignore[arg-type]
+from tests.helpers import T0, at, charge_event, heartbeat
 
 
 @pytest.fixture
@@ -50,17 +26,19 @@ def result() -> RunResult:
         state.on_ingress_result(rid, "202", at(0.5))
     state.on_ingress_result(refused, "503", at(0.5))
     for rid, sid in ((done_once, "a"), (done_twice, "b")):
-        state.on_event(event(rid, EventKind.DISPATCHED, 1, substation_id=sid))
-        state.on_event(event(rid, EventKind.STARTED, 2, substation_id=sid))
-        completed = event(rid, EventKind.COMPLETED, 3, substation_id=sid, energy_kwh=10.0)
+        state.on_event(charge_event(rid, EventKind.DISPATCHED, 1, sid=sid))
+        state.on_event(charge_event(rid, EventKind.STARTED, 2, sid=sid))
+        completed = charge_event(rid, EventKind.COMPLETED, 3, sid=sid, energy_kwh=10.0)
         # At least once: the same completion event (same event_id) said twice is one charge
         state.on_event(completed)
         state.on_event(completed)
     # A second charging session of the same request (another event) is a duplicate
-    state.on_event(event(done_twice, EventKind.COMPLETED, 4, substation_id="b", energy_kwh=10.0))
-    state.on_event(event(dead, EventKind.DEAD_LETTERED, 1, reason="invalid ChargeRequest: x"))
-    state.on_heartbeat(heartbeat("a", 100, 50, 1))
-    state.on_heartbeat(heartbeat("b", 300, 30, 1))
+    state.on_event(charge_event(done_twice, EventKind.COMPLETED, 4, sid="b", energy_kwh=10.0))
+    state.on_event(
+        charge_event(dead, EventKind.DEAD_LETTERED, 1, reason="invalid ChargeRequest: x")
+    )
+    state.on_heartbeat(heartbeat("a", 100, 50, t=1))
+    state.on_heartbeat(heartbeat("b", 300, 30, t=1))
     pacing = Pacing(planned=5, first_s=0.0, last_s=0.4, planned_span_s=0.4)
     return RunResult(RunOptions(rate=10, requests=5), state, pacing, T0, sending_s=0.5, elapsed_s=5)
 
@@ -107,8 +85,8 @@ def test_nothing_lost_is_exit_0() -> None:
     rid = uuid.uuid4()
     state.on_sent(rid, T0)
     state.on_ingress_result(rid, "confirmed", at(0.01))
-    state.on_event(event(rid, EventKind.DISPATCHED, 0.5, substation_id="a"))
-    state.on_event(event(rid, EventKind.COMPLETED, 1, substation_id="a", energy_kwh=5.0))
+    state.on_event(charge_event(rid, EventKind.DISPATCHED, 0.5, sid="a"))
+    state.on_event(charge_event(rid, EventKind.COMPLETED, 1, sid="a", energy_kwh=5.0))
     r = build_report(RunResult(RunOptions(via="amqp", requests=1), state))
     assert (r.accepted, r.completed, r.lost, r.exit_code) == (1, 1, 0, 0)
 

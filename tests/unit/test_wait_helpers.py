@@ -3,11 +3,15 @@ saying what it waited for."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_until, wait_until_sync
+from tests.helpers import wait_until, wait_until_serving, wait_until_sync
 
 
 async def test_returns_once_the_condition_holds() -> None:
@@ -98,3 +102,15 @@ async def test_without_a_what_the_message_is_the_conditions_source() -> None:
     flag: list[bool] = []
     with pytest.raises(AssertionError, match=r"for await wait_until\(lambda: bool\(flag\)"):
         await wait_until(lambda: bool(flag), timeout=0.01)
+
+
+def test_a_server_that_exited_fails_its_wait_at_once_showing_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        code = "print('address already in use'); raise SystemExit(3)"
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT)
+    proc.wait(timeout=30)
+    started = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match=r"(?s)the server exited 3:.*already in use"):
+        wait_until_serving("http://127.0.0.1:1/healthz", proc, log, "the server", timeout=60)
+    assert time.monotonic() - started < 10, "waited for the deadline, not for the exit"
