@@ -445,29 +445,24 @@ def documented_fields() -> set[tuple[type[BaseSettings], str]]:
 
 
 def _password_rows() -> list[Row]:
-    topology = Topology(DEFAULT_NAMESPACE)
-    constraint = f"length ≥ {MIN_PASSWORD_LENGTH}"
-    rows = [
-        Row(
-            env=f"`{password_env_var(r.name)}`",
+    def row(user: str, description: str) -> Row:
+        return Row(
+            env=f"`{password_env_var(user)}`",
             cli=f"{NONE} (environment only)",
             type=type_text(SecretStr),
             default="required",
-            constraint=constraint,
-            description=f"Password of user `{r.name}` ({r.description}).",
+            constraint=f"length ≥ {MIN_PASSWORD_LENGTH}",
+            description=description,
         )
-        for r in roles(topology)
-    ]
+
+    topology = Topology(DEFAULT_NAMESPACE)
+    rows = [row(r.name, f"Password of user `{r.name}` ({r.description}).") for r in roles(topology)]
     own = SUBSTATION_USER.format(substation_id="<id>")
     rows.append(
-        Row(
-            env=f"`{password_env_var(own)}`",
-            cli=f"{NONE} (environment only)",
-            type=type_text(SecretStr),
-            default="required",
-            constraint=constraint,
-            description=f"Password of user `{own}`, for each id of `--substation-users` (upper "
-            "case, `-` as `_`); those substations have no use for the shared `substation` user.",
+        row(
+            own,
+            f"Password of user `{own}`, for each id of `--substation-users` (upper case, `-` as "
+            "`_`); those substations have no use for the shared `substation` user.",
         )
     )
     return rows

@@ -191,6 +191,17 @@ async def drained(settings: AmqpSettings, topology: Topology) -> dict[str, int]:
         await session.close()
 
 
+async def taken_back(
+    grid: LocalGrid, topology: Topology, victim: str
+) -> tuple[float, dict[str, int]]:
+    """After a worker's death: how many assignments the dispatcher took back from its queue,
+    and what every queue holds once the grid drained (each should be 0)."""
+    reclaimed = metric(
+        grid, "dispatcher", "smartgrid_dispatcher_reclaimed_total", substation=victim
+    )
+    return reclaimed, await drained(grid.settings, topology)
+
+
 def assert_nothing_lost(result: RunResult, report: Report) -> None:
     assert report.accepted > 0
     assert report.lost == 0, f"lost {report.lost}: {report.lost_ids[:5]}"

@@ -29,6 +29,7 @@ from tests.chaos.harness import (
     metric,
     metric_sum,
     score,
+    taken_back,
 )
 from tests.helpers import collect, register_substations, wait_until
 from tests.management import get, management_client, vhost_of
@@ -255,10 +256,7 @@ async def test_a_dead_worker_with_a_long_heartbeat_interval_has_its_queue_taken_
             )
 
         result = await load_with_fault(grid, kill, requests=150, rate=25)
-        reclaimed = metric(
-            grid, "dispatcher", "smartgrid_dispatcher_reclaimed_total", substation=victim
-        )
-        left = await drained(grid.settings, topology)
+        reclaimed, left = await taken_back(grid, topology, victim)
     report = score("kill -9 a worker with 2 s heartbeats", result, gone[0], "until forgotten")
     assert_nothing_lost(result, report)
     assert set(left.values()) == {0}, left

@@ -19,6 +19,7 @@ from tests.chaos.harness import (
     metric,
     metric_sum,
     score,
+    taken_back,
 )
 from tests.helpers import wait_until
 
@@ -46,10 +47,7 @@ async def test_kill_9_a_worker_under_load(
 
         # Given steady load, when the biggest worker is killed -9 three seconds in
         result = await load_with_fault(grid, kill)
-        reclaimed = metric(
-            grid, "dispatcher", "smartgrid_dispatcher_reclaimed_total", substation=VICTIM
-        )
-        left = await drained(grid.settings, topology)
+        reclaimed, left = await taken_back(grid, topology, VICTIM)
     report = score("kill -9 a worker", result, out_of_rotation[0], "out of rotation")
     # Then every accepted request completed, once, and nothing is left in any queue
     assert_nothing_lost(result, report)
