@@ -114,7 +114,10 @@ def plan(
     # Rows 0..n-1: each car's total; rows n..: each step's total. Two entries per column.
     columns = np.arange(m)
     a_ub = sparse.csr_array(
-        (np.ones(2 * m), (np.concatenate([car_of, n + step_of]), np.concatenate([columns, columns]))),
+        (
+            np.ones(2 * m),
+            (np.concatenate([car_of, n + step_of]), np.concatenate([columns, columns])),
+        ),
         shape=(n + len(lengths_h), m),
     )
     b_ub = np.concatenate([need_kwh, capacity_kw * lengths_h])

@@ -38,9 +38,9 @@ def share_power(capacity_kw: float, demands_kw: Sequence[float]) -> list[float]:
 
 
 def trim_to_capacity(shares: list[float], capacity_kw: float) -> None:
-    """Rounding can put the sum a few ulps above capacity; take that off the largest share, in place.
+    """Rounding can put the sum a few ulps above capacity: take that off the largest share.
 
-    Every sharing ends with it, so that no float sum of the shares exceeds ``capacity_kw``.
+    In place. Every sharing ends with it, so no float sum of the shares exceeds ``capacity_kw``.
     """
     for _ in range(_MAX_FIXUP_PASSES):
         total = max(sum(shares), math.fsum(shares))

@@ -1,4 +1,4 @@
-"""Sharing a substation's capacity among the cars present, by their departures. Pure: no I/O, no clock.
+"""Sharing a substation's capacity among the cars present, by departures. Pure: no I/O, no clock.
 
 A sharing hands out kW per car for the time from ``now_s`` to the next re-plan; the caller
 integrates. Every sharing (``SHARINGS``) keeps the sum within the capacity and each car within its
@@ -106,7 +106,7 @@ def _check(capacity_kw: float, cars: Sequence[Car], horizon_s: float | None) -> 
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r} for {car.key!r}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Fair:
     name: str = "fair"
 
@@ -143,7 +143,7 @@ def _first_come(car: Car, now_s: float) -> float:
     return car.arrival_s
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sorted:
     """ACN-Sim's sorted scheduling: cars by ``key`` (smallest first) fill the capacity in turn."""
 
@@ -161,7 +161,7 @@ class Sorted:
         return _greedy(capacity_kw, [usable_kw(c, now_s, horizon_s) for c in cars], order)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Smartgrid:
     name: str = "smartgrid"
 
@@ -193,35 +193,18 @@ class Smartgrid:
         return [float(kw) for kw in online_plan(capacity_kw, cars, now_s, horizon_s).step_kw(0)]
 
 
-# Departures far from now are rounded down to a coarser grid (at least the distance from now, the
-# grid's step), anchored at clock 0: fewer steps keep a re-plan fast, the plan stays feasible (a
-# window only shrinks), and as a departure nears its grid only refines, so a later plan can always
-# continue an earlier one. Within the first entry's distance, departures are exact.
-DEPARTURE_GRID_S: tuple[tuple[float, float], ...] = ((3600.0, 900.0), (4 * 3600.0, 3600.0))
-
-
-def _planned_end(departure_s: float, now_s: float) -> float:
-    grid = 0.0
-    for distance, step in DEPARTURE_GRID_S:
-        if departure_s - now_s >= distance:
-            grid = step
-    return departure_s if grid == 0 else math.floor(departure_s / grid) * grid
-
-
 def online_plan(
     capacity_kw: float, cars: Sequence[Car], now_s: float, horizon_s: float | None = None
 ) -> planning.Plan:
     """smartgrid's plan for ``cars`` present at ``now_s`` (module docstring), steps cut at the
-    first step's end and at every (far ones: rounded, ``DEPARTURE_GRID_S``) departure. A car
+    first step's end and at every departure. A car
     leaving within the first step may take that whole step: the caller's re-plan at its
     departure ends its power."""
     first_end = now_s + (horizon_s if horizon_s is not None else DEFAULT_FIRST_STEP_S)
     plan_end = max(first_end, now_s + PLAN_HORIZON_S)
     ends = np.array(
         [
-            min(max(_planned_end(c.departure_s, now_s), first_end), plan_end)
-            if c.departure_s is not None
-            else plan_end
+            min(max(c.departure_s, first_end), plan_end) if c.departure_s is not None else plan_end
             for c in cars
         ]
     )
@@ -234,10 +217,8 @@ def online_plan(
         np.array([c.max_kw for c in cars]),
         np.array([c.remaining_kwh for c in cars]),
         priority=np.array([float(c.priority) for c in cars]),
-        urgency=URGENCY(cars, now_s),
         now_s=now_s,
     )
-URGENCY = lambda cars, now: None
 
 
 def offline_optimum(
