@@ -59,6 +59,13 @@ class Plan:
         """What each car receives over the whole plan, kWh."""
         return self.energy_kwh.sum(axis=1)
 
+    def last_energy_s(self) -> FloatArray:
+        """When each car's planned energy ends: the end of its last step with energy (NaN: none).
+        The plan spreads a step's energy over the step, so this is when the plan lets it go."""
+        has = self.energy_kwh > 1e-12
+        last = self.energy_kwh.shape[1] - 1 - np.argmax(has[:, ::-1], axis=1)
+        return np.where(has.any(axis=1), self.bounds_s[last + 1], np.nan)
+
 
 def plan(
     capacity_kw: float,

@@ -381,6 +381,20 @@ def simulate(
     return Outcome(requested, delivered, met, peak)
 
 
+def random_sessions(seed: int, n: int = 25, *, span_s: float = 10 * 3600.0) -> list[Car]:
+    """Sessions for tests and the bench: arriving over ``span_s``, staying 0.5-10 h at 3.3, 6.656
+    or 11 kW, each needing 10-100 % of what its stay at full power allows."""
+    rng = np.random.default_rng(seed)
+    cars = []
+    for i in range(n):
+        arrival = float(rng.uniform(0.0, span_s))
+        stay = float(rng.uniform(0.5, 10.0)) * 3600.0
+        power = float(rng.choice([3.3, 6.656, 6.656, 11.0]))
+        need = float(rng.uniform(0.1, 1.0)) * power * stay / 3600.0
+        cars.append(Car(f"car-{i}", power, need, arrival + stay, 0, arrival))
+    return cars
+
+
 def replan_seconds(cars_present: int, *, repeats: int = 15, seed: int = 0) -> list[float]:
     """Wall-clock seconds of ``repeats`` smartgrid re-plans with ``cars_present`` cars (ACN-like:
     6.656 kW chargers, a few hours left, capacity a third of the uncontrolled peak)."""
@@ -406,10 +420,27 @@ def replan_seconds(cars_present: int, *, repeats: int = 15, seed: int = 0) -> li
 
 
 def _bench() -> None:
-    print("smartgrid re-plan, ms (median, min, max)")
+    print("smartgrid re-plan, ms (median, min, max of 15)")
     for n in (20, 60, 200):
         ms = [t * 1000 for t in replan_seconds(n)]
         print(f"{n:4d} cars  {statistics.median(ms):7.2f}  {min(ms):7.2f}  {max(ms):7.2f}")
+    names = [*SHARINGS, *BASELINES]
+    makers = {**SHARINGS, **BASELINES}
+    print("\nenergy delivered / offline optimum, 40 random sessions, capacity: share of the peak")
+    print("seed  share  optimum kWh  " + "  ".join(f"{n:>9}" for n in names))
+    for seed in range(3):
+        cars = random_sessions(seed, 40)
+        peak = simulate(sum(c.max_kw for c in cars), cars, Fair()).peak_kw
+        for share in (0.1, 0.3, 0.5):
+            optimum = math.fsum(offline_optimum(share * peak, cars).values())
+            figures = [
+                simulate(share * peak, cars, makers[n]()).energy_delivered_kwh / optimum
+                for n in names
+            ]
+            print(
+                f"{seed:4d}  {share:5.0%}  {optimum:11.1f}  "
+                + "  ".join(f"{f:9.4f}" for f in figures)
+            )
 
 
 if __name__ == "__main__":
