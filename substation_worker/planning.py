@@ -11,19 +11,20 @@ present is constant inside each step, so constant power per step loses nothing: 
 exact in continuous time, whatever the step lengths, and is a maximum flow (cars -> steps) written
 as an LP.
 
-Objective: maximise ``sum(w[i, s] * x[i, s])`` with weights in ``[1, 1 + 1/(2n))`` for *n* cars.
+Objective: maximise ``sum(w[i, s] * x[i, s])`` with weights within ``1/(2n)`` of 1 for *n* cars.
 In a flow network every exchange of energy between cars is one kWh for one kWh, and an augmenting
 path that adds one kWh in all crosses at most *n* car-step arcs backwards, so weights that spread
 less than ``1/n`` can never buy themselves with delivered energy: every optimum delivers the
 maximum. Within that spread (online plans only):
 
-- priority: ``+ PRIORITY_SPREAD / n * priority / 9``: among maximal plans, a higher priority's
-  energy first; a lower priority goes short first. Since the deliverable vectors of a flow network
-  form a polymatroid, this is the lexicographic rule, highest priority first, whenever the earliness
-  term below does not tie with it (it is ten times smaller than one priority level).
+- priority: ``+ PRIORITY_SPREAD / n * priority / 9``: among maximal plans, higher priorities get
+  the most. The energies a flow network can deliver to its cars form a polymatroid, on which
+  weights increasing with priority select the lexicographic optimum: the highest priority's
+  shortfall is made smallest first, then the next one's; a lower priority goes short first.
 - earliness: ``- EARLINESS_SPREAD / n * (step end - now) / (window end - now)``: energy is not
-  postponed (so capacity left idle now is never needed later), and between two cars the one with
-  less time left is served first (as EDF).
+  postponed (capacity left idle now may be missed later), and of two cars the one with less time
+  left is served first (as EDF). Its whole range is below one priority level, so a kWh moved
+  between priority levels is never decided by it.
 """
 
 from __future__ import annotations

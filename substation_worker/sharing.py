@@ -9,7 +9,8 @@ maximum, gives nothing to a car that has left (``departure_s <= now_s``), has no
   guarantees by re-planning at every arrival, departure and capacity change), a car gets at most
   ``remaining_kwh * 3600 / horizon_s``: what fills it exactly by the re-plan. So a car never
   completes between re-plans and no power is handed to a full car. Without ``horizon_s`` the cap
-  is the car's maximum; the caller then ends the interval when a car completes.
+  is the car's maximum (smartgrid's: what fills it by the end of its plan's first step); the
+  caller then ends the interval when a car completes.
 
 The sharings:
 
