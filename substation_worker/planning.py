@@ -21,10 +21,13 @@ maximum. Within that spread (online plans only):
   the most. The energies a flow network can deliver to its cars form a polymatroid, on which
   weights increasing with priority select the lexicographic optimum: the highest priority's
   shortfall is made smallest first, then the next one's; a lower priority goes short first.
-- earliness: ``- EARLINESS_SPREAD / n * (step end - now) / (window end - now)``: energy is not
-  postponed (capacity left idle now may be missed later), and of two cars the one with less time
-  left is served first (as EDF). Its whole range is below one priority level, so a kWh moved
-  between priority levels is never decided by it.
+- earliness: ``- EARLINESS_SPREAD / n * u * (step end - now) / (window end - now)``, with the
+  car's urgency ``u = SLACK_URGENCY + (1 - SLACK_URGENCY) * tightness`` and ``tightness`` the share
+  of its time left it needs at full power (``1 -`` laxity / time left, at most 1): energy is not
+  postponed (capacity left idle now may be missed later), and the cars that cannot wait (little
+  time left, little laxity: EDF's and LLF's orders at once) are served first; the others keep
+  capacity free for arrivals still unknown. Its whole range is below one priority level, so a kWh
+  moved between priority levels is never decided by it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ FloatArray = npt.NDArray[np.float64]
 PRIORITY_SPREAD = 0.45
 EARLINESS_SPREAD = 0.04
 MAX_PRIORITY = 9
+# The earliness of a car that could fill up in no time, against 1 for one that needs all its time.
+SLACK_URGENCY = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +120,13 @@ def plan(
         spread = 1.0 / n
         if priority is not None:
             weight += PRIORITY_SPREAD * spread * np.asarray(priority)[car_of] / MAX_PRIORITY
-        window = np.maximum(np.asarray(ends_s)[car_of] - now_s, 1e-9)
-        delay = np.minimum((bounds[step_of + 1] - now_s) / window, 1.0)
-        weight -= EARLINESS_SPREAD * spread * delay
+        window_s = np.maximum(np.asarray(ends_s) - now_s, 1e-9)
+        tightness = np.minimum(
+            1.0, np.asarray(need_kwh) * 3600.0 / np.maximum(np.asarray(max_kw) * window_s, 1e-12)
+        )
+        urgency = SLACK_URGENCY + (1.0 - SLACK_URGENCY) * tightness
+        delay = np.minimum((bounds[step_of + 1] - now_s) / window_s[car_of], 1.0)
+        weight -= EARLINESS_SPREAD * spread * urgency[car_of] * delay
 
     # Rows 0..n-1: each car's total; rows n..: each step's total. Two entries per column.
     columns = np.arange(m)

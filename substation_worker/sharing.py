@@ -24,11 +24,12 @@ The sharings:
 - ``smartgrid``: an online plan of the cars present (``planning``), re-planned at every call:
   the linear programme that delivers the most energy by the departures; among such plans, a higher
   priority's energy first (a lower priority goes short first when not every demand can be met),
-  and energy early rather than late, to the car with less time left first. Its first step (until
-  ``horizon_s``, else ``DEFAULT_FIRST_STEP_S``) is the share. The plan ends at ``PLAN_HORIZON_S``:
-  a car leaving later counts what it gets by then. Steps are cut at every departure, so the plan
-  is exact, not a discretisation. Cars without a departure share by water-filling what the plan
-  leaves in its first step; with no departure at all, that is ``fair``.
+  and energy early rather than late, first to the cars that cannot wait (little time or laxity
+  left). Its first step (until ``horizon_s``, else ``DEFAULT_FIRST_STEP_S``) is the share. The
+  plan ends at ``PLAN_HORIZON_S``: a car leaving later counts what it gets by then. Steps are cut
+  at every departure, so the plan is exact, not a discretisation. Cars without a departure share
+  by water-filling what the plan leaves in its first step; with no departure at all, that is
+  ``fair``.
 
 ``offline_optimum`` is the reference: the most any scheduler could deliver knowing every car in
 advance. ``simulate`` runs a sharing over cars that arrive and leave.

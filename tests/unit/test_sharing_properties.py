@@ -176,7 +176,7 @@ def test_smartgrid_delivers_at_least_what_edf_and_llf_deliver(
     seed: int, share_of_peak: float
 ) -> None:
     """Energy delivered by the departures, with arrivals unknown in advance: smartgrid at least
-    EDF's and LLF's (less 0.5 % of the optimum: online, no rule wins every instance), and
+    EDF's and LLF's (less 0.1 % of the optimum: online, no rule wins every instance), and
     never more than the optimum."""
     cars = random_sessions(seed)
     capacity = share_of_peak * math.fsum(c.max_kw for c in cars)
@@ -185,5 +185,5 @@ def test_smartgrid_delivers_at_least_what_edf_and_llf_deliver(
         name: simulate(capacity, cars, SHARINGS[name](), step_s=300.0).energy_delivered_kwh
         for name in ("smartgrid", "edf", "llf")
     }
-    assert delivered["smartgrid"] >= max(delivered["edf"], delivered["llf"]) - 0.005 * optimum
+    assert delivered["smartgrid"] >= max(delivered["edf"], delivered["llf"]) - 0.001 * optimum
     assert max(delivered.values()) <= optimum * (1 + 1e-7)
