@@ -106,6 +106,12 @@ def _check(capacity_kw: float, cars: Sequence[Car], horizon_s: float | None) -> 
             value = getattr(car, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r} for {car.key!r}")
+        for name in ("departure_s", "arrival_s"):
+            value = getattr(car, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value!r} for {car.key!r}")
+        if not 0 <= car.priority <= 9:
+            raise ValueError(f"priority must be 0..9, got {car.priority!r} for {car.key!r}")
 
 
 @dataclass(slots=True)

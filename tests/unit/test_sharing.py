@@ -88,9 +88,18 @@ def test_rejects_nonsense(
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_rejects_a_negative_need(name: str) -> None:
-    with pytest.raises(ValueError, match="remaining_kwh"):
-        SHARINGS[name]().share(10.0, [car("a", -1.0, 1.0)], 0.0)
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        pytest.param(car("a", -1.0, 1.0), "remaining_kwh", id="negative-need"),
+        pytest.param(car("a", 1.0, 1.0, kw=math.nan), "max_kw", id="nan-power"),
+        pytest.param(car("a", 1.0, math.inf), "departure_s", id="infinite-departure"),
+        pytest.param(car("a", 1.0, 1.0, priority=10), "priority", id="priority-above-9"),
+    ],
+)
+def test_rejects_a_nonsense_car(name: str, bad: Car, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SHARINGS[name]().share(10.0, [bad], 0.0)
 
 
 def test_fair_is_water_filling_of_the_usable_power() -> None:
