@@ -33,12 +33,15 @@ def share_power(capacity_kw: float, demands_kw: Sequence[float]) -> list[float]:
         give = min(float(demands_kw[i]), remaining / (n - served))
         shares[i] = give
         remaining = max(0.0, remaining - give)
-    _trim_to_capacity(shares, capacity_kw)
+    trim_to_capacity(shares, capacity_kw)
     return shares
 
 
-def _trim_to_capacity(shares: list[float], capacity_kw: float) -> None:
-    """Rounding can put the sum a few ulps above capacity; take that off the largest share."""
+def trim_to_capacity(shares: list[float], capacity_kw: float) -> None:
+    """Rounding can put the sum a few ulps above capacity: take that off the largest share.
+
+    In place. Every sharing ends with it, so no float sum of the shares exceeds ``capacity_kw``.
+    """
     for _ in range(_MAX_FIXUP_PASSES):
         total = max(sum(shares), math.fsum(shares))
         if total <= capacity_kw:
