@@ -45,7 +45,9 @@ from messaging import AmqpSettings
 
 SUBSTATIONS = ("s1", "s2", "s3")
 DISPATCHER_TARGET = 0.7
-RELAYS = ("relay", "intent-batched", "intent", "dispatcher", "baseline", *PEER_RELAYS)
+# The bare relays and the dispatchers of tables 1-2, then the frameworks' relays of table 2b.
+OWN_RELAYS = ("relay", "intent-batched", "intent", "dispatcher", "baseline")
+RELAYS = (*OWN_RELAYS, *PEER_RELAYS)
 # A framework's relay may be several times slower than the bare one: room for that in time.
 PEER_TIMEOUT_S = 120.0
 
@@ -341,7 +343,7 @@ def _version(dist: str) -> str:
 
 
 def tables(figs: RelayFigures, baseline_src: Path | None = None) -> list[Table]:
-    relay, intent, per_request, disp, base = (figs.measured[k] for k in RELAYS)
+    relay, intent, per_request, disp, base = (figs.measured[k] for k in OWN_RELAYS)
     rounds = len(relay.rates)
     ceiling = Table(
         f"1. Ceiling: bare pika on this machine ({figs.n:,} msgs; request {figs.request_bytes} B, "

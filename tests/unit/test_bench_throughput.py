@@ -31,6 +31,7 @@ from bench.throughput.relay import (
     Measured,
     RelayFigures,
     peers_table,
+    tables,
     relay_args,
 )
 from bench.throughput.report import (
@@ -300,3 +301,16 @@ def test_peers_without_their_frameworks_say_how_to_get_them(
         assert "pip install -e '.[bench]'" in capsys.readouterr().err
     # parts without the peers do not need them
     assert parse_args(["--only", "ceiling,dispatcher"]).only == "ceiling,dispatcher"
+
+
+def test_the_relay_tables_take_every_relay_of_a_full_run() -> None:
+    """A full run measures the own relays and the frameworks' together: the tables of parts 1
+    and 2 read the own ones whatever else was measured."""
+    figs = RelayFigures(n=1000)
+    for name, rate in (("relay", 5000), ("intent-batched", 5200), ("intent", 3000),
+                       ("dispatcher", 4000), ("baseline", 2500), ("faststream", 500),
+                       ("dramatiq", 600)):  # fmt: skip
+        figs.measured[name] = _measured(rate, 50)
+    rendered = tables(figs)
+    assert rendered
+    assert any("smartgrid-dispatcher" in str(row[0]) for t in rendered for row in t.rows)
