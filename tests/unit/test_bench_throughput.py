@@ -31,8 +31,8 @@ from bench.throughput.relay import (
     Measured,
     RelayFigures,
     peers_table,
-    tables,
     relay_args,
+    tables,
 )
 from bench.throughput.report import (
     Table,
