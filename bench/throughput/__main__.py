@@ -149,6 +149,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = only - set(PARTS)
     if unknown:
         p.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    if "gateway" in (only or PARTS):
+        from bench.throughput.gateway import WrkMissing, wrk_path
+
+        try:
+            wrk_path()
+        except WrkMissing as exc:  # said before the other parts run, not minutes into the run
+            p.error(f"the gateway part needs wrk ({exc}), or leave gateway out with --only")
     if "peers" in (only or PARTS):
         from bench.throughput.peers import missing_frameworks
 

@@ -13,7 +13,7 @@ import pika.frame
 import pika.spec
 import pytest
 
-from bench.throughput import peers
+from bench.throughput import gateway, peers
 from bench.throughput.__main__ import parse_args
 from bench.throughput.bare import (
     RelayJob,
@@ -276,6 +276,13 @@ def test_peers_table_without_figures_shows_dashes() -> None:
     assert t.rows[2][1:5] == ["-", "", "-", "-"]
 
 
+@pytest.fixture
+def wrk_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if wrk were installed (the gateway part's load generator), whether it is or not."""
+    monkeypatch.setattr(gateway, "wrk_path", lambda: "/usr/bin/wrk")
+
+
+@pytest.mark.usefixtures("wrk_installed")
 def test_options_count_and_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(peers, "missing_frameworks", list)  # as if the bench extra were there
     args = parse_args(["--only", "peers", "--count", "3000", "--quick"])
@@ -291,6 +298,7 @@ def test_options_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) ->
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("wrk_installed")
 def test_peers_without_their_frameworks_say_how_to_get_them(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -301,6 +309,21 @@ def test_peers_without_their_frameworks_say_how_to_get_them(
         assert "pip install -e '.[bench]'" in capsys.readouterr().err
     # parts without the peers do not need them
     assert parse_args(["--only", "ceiling,dispatcher"]).only == "ceiling,dispatcher"
+
+
+def test_the_gateway_part_without_wrk_says_so_before_anything_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def missing() -> str:
+        raise gateway.WrkMissing("wrk is not installed: apt-get install -y wrk")
+
+    monkeypatch.setattr(gateway, "wrk_path", missing)
+    monkeypatch.setattr(peers, "missing_frameworks", list)
+    for argv in (["--only", "gateway"], []):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        assert "apt-get install -y wrk" in capsys.readouterr().err
+    assert parse_args(["--only", "ceiling"]).only == "ceiling"
 
 
 def test_the_relay_tables_take_every_relay_of_a_full_run() -> None:
