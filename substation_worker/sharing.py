@@ -151,10 +151,6 @@ def _first_come(car: Car, now_s: float) -> float:
     return car.arrival_s
 
 
-# ACN-Sim's round robin steps each car's rate by 0.1 A, at 208 V (its Caltech chargers): 20.8 W.
-ROUND_ROBIN_INCREMENT_KW = 0.1 * 0.208
-
-
 @dataclass(slots=True)
 class Sorted:
     """ACN-Sim's sorted scheduling: cars by ``key`` (smallest first) fill the capacity in turn."""
@@ -288,6 +284,10 @@ def offline_optimum(
     for car, kwh in zip(windowed, found.delivered_kwh(), strict=True):
         result[car.key] = min(float(kwh), car.remaining_kwh)
     return result
+
+
+# ACN-Sim's round robin steps each car's rate by 0.1 A, at 208 V (its Caltech chargers): 20.8 W.
+ROUND_ROBIN_INCREMENT_KW = 0.1 * 0.208
 
 
 @dataclass(slots=True)
