@@ -38,6 +38,21 @@ from bench.table import render
 from substation_worker.sharing import replan_seconds
 
 DEFAULT_JSON = Path("bench/results/charging.json")
+EXPLANATION = " ".join(
+    [
+        "One substation at 10-100 % of each day's uncontrolled peak (every car at 6.656 kW from",
+        "arrival until full, no limit, in continuous time: loadgen/traces/acn/index.json),",
+        "re-planned every {step_s:g} s and at every arrival and departure (simulated, a car",
+        "spreads its last bit over its last step: its peak can be lower).",
+        "energy: share of the demanded energy delivered; met: share of the demands met;",
+        "peak: the highest total power (one row where every sharing's agrees).",
+        "optimum: the most any scheduler could deliver knowing every car in advance (its 'met'",
+        "is one optimal plan's). true deadlines: the sharing knows each car's energy and actual",
+        "departure; stated: it is told what the driver stated where claimed (the car still",
+        "takes its true energy and leaves at its true departure; told less than it takes, it",
+        "gets what was stated). Sessions: ACN-Data, Caltech (loadgen/traces/acn, CC BY 4.0).",
+    ]
+)
 # Peaks closer than this print as one row: the printed figure (0.1 kW) would not tell them apart.
 PEAK_SAME_KW = 0.05
 
@@ -87,24 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{cores} cores ({platform.machine()}, Python {platform.python_version()}), "
         f"{elapsed:.1f} s ({command})"
     )
-    print(
-        "One substation at 10-100 % of each day's uncontrolled peak (every car at 6.656 kW from "
-        f"arrival until full, no limit), re-planned every {STEP_S:g} s and at every arrival and "
-        "departure. energy: share of the demanded energy delivered; met: share of the demands "
-        "met; peak: the highest total power (one row where every sharing's agrees). optimum: "
-        "the most any scheduler could deliver knowing every car in advance (its 'met' is one "
-        "optimal plan's). true deadlines: the sharing knows each car's energy and actual "
-        "departure; stated: it is told what the driver stated where claimed (the car still "
-        "takes its true energy and leaves at its true departure). Sessions: ACN-Data, "
-        "Caltech (loadgen/traces/acn, CC BY 4.0)."
-    )
+    print(EXPLANATION.format(step_s=STEP_S))
     for result in results:
         d, u = result.day, result.uncontrolled
         print()
         print(
             f"{d.date} ({d.weekday}): {d.sessions} sessions, {d.energy_kwh:.3f} kWh; "
             f"uncontrolled (no limit, the reference): energy {u.energy:.3f}, met {u.met:.3f}, "
-            f"peak {u.peak_kw:.1f} kW (index: {d.uncontrolled_peak_kw:.1f} kW)"
+            f"peak {u.peak_kw:.1f} kW simulated, {d.uncontrolled_peak_kw:.1f} kW in continuous "
+            "time (the capacities' basis)"
         )
         for form in FORMS:
             for line in day_lines(result, form):

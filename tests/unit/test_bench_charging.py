@@ -267,6 +267,8 @@ def test_a_tiny_run_on_the_light_day() -> None:
     (done,) = run([light], jobs=1, shares=(0.3,))
     assert done.uncontrolled.energy == pytest.approx(1.0)
     assert done.uncontrolled.met == 1.0
+    # Simulated, a car spreads its last bit over its last step, which ends at the next arrival at
+    # the latest: never above the continuous-time peak; on this day, the same.
     assert done.uncontrolled.peak_kw == pytest.approx(light.uncontrolled_peak_kw, abs=1e-6)
     assert [r.form for r in done.rows] == ["true", "stated"]
     for r in done.rows:
