@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(PY) -m bench.balance
 	$(PY) -m bench.throughput
 	$(PY) -m bench.flood
+	$(PY) -m bench.charging
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

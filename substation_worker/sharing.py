@@ -286,14 +286,73 @@ def offline_optimum(
     return result
 
 
+# ACN-Sim's round robin steps each car's rate by 0.1 A, at 208 V (its Caltech chargers): 20.8 W.
+ROUND_ROBIN_INCREMENT_KW = 0.1 * 0.208
+
+
+@dataclass(slots=True)
+class RoundRobin:
+    """ACN-Sim's ``RoundRobin`` with first come, first served: in arrival order (ties: the higher
+    priority), each car in turn takes one more ``increment_kw`` while that fits within the
+    capacity; a car whose next increment does not fit, or that has reached its usable power, is
+    out of the round. Its last increment is what fills it to its usable power, so no car is left
+    a fraction of an increment short. Whole rounds are counted at once: after *r* rounds each car
+    holds ``min(usable, r * increment_kw)``."""
+
+    name: str = "round-robin"
+    increment_kw: float = ROUND_ROBIN_INCREMENT_KW
+
+    def share(
+        self, capacity_kw: float, cars: Sequence[Car], now_s: float, horizon_s: float | None = None
+    ) -> list[float]:
+        _check(capacity_kw, cars, horizon_s)
+        usable = [usable_kw(c, now_s, horizon_s) for c in cars]
+        step = self.increment_kw
+        most = max((math.ceil(u / step) for u in usable), default=0)
+
+        def after(rounds: int) -> float:
+            return math.fsum(min(u, rounds * step) for u in usable)
+
+        # The most whole rounds that fit: after(r) grows with r.
+        low, high = 0, most
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if after(mid) <= capacity_kw else (low, mid - 1)
+        shares = [min(u, low * step) for u in usable]
+        left = capacity_kw - math.fsum(shares)
+        queue = sorted(
+            (i for i, u in enumerate(usable) if u > shares[i]),
+            key=lambda i: (cars[i].arrival_s, -cars[i].priority),
+        )
+        # The last rounds, car by car: each round either adds to a car or drops it.
+        for _ in range(most - low + 1):
+            kept = []
+            for i in queue:
+                more = min(step, usable[i] - shares[i])
+                if more <= left:
+                    shares[i] += more
+                    left -= more
+                    if usable[i] > shares[i]:
+                        kept.append(i)
+            queue = kept
+            if not queue:
+                break
+        trim_to_capacity(shares, capacity_kw)
+        return shares
+
+
 SHARINGS: dict[str, Callable[[], Sharing]] = {
     "fair": Fair,
     "edf": lambda: Sorted("edf", _deadline_first),
     "llf": lambda: Sorted("llf", _least_laxity),
     "smartgrid": Smartgrid,
 }
-# Baselines for benchmarks only, not offered to the worker: first come, first served.
-BASELINES: dict[str, Callable[[], Sharing]] = {"fcfs": lambda: Sorted("fcfs", _first_come)}
+# Baselines for benchmarks only, not offered to the worker: first come, first served, and
+# ACN-Sim's round robin.
+BASELINES: dict[str, Callable[[], Sharing]] = {
+    "fcfs": lambda: Sorted("fcfs", _first_come),
+    "round-robin": RoundRobin,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +387,7 @@ def simulate(
     sharing: Sharing,
     step_s: float = 60.0,
     *,
+    told: Sequence[Car] | None = None,
     max_replans: int = 10_000_000,
 ) -> Outcome:
     """Run ``sharing`` over ``cars`` (``remaining_kwh``: the demand at arrival).
@@ -337,6 +397,14 @@ def simulate(
     ``step_s`` from the first arrival, with ``horizon_s`` the time to the next of these, so no car
     completes between re-plans (module docstring). Cars without a departure that can get no power
     (zero capacity or maximum) end the run unserved rather than wait forever.
+
+    ``told``: what the sharing is told instead of the truth (one car per key of ``cars``): its
+    ``remaining_kwh`` (the demand at arrival) and ``departure_s``; the arrival, maximum and
+    priority stay the car's. The sharing then sees the told demand less what was delivered (a car
+    told full gets nothing more, whatever it really needs) and the told departure, also
+    re-planned at; a car still present after its told departure is told it leaves within
+    ``step_s``. The car takes power only until it is really full (a re-plan then, as at a
+    completion) and leaves at its true departure; the outcome is against its true demand.
     """
     _check(capacity_kw, cars, None)
     if not (math.isfinite(step_s) and step_s > 0):
@@ -344,6 +412,12 @@ def simulate(
     keys = [c.key for c in cars]
     if len(set(keys)) != len(keys):
         raise ValueError("car keys must be unique")
+    stated: dict[str, Car] | None = None
+    if told is not None:
+        _check(capacity_kw, told, None)
+        stated = {c.key: c for c in told}
+        if len(stated) != len(told) or set(stated) != set(keys):
+            raise ValueError("told must hold one car for each key of cars")
     requested = {c.key: c.remaining_kwh for c in cars}
     delivered = dict.fromkeys(keys, 0.0)
     pending = sorted(cars, key=lambda c: c.arrival_s)
@@ -370,9 +444,25 @@ def simulate(
         if pending:
             upcoming.append(pending[0].arrival_s)
         upcoming.extend(c.departure_s for c in present if c.departure_s is not None)
+        if stated is not None:
+            upcoming.extend(
+                d for c in present if (d := stated[c.key].departure_s) is not None and d > now
+            )
         following = min(upcoming)
         horizon = following - now
-        shares = sharing.share(capacity_kw, present, now, horizon) if present else []
+        if stated is None:
+            shares = sharing.share(capacity_kw, present, now, horizon) if present else []
+        else:
+            seen = [_as_told(c, stated[c.key], delivered[c.key], now, step_s) for c in present]
+            shares = sharing.share(capacity_kw, seen, now, horizon) if present else []
+            # A car really full before the re-plan stops drawing then: the next re-plan.
+            fills = [
+                now + c.remaining_kwh * 3600.0 / kw
+                for c, kw in zip(present, shares, strict=True)
+                if kw > 0
+            ]
+            following = min([following, *fills])
+            horizon = following - now
         peak = max(peak, math.fsum(shares))
         if not pending and math.fsum(shares) == 0 and all(c.departure_s is None for c in present):
             break
@@ -387,6 +477,17 @@ def simulate(
         raise RuntimeError(f"simulate: more than {max_replans} re-plans")
     met = {k: requested[k] - delivered[k] <= FULL_KWH + 1e-6 * requested[k] for k in keys}
     return Outcome(requested, delivered, met, peak)
+
+
+def _as_told(car: Car, told: Car, delivered_kwh: float, now_s: float, step_s: float) -> Car:
+    """``car`` as the sharing sees it in ``simulate(..., told=...)``: the told demand less what
+    was delivered, the told departure (within ``step_s`` once it has passed)."""
+    departure = told.departure_s
+    if departure is not None and departure <= now_s:
+        departure = now_s + step_s
+    return dataclasses.replace(
+        car, remaining_kwh=max(0.0, told.remaining_kwh - delivered_kwh), departure_s=departure
+    )
 
 
 def random_sessions(seed: int, n: int = 25, *, span_s: float = 10 * 3600.0) -> list[Car]:

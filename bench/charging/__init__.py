@@ -1,0 +1,2 @@
+"""Charging benchmark: real ACN days on one substation, every sharing against the offline optimum
+(no broker)."""
