@@ -1,12 +1,22 @@
-"""What every benchmark part writes beside its table: one JSON document."""
+"""What every benchmark part writes beside its table: its targets, one JSON document."""
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of a benchmark: what it asks, whether this run met it, and the figure."""
+
+    what: str
+    met: bool
+    figure: str
 
 
 def write_json(

@@ -19,13 +19,13 @@ from bench.balance.suite import (
     TRANSIT_BLIND,
     Row,
     cases,
-    default_jobs,
     results_json,
     rows,
     run_all,
     targets,
 )
 from bench.output import write_json
+from bench.processes import default_jobs
 from bench.table import render
 
 DEFAULT_JSON = Path("bench/results/balance.json")

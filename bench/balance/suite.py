@@ -7,7 +7,6 @@ takes varies). Cases run in worker processes when more than one CPU is allowed.
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -16,6 +15,7 @@ from typing import Any
 
 from bench.balance.model import Omniscient, RunResult, Simulation, simulate
 from bench.balance.traces import GRIDS, TRACES, Grid, Trace
+from bench.output import Target
 from dispatcher.policies import Headroom, Policy, make_policy
 
 HEARTBEATS_WALL_S = (0.1, 1.0, 5.0)
@@ -146,10 +146,6 @@ def run_all(todo: Iterable[Case], jobs: int) -> list[RunResult]:
     return [done[i] for i in range(len(todo))]
 
 
-def default_jobs() -> int:
-    return max(1, min(2, len(os.sched_getaffinity(0))))
-
-
 # -- figures ----------------------------------------------------------------------------------
 
 
@@ -225,13 +221,6 @@ def rows(results: list[RunResult]) -> list[Row]:
             )
         )
     return out
-
-
-@dataclass(frozen=True)
-class Target:
-    what: str
-    met: bool
-    figure: str
 
 
 def targets(table: list[Row]) -> list[Target]:

@@ -23,17 +23,16 @@ from bench.charging.suite import (
     SHARING_NAMES,
     STEP_S,
     DayResult,
-    Target,
     above_optimum,
     days,
-    default_jobs,
     replan_target,
     results_json,
     run,
     targets,
     tasks_for,
 )
-from bench.output import write_json
+from bench.output import Target, write_json
+from bench.processes import default_jobs
 from bench.table import render
 from substation_worker.sharing import replan_seconds
 

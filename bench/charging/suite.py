@@ -17,13 +17,13 @@ The forms (ACN-Sim's conventions, ``loadgen/traces/acn/README.md``):
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import loadgen
+from bench.output import Target
 from loadgen.acn import read_index
 from loadgen.profiles import TraceRow, load_trace
 from substation_worker.sharing import (
@@ -222,18 +222,7 @@ def run(todo_days: Sequence[Day], jobs: int, shares: Sequence[float] = SHARES) -
     return results
 
 
-def default_jobs() -> int:
-    return max(1, min(2, len(os.sched_getaffinity(0))))
-
-
 # -- targets ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    what: str
-    met: bool
-    figure: str
 
 
 def _where(r: Row) -> str:
