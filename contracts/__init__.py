@@ -11,6 +11,7 @@ from contracts.messages import (
     LoadSnapshot,
     Release,
     Route,
+    SessionOutcome,
 )
 from contracts.topology import DEFAULT_NAMESPACE, Topology
 
@@ -26,5 +27,6 @@ __all__ = [
     "LoadSnapshot",
     "Release",
     "Route",
+    "SessionOutcome",
     "Topology",
 ]

@@ -241,6 +241,14 @@ class EventKind(StrEnum):
     DEAD_LETTERED = "dead_lettered"
 
 
+class SessionOutcome(StrEnum):
+    """How a charging session ended (a ``completed`` event's ``outcome``)."""
+
+    FULL = "full"  # the requested energy was delivered
+    DEPARTED = "departed"  # the car left at its departure with part of it
+    UNSERVED = "unserved"  # the car left at its departure with nothing (never got a bay)
+
+
 # Event ids only need to be unique: a generator seeded once from the OS costs far less than
 # uuid4's system call per id, and events are published once per step of every request.
 # (Request ids, which a client could race for, stay uuid4.) A forked child reseeds, or it would
@@ -264,10 +272,33 @@ class ChargeEvent(_Message):
     energy_kwh: float | None = Field(
         default=None, ge=0, le=MAX_ENERGY_KWH, description="completed: energy delivered, kWh."
     )
+    energy_requested_kwh: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_ENERGY_KWH,
+        description="completed: energy the request asked for, kWh.",
+    )
+    outcome: SessionOutcome | None = Field(
+        default=None,
+        description="completed: full (all requested energy delivered), departed (left at its "
+        "departure with part of it) or unserved (left at its departure with nothing).",
+    )
+    demand_met: bool | None = Field(
+        default=None, description="completed: the requested energy was delivered (outcome full)."
+    )
     reason: str | None = Field(
         default=None, max_length=2000, description="rejected / dead_lettered: why."
     )
     attempt: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _outcome_agrees(self) -> ChargeEvent:
+        met = self.outcome is SessionOutcome.FULL
+        if self.outcome is not None and self.demand_met is not None and self.demand_met != met:
+            raise ValueError("demand_met must be true exactly when outcome is full")
+        if self.outcome is SessionOutcome.UNSERVED and self.energy_kwh:
+            raise ValueError("an unserved session delivered no energy")
+        return self
 
 
 # Routes per DispatchIntent: a dispatcher splits a larger batch (107 bytes a route).

@@ -88,6 +88,11 @@ class Report:
     latency: dict[str, Latency]
     substations: list[ReportRow]
     imbalance: float
+    # Over this run's completions; demands: those whose worker said whether it was met.
+    energy_requested_kwh: float = 0.0
+    energy_delivered_kwh: float = 0.0
+    demands: int = 0
+    demands_met: int = 0
     lost_ids: list[str] = field(default_factory=list)
     suspect: int = 0
     suspect_ids: list[str] = field(default_factory=list)
@@ -194,6 +199,7 @@ def build_report(
     achieved = (state.sent - 1) / pacing.span_s if pacing.span_s > 0 else 0.0
     # Poisson profiles only promise their mean rate; a replay has no rate of its own.
     target = None if options.profile == "replay" else mean_rate(options.profile, options.rate)
+    energy = state.energy()
     return Report(
         via=options.via,
         profile=options.profile,
@@ -216,6 +222,10 @@ def build_report(
         latency=_stage_latencies(state),
         substations=rows,
         imbalance=max(means) / mean_of_means if mean_of_means > 0 else math.nan,
+        energy_requested_kwh=energy.requested_kwh,
+        energy_delivered_kwh=energy.delivered_kwh,
+        demands=energy.demands,
+        demands_met=energy.demands_met,
         lost_ids=[str(r) for r in _first(lost, FIRST_IDS)],
         suspect=state.suspect,
         suspect_ids=[str(r) for r in _first(state.suspect_requests(), FIRST_IDS)],
@@ -306,6 +316,8 @@ def substations_table(
         "capacity kW",
         "requests",
         "energy kWh",
+        "of requested",
+        "demands met",
         "energy share",
         "capacity share",
         "peak utilization",
@@ -318,6 +330,8 @@ def substations_table(
             f"{r.capacity_kw:.0f}",
             str(r.requests),
             f"{r.energy_kwh:.1f}",
+            _of_requested([r]),
+            _met([r]),
             f"{r.energy_share:.1%}",
             f"{r.capacity_share:.1%}",
             f"{r.peak_utilization:.0%}",
@@ -329,6 +343,8 @@ def substations_table(
             f"{sum(r.capacity_kw for r in hidden):.0f}",
             str(sum(r.requests for r in hidden)),
             f"{sum(r.energy_kwh for r in hidden):.1f}",
+            _of_requested(hidden),
+            _met(hidden),
             *[""] * 4,
             style="dim",
         )
@@ -339,9 +355,25 @@ def substations_table(
             f"{sum(r.capacity_kw for r in rows):.0f}",
             str(sum(r.requests for r in rows)),
             f"{sum(r.energy_kwh for r in rows):.1f}",
+            _of_requested(rows),
+            _met(rows),
             *[""] * 4,
         )
     return t
+
+
+def _of_requested(rows: list[ReportRow]) -> str:
+    """Delivered over requested, of the completions that said both."""
+    requested = sum(r.energy_requested_kwh for r in rows)
+    if not requested:
+        return "-"
+    delivered = sum(r.energy_kwh for r in rows if r.demands)
+    return f"{delivered / requested:.1%}"
+
+
+def _met(rows: list[ReportRow]) -> str:
+    demands = sum(r.demands for r in rows)
+    return f"{sum(r.demands_met for r in rows)}/{demands}" if demands else "-"
 
 
 def print_report(console: Console, report: Report, limit: int = DEFAULT_TOP) -> None:
@@ -371,6 +403,8 @@ def print_report(console: Console, report: Report, limit: int = DEFAULT_TOP) -> 
         highlight=False,
     )
     console.print(latency_table(report))
+    if report.demands:
+        console.print(energy_line(report), highlight=False)
     console.print(
         substations_table(report.substations, limit=limit, not_listed=report.substations_not_listed)
     )
@@ -416,6 +450,16 @@ def print_report(console: Console, report: Report, limit: int = DEFAULT_TOP) -> 
         )
     else:
         console.print(f"[green]nothing lost: {report.accepted} accepted, all accounted for[/]")
+
+
+def energy_line(report: Report) -> str:
+    """Energy delivered against requested, and demands met, over the run's completions."""
+    requested = report.energy_requested_kwh
+    share = f" ({report.energy_delivered_kwh / requested:.1%})" if requested else ""
+    return (
+        f"energy: {report.energy_delivered_kwh:.1f} of {requested:.1f} kWh requested "
+        f"delivered{share}; demands met {report.demands_met}/{report.demands}"
+    )
 
 
 def unfinished_text(report: Report, limit: int = DEFAULT_TOP) -> str:

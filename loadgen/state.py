@@ -16,6 +16,7 @@ guarded:
 from __future__ import annotations
 
 import heapq
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -101,15 +102,35 @@ class LoadSample:
 
 
 @dataclass(frozen=True)
+class Demand:
+    """What a completion said of the request's demand: the energy it asked for and whether it
+    got all of it (None from a worker that does not say)."""
+
+    requested_kwh: float | None
+    met: bool | None
+
+
+@dataclass(frozen=True)
+class EnergyTotals:
+    requested_kwh: float
+    delivered_kwh: float
+    demands: int
+    demands_met: int
+
+
+@dataclass(frozen=True)
 class ReportRow:
     substation_id: str
     capacity_kw: float
     requests: int
-    energy_kwh: float
+    energy_kwh: float  # delivered
     energy_share: float
     capacity_share: float
     peak_utilization: float
     mean_utilization: float
+    energy_requested_kwh: float = 0.0
+    demands: int = 0  # completions that said whether their demand was met
+    demands_met: int = 0
 
 
 @dataclass
@@ -135,6 +156,8 @@ class GridState:
     first_at: dict[UUID, dict[EventKind, datetime]] = field(default_factory=dict)
     # request id -> (substation, energy delivered) of its first completion
     completions: dict[UUID, tuple[str | None, float]] = field(default_factory=dict)
+    # request id -> what its first completion said of its demand
+    demands: dict[UUID, Demand] = field(default_factory=dict)
     # request id -> event ids of its completions: one per charging session (a completion event
     # said again after a lost ack keeps its event_id and is not a second charge)
     completion_events: dict[UUID, set[UUID]] = field(default_factory=dict)
@@ -223,6 +246,7 @@ class GridState:
             return False
         if charges is None:
             self.completions[rid] = (ev.substation_id, energy)
+            self.demands[rid] = Demand(ev.energy_requested_kwh, ev.demand_met)
             self.completion_events[rid] = {ev.event_id}
             if ev.substation_id:
                 self._involve(ev.substation_id)
@@ -313,6 +337,17 @@ class GridState:
             return self.completions
         return {r: c for r, c in self.completions.items() if r in self.sent_at}
 
+    def energy(self) -> EnergyTotals:
+        """Energy and demands over this run's completions (``own_completions``)."""
+        completions = self.own_completions()
+        said = [d for r in completions if (d := self.demands.get(r)) and d.met is not None]
+        return EnergyTotals(
+            requested_kwh=math.fsum(d.requested_kwh or 0.0 for d in said),
+            delivered_kwh=math.fsum(kwh for _, kwh in completions.values()),
+            demands=len(said),
+            demands_met=sum(1 for d in said if d.met),
+        )
+
     def busiest(self, limit: int, now: datetime) -> tuple[list[str], int]:
         """The ``limit`` substations most worth showing, by id, and how many others there are:
         those this run uses first, then live ones, each by utilization."""
@@ -338,11 +373,19 @@ class GridState:
         ids = list(order or [])
         ids += sorted(seen - set(ids))
         requests: Counter[str] = Counter()
+        demands: Counter[str] = Counter()
+        met: Counter[str] = Counter()
         energy: dict[str, float] = defaultdict(float)
-        for sid, kwh in completions.values():
+        requested: dict[str, float] = defaultdict(float)
+        for rid, (sid, kwh) in completions.items():
             if sid is not None:
                 requests[sid] += 1
                 energy[sid] += kwh
+                demand = self.demands.get(rid)
+                if demand is not None and demand.met is not None:
+                    demands[sid] += 1
+                    met[sid] += demand.met
+                    requested[sid] += demand.requested_kwh or 0.0
         views = {sid: self.substations.get(sid) for sid in ids}
         capacity = {sid: (v.heartbeat.capacity_kw if v else 0.0) for sid, v in views.items()}
         total_energy = sum(energy.values())
@@ -357,6 +400,9 @@ class GridState:
                 capacity_share=capacity[sid] / total_capacity if total_capacity else 0.0,
                 peak_utilization=v.peak_utilization if v else 0.0,
                 mean_utilization=v.mean_utilization if v else 0.0,
+                energy_requested_kwh=requested[sid],
+                demands=demands[sid],
+                demands_met=met[sid],
             )
             for sid, v in views.items()
         ]

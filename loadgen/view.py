@@ -77,8 +77,20 @@ def progress_text(result: RunResult) -> str:
     suspect = f"  suspect {state.suspect}" if state.suspects else ""
     return (
         f"sent {state.sent}/{result.pacing.planned}  confirmed {len(state.accepted)}  "
-        f"completed {state.accepted_completed}{suspect}  in flight {state.in_flight}  "
-        f"{rate:.0f}/s  {result.elapsed_s:.1f}s"
+        f"completed {state.accepted_completed}{suspect}{energy_text(state)}  "
+        f"in flight {state.in_flight}  {rate:.0f}/s  {result.elapsed_s:.1f}s"
+    )
+
+
+def energy_text(state: GridState) -> str:
+    """Energy delivered of requested and demands met so far (empty before any completion
+    says so)."""
+    energy = state.energy()
+    if not energy.demands:
+        return ""
+    return (
+        f"  energy {energy.delivered_kwh:.0f}/{energy.requested_kwh:.0f} kWh"
+        f"  met {energy.demands_met}/{energy.demands}"
     )
 
 
@@ -97,7 +109,7 @@ def counts_text(state: GridState, elapsed_s: float) -> str:
     text = (
         f"sent {state.sent}  accepted {len(state.accepted)}  "
         f"dispatched {state.count(EventKind.DISPATCHED)}  started {state.count(EventKind.STARTED)}"
-        f"  completed {state.accepted_completed}/{len(state.accepted)}"
+        f"  completed {state.accepted_completed}/{len(state.accepted)}{energy_text(state)}"
     )
     if failed:
         text += f"  failed {failed}"

@@ -1,11 +1,14 @@
 """Every Prometheus name the worker exposes, on a registry passed in (never the global one).
 
-Base units (watts, joules, seconds); one low-cardinality label, ``substation``.
+Base units (watts, joules, seconds); the label ``substation``, and ``outcome`` (three values)
+on the demands.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from contracts import SessionOutcome
 
 KW_TO_W = 1_000.0
 KWH_TO_J = 3_600_000.0
@@ -47,12 +50,25 @@ class WorkerMetrics:
         ).labels(sid)
         self.bays = gauge("smartgrid_substation_bays", "Charging bays.").labels(sid)
         self.sessions_completed = counter(
-            "smartgrid_substation_sessions_completed", "Charging sessions completed."
+            "smartgrid_substation_sessions_completed",
+            "Charging sessions ended (a completed event), full or at their departure.",
         ).labels(sid)
         self.energy_delivered_joules = counter(
             "smartgrid_substation_energy_delivered_joules",
-            "Energy delivered by completed sessions.",
+            "Energy delivered by ended sessions.",
         ).labels(sid)
+        self.energy_requested_joules = counter(
+            "smartgrid_substation_energy_requested_joules",
+            "Energy requested by ended sessions.",
+        ).labels(sid)
+        demands = Counter(
+            "smartgrid_substation_demands",
+            "Ended sessions by outcome: full (demand met), departed (left at its departure "
+            "with part of it), unserved (left with nothing).",
+            ["substation", "outcome"],
+            registry=registry,
+        )
+        self.demands = {o: demands.labels(sid, o.value) for o in SessionOutcome}
         self.wait_seconds = Histogram(
             "smartgrid_substation_wait_seconds",
             "Wall seconds from the request's requested_at to getting a bay.",
@@ -89,6 +105,15 @@ class WorkerMetrics:
         self.broker_connected = gauge(
             "smartgrid_substation_broker_connected", "1 while connected to the broker, 0 otherwise."
         ).labels(sid)
+
+    def count_session(
+        self, requested_kwh: float, delivered_kwh: float, outcome: SessionOutcome
+    ) -> None:
+        """An ended session: its energies and its outcome."""
+        self.sessions_completed.inc()
+        self.energy_requested_joules.inc(requested_kwh * KWH_TO_J)
+        self.energy_delivered_joules.inc(delivered_kwh * KWH_TO_J)
+        self.demands[outcome].inc()
 
     def set_load(self, load_kw: float, capacity_kw: float) -> None:
         self.load_watts.set(load_kw * KW_TO_W)

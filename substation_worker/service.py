@@ -35,7 +35,7 @@ from uuid import uuid4
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from contracts import Assignment, ChargeEvent, EventKind, Heartbeat, Topology
+from contracts import Assignment, ChargeEvent, EventKind, Heartbeat, SessionOutcome, Topology
 from contracts.messages import MAX_ENERGY_KWH, MIN_VEHICLE_POWER_KW, readable_request_id
 from contracts.topology import CONSUMER_TIMEOUT_MS, HEARTBEAT_TTL_MS
 from contracts.validation import summary
@@ -43,8 +43,9 @@ from messaging import BrokerLink, BrokerSession, Connect, Delivery, MessagingErr
 from messaging.publishing import ack_once_confirmed, dead_letter, publish_event
 from messaging.runtime import start_metrics_server
 from messaging.waiting import sleep_unless
-from substation_worker.metrics import KWH_TO_J, WorkerMetrics
+from substation_worker.metrics import WorkerMetrics
 from substation_worker.settings import WorkerSettings
+from substation_worker.sharing import DEFAULT_FIRST_STEP_S, sharing_named
 from substation_worker.simulation import (
     ChargingSession,
     Step,
@@ -55,6 +56,10 @@ from substation_worker.simulation import (
 log = logging.getLogger(__name__)
 
 TICK_S = 0.1
+# The sharing is re-planned at least this often in wall seconds (and at every arrival,
+# departure and completion), never more often than every DEFAULT_FIRST_STEP_S simulated: at
+# high time scales a plan per tick would cost a core.
+REPLAN_WALL_S = 0.5
 # Request ids completed here, remembered to ack redelivered duplicates without charging twice.
 RECENT_IDS = 100_000
 SOURCE = "substation_worker"
@@ -81,7 +86,14 @@ class WorkerService:
         self.topology = Topology(settings.namespace)
         self.queue = self.topology.substation_queue(self.sid)
         self.metrics = WorkerMetrics(registry, self.sid)
-        self.sim = Substation(settings.capacity_kw, settings.bays, settings.charger_max_kw)
+        replan_s = max(DEFAULT_FIRST_STEP_S, REPLAN_WALL_S * settings.time_scale)
+        self.sim = Substation(
+            settings.capacity_kw,
+            settings.bays,
+            settings.charger_max_kw,
+            sharing=sharing_named(settings.sharing, replan_s),
+            replan_s=replan_s,
+        )
         self.link = BrokerLink(
             settings, f"smartgrid-worker-{self.sid}", self._setup, self._on_lost, connect
         )
@@ -235,9 +247,16 @@ class WorkerService:
         # Bring the simulation up to now first, so the newcomer is not credited past time.
         self._tick()
         req = assignment.request
-        self.sim.offer(key, req.energy_kwh, req.max_power_kw)
+        self.sim.offer(
+            key,
+            req.energy_kwh,
+            req.max_power_kw,
+            departure_s=self._sim_time_of(req.departure),
+            priority=req.priority,
+        )
         self._held[key] = _Held(delivery, assignment)
-        self._apply(Step(started=self.sim.admit()))
+        # Starts it, or ends it unserved if its departure passed while it waited upstream.
+        self._apply(self.sim.advance(0.0))
 
     def _hand_back_misaddressed(self, delivery: Delivery, assignment: Assignment) -> None:
         """Republish the request (confirmed), then ack: the dispatcher sends it where it goes,
@@ -299,8 +318,15 @@ class WorkerService:
         for s in step.started:
             self._on_started(s, wall_now)
         for s in step.completed:
-            self._on_completed(s)
+            self._on_completed(s, wall_now)
         self._update_gauges()
+
+    def _sim_time_of(self, wall: datetime | None) -> float | None:
+        """A wall-clock instant on the simulation's clock (simulated time runs time_scale x)."""
+        if wall is None:
+            return None
+        ahead_s = (wall - datetime.now(UTC)).total_seconds()
+        return self.sim.now_s + ahead_s * self.settings.time_scale
 
     def _wall_time_of(self, sim_s: float, wall_now: datetime) -> datetime:
         lag_s = max(0.0, self.sim.now_s - sim_s) / self.settings.time_scale
@@ -316,16 +342,28 @@ class WorkerService:
         self.metrics.wait_seconds.observe(max(0.0, wait_s))
         self._emit(self._event(held, EventKind.STARTED, at=started_at))
 
-    def _on_completed(self, s: ChargingSession) -> None:
+    def _on_completed(self, s: ChargingSession, wall_now: datetime) -> None:
         held = self._held.pop(s.key, None)
         if held is None:
             return
         held.delivery.ack()  # the only ack of a served assignment: the work is done
-        event = self._event(held, EventKind.COMPLETED, energy_kwh=s.delivered_kwh)
+        outcome = s.outcome or SessionOutcome.FULL
+        ended_s = self.sim.now_s if s.completed_at_s is None else s.completed_at_s
+        event = ChargeEvent(
+            request_id=held.assignment.request.request_id,
+            kind=EventKind.COMPLETED,
+            substation_id=self.sid,
+            attempt=held.assignment.attempt,
+            at=self._wall_time_of(ended_s, wall_now),
+            energy_kwh=s.delivered_kwh,
+            energy_requested_kwh=s.energy_kwh,
+            outcome=outcome,
+            demand_met=outcome is SessionOutcome.FULL,
+        )
         self._remember(s.key, event)
-        self.metrics.sessions_completed.inc()
-        self.metrics.energy_delivered_joules.inc(s.delivered_kwh * KWH_TO_J)
-        self.metrics.charge_duration_seconds.observe(s.charge_time_s)
+        self.metrics.count_session(s.energy_kwh, s.delivered_kwh, outcome)
+        if s.started_at_s is not None:
+            self.metrics.charge_duration_seconds.observe(s.charge_time_s)
         self._emit(event)
 
     def _remember(self, key: str, completed: ChargeEvent) -> None:
@@ -334,21 +372,13 @@ class WorkerService:
         while len(self._recent) > RECENT_IDS:
             self._recent.popitem(last=False)
 
-    def _event(
-        self,
-        held: _Held,
-        kind: EventKind,
-        *,
-        at: datetime | None = None,
-        energy_kwh: float | None = None,
-    ) -> ChargeEvent:
+    def _event(self, held: _Held, kind: EventKind, *, at: datetime) -> ChargeEvent:
         return ChargeEvent(
             request_id=held.assignment.request.request_id,
             kind=kind,
             substation_id=self.sid,
             attempt=held.assignment.attempt,
-            at=at or datetime.now(UTC),
-            energy_kwh=energy_kwh,
+            at=at,
         )
 
     def _emit(self, event: ChargeEvent, session: BrokerSession | None = None) -> None:

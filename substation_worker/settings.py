@@ -6,6 +6,7 @@ from pydantic import Field
 
 from contracts.messages import SubstationId
 from messaging.settings import AmqpSettings
+from substation_worker.sharing import SharingName
 
 # AMQP's prefetch_count is a 16-bit field and prefetch = bays.
 MAX_BAYS = 65_535
@@ -31,6 +32,13 @@ class WorkerSettings(AmqpSettings):
     )
     charger_max_kw: float = Field(
         default=350.0, gt=0, le=1_000_000, description="Highest power one charger delivers, kW."
+    )
+    sharing: SharingName = Field(
+        default="smartgrid",
+        description="How the capacity is shared among the cars charging: smartgrid (a plan "
+        "that delivers the most energy by the departures, re-planned at every change), fair "
+        "(max-min fair, departures ignored), edf (earliest departure first) or llf (least "
+        "laxity first). See docs/charging.md.",
     )
     drain_timeout_s: float = Field(
         default=30.0,

@@ -20,7 +20,7 @@ The sharings:
   ``least_laxity_first``: cars in order of earliest departure, or of least laxity
   (``departure - now - remaining_kwh * 3600 / max_kw``), each take the most they can use within
   what capacity is left. Ties go to the higher priority, then the earlier arrival; cars without a
-  departure come last, in arrival order.
+  departure share what is left max-min fairly, as under ``smartgrid``.
 - ``smartgrid``: an online plan of the cars present (``planning``), re-planned at every call:
   the linear programme that delivers the most energy by the departures; among such plans, a higher
   priority's energy first (a lower priority goes short first when not every demand can be met),
@@ -29,7 +29,7 @@ The sharings:
   plan ends at ``PLAN_HORIZON_S``: a car leaving later counts what it gets by then. Steps are cut
   at every departure, so the plan is exact, not a discretisation. Cars without a departure share
   by water-filling what the plan leaves in its first step; with no departure at all, that is
-  ``fair``.
+  ``fair``. When every car can have its usable power at once, each gets it, with no plan.
 
 ``offline_optimum`` is the reference: the most any scheduler could deliver knowing every car in
 advance. ``simulate`` runs a sharing over cars that arrive and leave.
@@ -44,7 +44,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -136,6 +136,19 @@ def _greedy(capacity_kw: float, usable: Sequence[float], order: Sequence[int]) -
     return shares
 
 
+def _fill_undated(
+    capacity_kw: float, cars: Sequence[Car], usable: Sequence[float], shares: list[float]
+) -> list[float]:
+    """Cars without a departure share max-min fairly what the others left (in place)."""
+    rest = [i for i, c in enumerate(cars) if c.departure_s is None and usable[i] > 0]
+    if rest:
+        left = max(0.0, capacity_kw - math.fsum(shares))
+        for i, kw in zip(rest, share_power(left, [usable[i] for i in rest]), strict=True):
+            shares[i] = kw
+        trim_to_capacity(shares, capacity_kw)
+    return shares
+
+
 def _deadline_first(car: Car, now_s: float) -> float:
     return math.inf if car.departure_s is None else car.departure_s
 
@@ -157,58 +170,83 @@ class Sorted:
 
     name: str
     key: Callable[[Car, float], float]
-
-    def share(
-        self, capacity_kw: float, cars: Sequence[Car], now_s: float, horizon_s: float | None = None
-    ) -> list[float]:
-        _check(capacity_kw, cars, horizon_s)
-        order = sorted(
-            range(len(cars)),
-            key=lambda i: (self.key(cars[i], now_s), -cars[i].priority, cars[i].arrival_s),
-        )
-        return _greedy(capacity_kw, [usable_kw(c, now_s, horizon_s) for c in cars], order)
-
-
-@dataclass(slots=True)
-class Smartgrid:
-    name: str = "smartgrid"
+    # Cars without a departure share what the ordered ones leave, max-min fairly; False: they
+    # are ordered by ``key`` too.
+    undated_fair: bool = True
 
     def share(
         self, capacity_kw: float, cars: Sequence[Car], now_s: float, horizon_s: float | None = None
     ) -> list[float]:
         _check(capacity_kw, cars, horizon_s)
         usable = [usable_kw(c, now_s, horizon_s) for c in cars]
+        ordered = [
+            i for i, c in enumerate(cars) if c.departure_s is not None or not self.undated_fair
+        ]
+        ordered.sort(key=lambda i: (self.key(cars[i], now_s), -cars[i].priority, cars[i].arrival_s))
+        shares = _greedy(capacity_kw, usable, ordered)
+        if not self.undated_fair:
+            return shares
+        return _fill_undated(capacity_kw, cars, usable, shares)
+
+
+@dataclass(slots=True)
+class Smartgrid:
+    name: str = "smartgrid"
+    # The plan's first step when the caller gives no horizon: the caller's re-plan period.
+    first_step_s: float = DEFAULT_FIRST_STEP_S
+
+    def share(
+        self, capacity_kw: float, cars: Sequence[Car], now_s: float, horizon_s: float | None = None
+    ) -> list[float]:
+        _check(capacity_kw, cars, horizon_s)
+        usable = [usable_kw(c, now_s, horizon_s) for c in cars]
+        if math.fsum(usable) <= capacity_kw:
+            # Room for everyone: each car's most is the best plan, and no plan's step rounds
+            # a car's end up to the step's end.
+            return usable
         planned = [i for i, c in enumerate(cars) if c.departure_s is not None and usable[i] > 0]
         shares = [0.0] * len(cars)
         if planned:
-            first_kw = self.first_step_kw(capacity_kw, [cars[i] for i in planned], now_s, horizon_s)
+            first_kw = self.first_step_kw(
+                capacity_kw, [cars[i] for i in planned], now_s, horizon_s, self.first_step_s
+            )
             for i, kw in zip(planned, first_kw, strict=True):
                 shares[i] = min(kw, usable[i])
             trim_to_capacity(shares, capacity_kw)
-        rest = [i for i, c in enumerate(cars) if c.departure_s is None and usable[i] > 0]
-        if rest:
-            left = max(0.0, capacity_kw - math.fsum(shares))
-            for i, kw in zip(rest, share_power(left, [usable[i] for i in rest]), strict=True):
-                shares[i] = kw
-            trim_to_capacity(shares, capacity_kw)
-        return shares
+        return _fill_undated(capacity_kw, cars, usable, shares)
 
     @staticmethod
     def first_step_kw(
-        capacity_kw: float, cars: Sequence[Car], now_s: float, horizon_s: float | None
+        capacity_kw: float,
+        cars: Sequence[Car],
+        now_s: float,
+        horizon_s: float | None,
+        first_step_s: float = DEFAULT_FIRST_STEP_S,
     ) -> list[float]:
         """The first step of the online plan for ``cars`` (all present, with a departure)."""
-        return [float(kw) for kw in online_plan(capacity_kw, cars, now_s, horizon_s).step_kw(0)]
+        found = online_plan(capacity_kw, cars, now_s, horizon_s, first_step_s)
+        return [float(kw) for kw in found.step_kw(0)]
 
 
 def online_plan(
-    capacity_kw: float, cars: Sequence[Car], now_s: float, horizon_s: float | None = None
+    capacity_kw: float,
+    cars: Sequence[Car],
+    now_s: float,
+    horizon_s: float | None = None,
+    first_step_s: float = DEFAULT_FIRST_STEP_S,
 ) -> planning.Plan:
     """smartgrid's plan for ``cars`` present at ``now_s`` (module docstring), steps cut at the
-    first step's end and at every departure. A car
-    leaving within the first step may take that whole step: the caller's re-plan at its
-    departure ends its power."""
-    first_end = now_s + (horizon_s if horizon_s is not None else DEFAULT_FIRST_STEP_S)
+    first step's end and at every departure. The first step ends at ``horizon_s``; without one,
+    at the first departure or after ``first_step_s``, whichever comes first (the caller
+    re-plans at both). A car leaving within a given ``horizon_s`` may take that whole step:
+    the caller's re-plan at its departure ends its power."""
+    if horizon_s is not None:
+        first_end = now_s + horizon_s
+    else:
+        leaving = [
+            c.departure_s for c in cars if c.departure_s is not None and c.departure_s > now_s
+        ]
+        first_end = min([now_s + first_step_s, *leaving])
     plan_end = max(first_end, now_s + PLAN_HORIZON_S)
     ends = np.array(
         [
@@ -341,16 +379,26 @@ class RoundRobin:
         return shares
 
 
+SharingName = Literal["fair", "edf", "llf", "smartgrid"]
 SHARINGS: dict[str, Callable[[], Sharing]] = {
     "fair": Fair,
     "edf": lambda: Sorted("edf", _deadline_first),
     "llf": lambda: Sorted("llf", _least_laxity),
     "smartgrid": Smartgrid,
 }
+
+
+def sharing_named(name: SharingName, replan_s: float = DEFAULT_FIRST_STEP_S) -> Sharing:
+    """The worker's sharing ``name``; smartgrid's plan takes ``replan_s`` as its first step."""
+    if name == "smartgrid":
+        return Smartgrid(first_step_s=replan_s)
+    return SHARINGS[name]()
+
+
 # Baselines for benchmarks only, not offered to the worker: first come, first served, and
 # ACN-Sim's round robin.
 BASELINES: dict[str, Callable[[], Sharing]] = {
-    "fcfs": lambda: Sorted("fcfs", _first_come),
+    "fcfs": lambda: Sorted("fcfs", _first_come, undated_fair=False),
     "round-robin": RoundRobin,
 }
 

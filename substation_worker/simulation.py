@@ -1,10 +1,15 @@
 """A substation's charging sessions in simulated time. Pure: no I/O, no clock (time is passed in).
 
-Sessions wait in FIFO order for a bay, then share the capacity (``power.share_power``). Time is
-advanced event by event: when a session completes inside a step, the power it drew is shared
-again among the others (and a waiting session takes its bay) for the rest of that step, so the
-result does not depend on how coarse the caller's steps are (a tick at time scale 36000 is an
-hour of simulated time).
+Sessions wait in FIFO order for a bay, then share the capacity by the substation's sharing
+(``sharing.SHARINGS``; ``fair`` unless told). Time is advanced event by event: when a session
+completes or leaves inside a step, the power is shared again among the others (and a waiting
+session takes the freed bay) for the rest of that step, so the result does not depend on how
+coarse the caller's steps are (a tick at time scale 36000 is an hour of simulated time). The
+sharing is also re-planned every ``replan_s`` simulated seconds (its plan's first step).
+
+A session with a departure ends then, full or not: ``departed`` if it got some energy,
+``unserved`` if none (it never got a bay, or arrived after its departure). Without a departure
+it charges until full. Every session ends with an ``outcome`` (``contracts.SessionOutcome``).
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from contracts import Release
+from contracts import Release, SessionOutcome
 from contracts.messages import MAX_RELEASE_IN_S, MAX_RELEASES
 from substation_worker.power import share_power
+from substation_worker.sharing import DEFAULT_FIRST_STEP_S, Car, Fair, Sharing
 
 SECONDS_PER_HOUR = 3600.0
 # Predicted releases are rounded late by this share (plus _LATE_ABS_S): a release stated a hair
@@ -32,6 +38,8 @@ MAX_SHARED_PREDICTION = 2000
 # A session whose remaining energy is below this share of its request counts as complete:
 # integrating power over sub-steps leaves float crumbs of ~1e-15 kWh.
 _DONE_REL_TOL = 1e-9
+# A departure this close to the clock has come: float sums of sub-steps miss it by ulps.
+_DEPARTURE_TOL_S = 1e-6
 
 
 @dataclass(eq=False)
@@ -42,10 +50,13 @@ class ChargingSession:
     energy_kwh: float
     max_power_kw: float  # min(car, charger)
     offered_at_s: float
+    departure_s: float | None = None  # when the car leaves, on the substation's clock
+    priority: int = 0
     started_at_s: float | None = None
-    completed_at_s: float | None = None
+    completed_at_s: float | None = None  # when it ended: full or left
     delivered_kwh: float = 0.0
     power_kw: float = 0.0
+    outcome: SessionOutcome | None = None  # set when it ends
 
     @property
     def remaining_kwh(self) -> float:
@@ -61,7 +72,8 @@ class ChargingSession:
 
 @dataclass
 class Step:
-    """What happened during one ``advance``: sessions that got a bay, sessions that finished."""
+    """What happened during one ``advance``: sessions that got a bay, sessions that ended (full,
+    or left at their departure: see each one's ``outcome``)."""
 
     started: list[ChargingSession] = field(default_factory=list)
     completed: list[ChargingSession] = field(default_factory=list)
@@ -70,20 +82,33 @@ class Step:
 class Substation:
     """Capacity, bays and the sessions held; ``now_s`` is the simulated clock."""
 
-    def __init__(self, capacity_kw: float, bays: int, charger_max_kw: float = 350.0) -> None:
+    def __init__(
+        self,
+        capacity_kw: float,
+        bays: int,
+        charger_max_kw: float = 350.0,
+        *,
+        sharing: Sharing | None = None,
+        replan_s: float = DEFAULT_FIRST_STEP_S,
+    ) -> None:
         if capacity_kw <= 0:
             raise ValueError("capacity_kw must be > 0")
         if bays < 1:
             raise ValueError("bays must be >= 1")
         if charger_max_kw <= 0:
             raise ValueError("charger_max_kw must be > 0")
+        if not (math.isfinite(replan_s) and replan_s > 0):
+            raise ValueError("replan_s must be finite and > 0")
         self.capacity_kw = float(capacity_kw)
         self.bays = bays
         self.charger_max_kw = float(charger_max_kw)
+        self.sharing: Sharing = sharing if sharing is not None else Fair()
+        self.replan_s = float(replan_s)
         self.now_s = 0.0
         self._active: list[ChargingSession] = []
         self._waiting: deque[ChargingSession] = deque()
         self._keys: set[str] = set()
+        self._replan_at = math.inf
 
     # -- state -------------------------------------------------------------------------------
 
@@ -120,37 +145,82 @@ class Substation:
     def predicted_releases(
         self, horizon_s: float = math.inf, max_entries: int = MAX_RELEASES
     ) -> list[PredictedRelease]:
-        """When the sessions held will end if nothing more is assigned (``predict_releases``),
-        simulated seconds from ``now_s``."""
-        return predict_releases(
-            self.capacity_kw,
-            self.bays,
-            [(s.remaining_kwh, s.max_power_kw) for s in self._active],
-            [(s.remaining_kwh, s.max_power_kw) for s in self._waiting],
-            horizon_s=horizon_s,
-            max_entries=max_entries,
+        """``predicted_ends`` as a heartbeat's releases (``releases_of``)."""
+        held = {s.key: s.max_power_kw for s in (*self._active, *self._waiting)}
+        ends = self.predicted_ends(horizon_s)
+        keys = [key for _, key in ends]
+        return releases_of(
+            [(t, i) for i, (t, _) in enumerate(ends)], [held[k] for k in keys], max_entries
         )
+
+    def predicted_ends(self, horizon_s: float = math.inf) -> list[tuple[float, str]]:
+        """When the sessions held will end if nothing more is assigned, (simulated seconds from
+        ``now_s``, key) in time order: never earlier than they will (a release stated early
+        lets the dispatcher promise power a session still draws).
+
+        ``predict_ends`` runs the substation forward exactly when nothing shares power (every
+        sharing then gives each car its maximum), when the sharing is ``fair`` (the one it
+        models) or when no car held has a departure (every sharing is then ``fair``). Another
+        sharing under contention may hold a car back where ``fair`` would not, so then only
+        departures are stated: a car leaves by its departure whatever it got.
+        """
+        held = [*self._active, *self._waiting]
+        departures = [None if s.departure_s is None else s.departure_s - self.now_s for s in held]
+        active = [(s.remaining_kwh, s.max_power_kw) for s in self._active]
+        waiting = [(s.remaining_kwh, s.max_power_kw) for s in self._waiting]
+        contended = bool(waiting) or sum(kw for _, kw in active) > self.capacity_kw
+        dated = any(d is not None for d in departures)
+        if contended and dated and not isinstance(self.sharing, Fair):
+            ends = sorted(
+                (max(0.0, d), i)
+                for i, d in enumerate(departures)
+                if d is not None and d <= horizon_s
+            )
+        else:
+            ends = predict_ends(
+                self.capacity_kw,
+                self.bays,
+                active,
+                waiting,
+                horizon_s=horizon_s,
+                departures=departures,
+            )
+        return [(t, held[i].key) for t, i in ends]
 
     # -- changes -----------------------------------------------------------------------------
 
-    def offer(self, key: str, energy_kwh: float, max_power_kw: float) -> ChargingSession:
-        """Queue a session (FIFO) for a bay; ``admit`` or ``advance`` starts it."""
+    def offer(
+        self,
+        key: str,
+        energy_kwh: float,
+        max_power_kw: float,
+        *,
+        departure_s: float | None = None,
+        priority: int = 0,
+    ) -> ChargingSession:
+        """Queue a session (FIFO) for a bay; ``advance`` (``advance(0)``: at once) starts it, or
+        ends it unserved if its departure (simulated seconds, on ``now_s``'s clock) has come."""
         if key in self._keys:
             raise ValueError(f"session {key!r} is already held")
         if energy_kwh <= 0 or max_power_kw <= 0:
             raise ValueError("energy_kwh and max_power_kw must be > 0")
+        if departure_s is not None and not math.isfinite(departure_s):
+            raise ValueError("departure_s must be finite")
         session = ChargingSession(
             key=key,
             energy_kwh=float(energy_kwh),
             max_power_kw=min(float(max_power_kw), self.charger_max_kw),
             offered_at_s=self.now_s,
+            departure_s=None if departure_s is None else float(departure_s),
+            priority=priority,
         )
         self._waiting.append(session)
         self._keys.add(key)
         return session
 
     def admit(self) -> list[ChargingSession]:
-        """Start waiting sessions, oldest first, while bays are free; reshares the power."""
+        """Start waiting sessions, oldest first, while bays are free; reshares the power.
+        (``advance`` first ends the sessions whose departure has come.)"""
         started: list[ChargingSession] = []
         while self._waiting and len(self._active) < self.bays:
             session = self._waiting.popleft()
@@ -162,17 +232,24 @@ class Substation:
         return started
 
     def advance(self, sim_dt_s: float) -> Step:
-        """Run ``sim_dt_s`` simulated seconds: charge, complete, hand freed bays on."""
+        """Run ``sim_dt_s`` simulated seconds: charge, complete, let cars leave at their
+        departure, hand freed bays on, re-plan every ``replan_s``."""
         if sim_dt_s < 0:
             raise ValueError("time does not run backwards")
-        step = Step(started=self.admit())
+        step = Step()
+        self._leave(step)
+        step.started.extend(self.admit())
         remaining_s = float(sim_dt_s)
-        # Each pass either uses up the step or completes at least one session.
-        for _ in range(len(self._active) + len(self._waiting) + 2):
+        # Each pass uses up the step, ends at least one session, or reaches a re-plan.
+        passes = 2 * (len(self._active) + len(self._waiting)) + 2
+        passes += math.ceil(remaining_s / self.replan_s) if self._active else 0
+        for _ in range(passes):
             if remaining_s <= 0 or not self._active:
                 break
             first, until_first_s = self._next_completion()
-            dt = min(remaining_s, until_first_s)
+            until_leave_s = self._next_departure() - self.now_s
+            until_replan_s = self._replan_at - self.now_s
+            dt = max(0.0, min(remaining_s, until_first_s, until_leave_s, until_replan_s))
             for s in self._active:
                 s.delivered_kwh = min(
                     s.energy_kwh, s.delivered_kwh + s.power_kw * dt / SECONDS_PER_HOUR
@@ -188,9 +265,14 @@ class Substation:
             if done:
                 self._complete(done)
                 step.completed.extend(done)
-                step.started.extend(self.admit())
-                self._reshare()
+            left = self._leave(step)
+            if done or left or self.now_s >= self._replan_at:
+                started = self.admit()  # reshares when it starts any
+                step.started.extend(started)
+                if not started:
+                    self._reshare()
         self.now_s += remaining_s
+        self._leave(step)
         return step
 
     def take_waiting(self) -> list[ChargingSession]:
@@ -212,9 +294,53 @@ class Substation:
     # -- internals ---------------------------------------------------------------------------
 
     def _reshare(self) -> None:
-        shares = share_power(self.capacity_kw, [s.max_power_kw for s in self._active])
+        self._replan_at = self.now_s + self.replan_s if self._active else math.inf
+        cars = [
+            Car(
+                key=s.key,
+                max_kw=s.max_power_kw,
+                remaining_kwh=s.remaining_kwh,
+                departure_s=s.departure_s,
+                priority=s.priority,
+                arrival_s=self.now_s if s.started_at_s is None else s.started_at_s,
+            )
+            for s in self._active
+        ]
+        try:
+            shares = self.sharing.share(self.capacity_kw, cars, self.now_s)
+        except RuntimeError:
+            # The solver found no plan (it should not: the programme is always feasible):
+            # charging goes on, shared fairly, until the next re-plan.
+            shares = Fair().share(self.capacity_kw, cars, self.now_s)
         for s, p in zip(self._active, shares, strict=True):
             s.power_kw = p
+
+    def _next_departure(self) -> float:
+        return min(
+            (s.departure_s for s in (*self._active, *self._waiting) if s.departure_s is not None),
+            default=math.inf,
+        )
+
+    def _leave(self, step: Step) -> list[ChargingSession]:
+        """End the sessions whose departure has come (active or waiting), as they stand."""
+        due = self.now_s + _DEPARTURE_TOL_S
+        left = [
+            s
+            for s in (*self._active, *self._waiting)
+            if s.departure_s is not None and s.departure_s <= due
+        ]
+        if not left:
+            return left
+        gone = {id(s) for s in left}
+        self._active = [s for s in self._active if id(s) not in gone]
+        self._waiting = deque(s for s in self._waiting if id(s) not in gone)
+        for s in left:
+            s.completed_at_s = self.now_s
+            s.power_kw = 0.0
+            s.outcome = SessionOutcome.DEPARTED if s.delivered_kwh > 0 else SessionOutcome.UNSERVED
+            self._keys.discard(s.key)
+        step.completed.extend(left)
+        return left
 
     def _next_completion(self) -> tuple[ChargingSession | None, float]:
         first: ChargingSession | None = None
@@ -233,6 +359,7 @@ class Substation:
             s.delivered_kwh = s.energy_kwh
             s.completed_at_s = self.now_s
             s.power_kw = 0.0
+            s.outcome = SessionOutcome.FULL
             self._keys.discard(s.key)
 
 
@@ -256,43 +383,60 @@ def predict_ends(
     waiting: Sequence[tuple[float, float]] = (),
     *,
     horizon_s: float = math.inf,
+    departures: Sequence[float | None] | None = None,
 ) -> list[tuple[float, int]]:
     """When each session held ends if nothing else is assigned: the substation run forward on
-    a copy, event by event, with power shared again at each end and waiting sessions taking
-    freed bays in FIFO order, as ``Substation.advance`` does. ``active`` and ``waiting`` are
-    (remaining kWh, max kW) pairs, ``waiting`` in queue order. Returns (simulated seconds from
-    now, index into ``[*active, *waiting]``) in time order, for the ends within ``horizon_s``.
+    a copy, event by event, with power shared fairly again at each end and waiting sessions
+    taking freed bays in FIFO order, as ``Substation.advance`` does. ``active`` and ``waiting``
+    are (remaining kWh, max kW) pairs, ``waiting`` in queue order; ``departures``, indexed as
+    ``[*active, *waiting]``: simulated seconds from now until each car leaves (None: it stays
+    until full). Returns (simulated seconds from now, index into ``[*active, *waiting]``) in
+    time order, for the ends within ``horizon_s``.
 
     Exact for the sessions held. Something assigned later can only delay these ends if it makes
     the substation share power, i.e. if more than its capacity is promised: the dispatcher's
     1 x hold never does that (with at most its capacity promised, every car gets its max)."""
     if capacity_kw <= 0 or bays < 1:
         raise ValueError("capacity_kw and bays must be positive")
+    held = [*active, *waiting]
+    leaves = [math.inf if d is None else max(0.0, d) for d in (departures or [None] * len(held))]
+    if len(leaves) != len(held):
+        raise ValueError("departures must be indexed as [*active, *waiting]")
     if not waiting and sum(kw for _, kw in active) <= capacity_kw:
         # Nothing shares power (the dispatcher's 1 x hold): each ends at its own max power.
         ends = sorted(
-            (kwh / kw * SECONDS_PER_HOUR, i)
+            (min(kwh / kw * SECONDS_PER_HOUR, leaves[i]), i)
             for i, (kwh, kw) in enumerate(active)
             if kwh > 0 and kw > 0
         )
         return [(t, i) for t, i in ends if t <= horizon_s]
-    if len(active) + len(waiting) > MAX_SHARED_PREDICTION:
+    if len(held) > MAX_SHARED_PREDICTION:
         return []  # too many to run forward on every heartbeat: the next heartbeat tells
-    # [remaining kWh, max kW, power kW, index]
-    sessions = [[kwh, kw, 0.0, i] for i, (kwh, kw) in enumerate([*active, *waiting])]
+    # [remaining kWh, max kW, power kW, index, leaves at]
+    sessions = [[kwh, kw, 0.0, i, leaves[i]] for i, (kwh, kw) in enumerate(held)]
     running = [s for s in sessions[: len(active)] if s[0] > 0 and s[1] > 0]
     queue = deque(s for s in sessions[len(active) :] if s[0] > 0 and s[1] > 0)
     out: list[tuple[float, int]] = []
     t = 0.0
     while running or queue:
+        # Cars whose departure has come leave, waiting or not.
+        for s in [*running, *queue]:
+            if s[4] <= t + _DEPARTURE_TOL_S:
+                out.append((s[4], int(s[3])))
+        running = [s for s in running if s[4] > t + _DEPARTURE_TOL_S]
+        queue = deque(s for s in queue if s[4] > t + _DEPARTURE_TOL_S)
         while queue and len(running) < bays:
             running.append(queue.popleft())
+        if not running:
+            break
         for s, p in zip(running, share_power(capacity_kw, [s[1] for s in running]), strict=True):
             s[2] = p
         first = min(running, key=lambda s: s[0] / s[2] if s[2] > 0 else math.inf)
         if first[2] <= 0:
             break  # nothing draws power (cannot happen with capacity > 0)
-        dt = first[0] / first[2] * SECONDS_PER_HOUR
+        full_dt = first[0] / first[2] * SECONDS_PER_HOUR
+        leave_dt = min(s[4] for s in [*running, *queue]) - t
+        dt = min(full_dt, leave_dt)
         t += dt
         if t > horizon_s:
             break
@@ -300,12 +444,15 @@ def predict_ends(
         for s in running:
             s[0] -= s[2] * dt / SECONDS_PER_HOUR
             # The first to end, and any within float crumbs of it, end now.
-            if s is first or s[0] / s[2] * SECONDS_PER_HOUR <= _DONE_REL_TOL * t:
+            if (s is first and full_dt <= leave_dt) or (
+                s[2] > 0 and s[0] / s[2] * SECONDS_PER_HOUR <= _DONE_REL_TOL * t
+            ):
                 out.append((t, int(s[3])))
             else:
                 left.append(s)
         running = left
-    return out
+    out.sort()
+    return [(t, i) for t, i in out if t <= horizon_s]
 
 
 def predict_releases(

@@ -18,6 +18,7 @@ from contracts import (
     Heartbeat,
     LoadSnapshot,
     Route,
+    SessionOutcome,
     Topology,
 )
 from contracts.messages import MAX_INTENT_ROUTES
@@ -304,3 +305,20 @@ def test_event_ids_stay_unique_across_a_fork() -> None:
     os.waitpid(pid, 0)
     assert len(child) == 16
     assert child != _event_id().bytes
+
+
+def test_a_completed_event_says_its_outcome_consistently() -> None:
+    rid = uuid.uuid4()
+    done = ChargeEvent(
+        request_id=rid,
+        kind=EventKind.COMPLETED,
+        energy_kwh=4.0,
+        energy_requested_kwh=10.0,
+        outcome=SessionOutcome.DEPARTED,
+        demand_met=False,
+    )
+    assert ChargeEvent.model_validate_json(done.model_dump_json()) == done
+    with pytest.raises(ValidationError, match="demand_met"):
+        ChargeEvent(request_id=rid, kind=EventKind.COMPLETED, outcome="full", demand_met=False)
+    with pytest.raises(ValidationError, match="unserved"):
+        ChargeEvent(request_id=rid, kind=EventKind.COMPLETED, outcome="unserved", energy_kwh=1.0)

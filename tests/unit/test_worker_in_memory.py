@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from contracts import Assignment, ChargeEvent, ChargeRequest, Topology
+from contracts import Assignment, ChargeEvent, ChargeRequest, SessionOutcome, Topology
 from substation_worker.service import WorkerService
 from substation_worker.settings import WorkerSettings
 from tests.fakes import FakeBroker, FakeSession
@@ -47,6 +48,11 @@ class Worker:
 
     def metric(self, name: str) -> float:
         value = self.registry.get_sample_value(name, {"substation": "s1"})
+        return 0.0 if value is None else value
+
+    def demands(self, outcome: str) -> float:
+        labels = {"substation": "s1", "outcome": outcome}
+        value = self.registry.get_sample_value("smartgrid_substation_demands_total", labels)
         return 0.0 if value is None else value
 
 
@@ -170,3 +176,73 @@ async def test_sessions_held_when_the_connection_drops_are_served_once_redeliver
     assert old.acked == []
     assert len(worker.session.acked) == 1
     assert worker.events("completed")[0].request_id == r.request_id
+
+
+async def test_a_car_leaves_at_its_departure_with_what_it_got(worker: Worker) -> None:
+    """Rule: a session ends at the request's departure if it is not full by then; the
+    completed event and the metrics say what was requested, delivered and that the demand was
+    not met, and the assignment is acked then."""
+    # Given a car needing 50 kWh at 11 kW (4.5 h) that leaves in 1.5 wall s (1.5 h at x3600)
+    now = datetime.now(UTC)
+    r = ChargeRequest(
+        vehicle_id="ev-1",
+        energy_kwh=50.0,
+        max_power_kw=11.0,
+        departure=now + timedelta(seconds=1.5),
+        requested_at=now,
+    )
+    body = worker.assign(r)
+    # When its departure comes
+    await wait_until(lambda: len(worker.events("completed")) == 1, timeout=5)
+    # Then it left with about 1.5 h at 11 kW, short of its demand
+    (done,) = worker.events("completed")
+    assert done.outcome is SessionOutcome.DEPARTED
+    assert done.demand_met is False
+    assert done.energy_requested_kwh == 50.0
+    assert done.energy_kwh is not None
+    assert 11.0 * 1.2 < done.energy_kwh < 11.0 * 1.8
+    assert body in worker.session.acked
+    assert len(worker.events("started")) == 1
+    assert worker.demands("departed") == 1
+    assert worker.demands("full") == 0
+    requested_j = worker.metric("smartgrid_substation_energy_requested_joules_total")
+    delivered_j = worker.metric("smartgrid_substation_energy_delivered_joules_total")
+    assert requested_j == pytest.approx(50.0 * 3.6e6)
+    assert delivered_j == pytest.approx(done.energy_kwh * 3.6e6)
+
+
+async def test_a_car_whose_departure_passed_upstream_leaves_unserved(worker: Worker) -> None:
+    """Rule: an assignment whose departure has passed (it waited in the dispatcher) ends at
+    once, unserved: acked, a completed event with nothing delivered, never started."""
+    now = datetime.now(UTC)
+    r = ChargeRequest(
+        vehicle_id="ev-1",
+        energy_kwh=10.0,
+        max_power_kw=11.0,
+        departure=now - timedelta(seconds=1),
+        requested_at=now - timedelta(seconds=2),
+    )
+    body = worker.assign(r)
+    await wait_until(lambda: len(worker.events("completed")) == 1, timeout=5)
+    (done,) = worker.events("completed")
+    assert (done.outcome, done.energy_kwh, done.demand_met) == (SessionOutcome.UNSERVED, 0, False)
+    assert body in worker.session.acked
+    assert worker.events("started") == []
+    assert worker.demands("unserved") == 1
+
+
+async def test_a_car_full_before_its_departure_meets_its_demand(worker: Worker) -> None:
+    now = datetime.now(UTC)
+    r = ChargeRequest(
+        vehicle_id="ev-1",
+        energy_kwh=5.0,
+        max_power_kw=11.0,
+        departure=now + timedelta(hours=1),
+        requested_at=now,
+    )
+    worker.assign(r)
+    await wait_until(lambda: len(worker.events("completed")) == 1, timeout=5)
+    (done,) = worker.events("completed")
+    assert (done.outcome, done.demand_met) == (SessionOutcome.FULL, True)
+    assert done.energy_kwh == pytest.approx(5.0)
+    assert worker.demands("full") == 1
