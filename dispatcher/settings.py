@@ -1,9 +1,15 @@
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, PositiveFloat, field_validator
 
 from dispatcher.policies import POLICIES
-from messaging.settings import AmqpSettings
+from messaging.settings import (
+    MAX_REQUEST_BYTES,
+    AmqpSettings,
+    MetricsHost,
+    MetricsPort,
+    RequestBytes,
+)
 
 
 class DispatcherSettings(AmqpSettings):
@@ -26,9 +32,8 @@ class DispatcherSettings(AmqpSettings):
     stale_after_intervals: float = Field(
         default=3.0, gt=1, description="A substation silent this many heartbeat intervals is out."
     )
-    backlog_poll_s: float = Field(
+    backlog_poll_s: PositiveFloat = Field(
         default=1.0,
-        gt=0,
         description="How often the depth of <ns>.requests is read (the backlog gauge), s.",
     )
     dispatch_events: bool = Field(
@@ -37,9 +42,8 @@ class DispatcherSettings(AmqpSettings):
         "event.redispatched) once its assignment is confirmed, for observers that follow only "
         "event.#; off, the intent.dispatched messages (one per batch) say the same for less.",
     )
-    forget_after_s: float = Field(
+    forget_after_s: PositiveFloat = Field(
         default=300.0,
-        gt=0,
         description="A substation silent this long (or twice its stale window, if longer) is "
         "dropped from the table, once its queue holds nothing to take back, s.",
     )
@@ -49,9 +53,8 @@ class DispatcherSettings(AmqpSettings):
         le=1_000_000,
         description="Substations the table holds at most; heartbeats of further ids are refused.",
     )
-    admit_per_s: float = Field(
+    admit_per_s: PositiveFloat = Field(
         default=100.0,
-        gt=0,
         description="New substation ids admitted per second at most (a burst of twice that): "
         "each costs a probe of its queue; heartbeats of ids beyond are refused until later.",
     )
@@ -70,10 +73,8 @@ class DispatcherSettings(AmqpSettings):
         "this, with {substation_id} replaced by the substation's id (e.g. "
         "'substation-{substation_id}'): for brokers where every substation has its own user.",
     )
-    max_request_bytes: int = Field(
-        default=16_384,
-        ge=256,
-        le=10_000_000,
+    max_request_bytes: RequestBytes = Field(
+        default=MAX_REQUEST_BYTES,
         description="A message on <ns>.requests larger than this is dead-lettered unread.",
     )
     seed: int | None = Field(
@@ -87,12 +88,8 @@ class DispatcherSettings(AmqpSettings):
         description="Testing only (chaos tests): exit abruptly after this many confirmed "
         "assignments, between the confirm and the ack. 0: never.",
     )
-    metrics_host: str = Field(
-        default="127.0.0.1", description="Address the Prometheus /metrics endpoint listens on."
-    )
-    metrics_port: int = Field(
-        default=9100, ge=0, le=65535, description="Port of /metrics; 0 disables it."
-    )
+    metrics_host: MetricsHost = "127.0.0.1"
+    metrics_port: MetricsPort = 9100
 
     @field_validator("policy")
     @classmethod

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, SecretStr, model_validator
 
-from messaging.settings import AmqpSettings, is_loopback_host
+from messaging.settings import MAX_REQUEST_BYTES, AmqpSettings, RequestBytes, is_loopback_host
+
+# How long a connection may take to send its request head, or its body: the same deadline
+# against slow senders, with the same bounds and default.
+SlowSenderTimeout = Annotated[float, Field(gt=0, le=300)]
+SLOW_SENDER_TIMEOUT_S = 10.0
 
 
 class GatewaySettings(AmqpSettings):
@@ -16,10 +23,8 @@ class GatewaySettings(AmqpSettings):
         "(or SMARTGRID_ALLOW_NO_API_KEY).",
     )
     http_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
-    max_body_bytes: int = Field(
-        default=16_384,
-        ge=256,
-        le=10_000_000,
+    max_body_bytes: RequestBytes = Field(
+        default=MAX_REQUEST_BYTES,
         description="Largest request body accepted, bytes; a larger one gets 413 without being "
         "read.",
     )
@@ -36,18 +41,14 @@ class GatewaySettings(AmqpSettings):
         le=8192,
         description="Longest Idempotency-Key accepted (a UUID is 36); a longer one gets 400.",
     )
-    header_timeout_s: float = Field(
-        default=10.0,
-        gt=0,
-        le=300,
+    header_timeout_s: SlowSenderTimeout = Field(
+        default=SLOW_SENDER_TIMEOUT_S,
         description="A request head must arrive within this many seconds of the connection "
         "opening (of its first byte, on a kept-alive connection); else 408 and the connection "
         "is closed.",
     )
-    body_timeout_s: float = Field(
-        default=10.0,
-        gt=0,
-        le=300,
+    body_timeout_s: SlowSenderTimeout = Field(
+        default=SLOW_SENDER_TIMEOUT_S,
         description="A request body must arrive within this many seconds (all of it); else "
         "408, nothing is published, and the connection is closed.",
     )

@@ -67,31 +67,35 @@ LABELS = {
     name: option_label([f"--{name.replace('_', '-')}"], env_var(LoadgenSettings, name))
     for name in ("amqp_url", "namespace", "gateway_url", "log_level")
 }
-SEED = typer.Option(
-    None, "--seed", envvar="LOADGEN_SEED", help="Seed the demand for a repeatable run."
-)
-TOP = typer.Option(
+
+
+def _option(default: Any, *names: str, envvar: str | None = None, **kw: Any) -> Any:
+    """A loadgen option: its environment variable is LOADGEN_ and its long name (``--top``:
+    LOADGEN_TOP) unless ``envvar`` names another."""
+    derived = "LOADGEN_" + names[0].removeprefix("--").replace("-", "_").upper()
+    return typer.Option(default, *names, envvar=envvar or derived, **kw)
+
+
+SEED = _option(None, "--seed", help="Seed the demand for a repeatable run.")
+TOP = _option(
     20,
     "--top",
-    envvar="LOADGEN_TOP",
     min=1,
     max=1000,
     help="Show at most this many substations live and in the report (the busiest; the rest "
     "is one line).",
 )
-BROKER_TIMEOUT = typer.Option(
+BROKER_TIMEOUT = _option(
     5.0,
     "--broker-timeout",
-    envvar="LOADGEN_BROKER_TIMEOUT",
     min=0.1,
     max=300,
     help="Seconds one broker call (declare, bind, consume, delete, close) may take; cleanup "
     "that takes longer is given up.",
 )
-CONCURRENCY = typer.Option(
+CONCURRENCY = _option(
     64,
     "--concurrency",
-    envvar="LOADGEN_CONCURRENCY",
     min=1,
     max=1000,
     help="HTTP connections at most; more requests in flight wait for one.",
@@ -142,72 +146,58 @@ def _console() -> Console:
 
 @app.command("run")
 def run_cmd(
-    via: Via = typer.Option(
+    via: Via = _option(
         "http",
         "--via",
-        envvar="LOADGEN_VIA",
         help="http: through the gateway; amqp: publish to <ns>.requests with confirms.",
     ),
-    profile: Profile = typer.Option(
+    profile: Profile = _option(
         "steady",
         "--profile",
-        envvar="LOADGEN_PROFILE",
         help="steady, rush-hour (ramp to a peak and back), spike (step burst) or replay.",
     ),
-    rate: float = typer.Option(
-        50.0, "--rate", envvar="LOADGEN_RATE", min=0.01, help="Requests/s (at the peak)."
-    ),
-    requests: int | None = typer.Option(
+    rate: float = _option(50.0, "--rate", min=0.01, help="Requests/s (at the peak)."),
+    requests: int | None = _option(
         None,
         "--requests",
         "-n",
-        envvar="LOADGEN_REQUESTS",
         min=1,
         max=10_000_000,
         help="How many requests (or give --duration).",
     ),
-    duration: float | None = typer.Option(
-        None, "--duration", envvar="LOADGEN_DURATION", min=0.1, help="Seconds of sending."
-    ),
-    trace: Path | None = typer.Option(
+    duration: float | None = _option(None, "--duration", min=0.1, help="Seconds of sending."),
+    trace: Path | None = _option(
         None,
         "--trace",
-        envvar="LOADGEN_TRACE",
         help="replay: CSV with arrival_s,energy_kwh,max_power_kw[,departure_h].",
     ),
-    speed: float = typer.Option(
+    speed: float = _option(
         1.0,
         "--speed",
-        envvar="LOADGEN_SPEED",
         min=0.001,
         help="replay: time runs this much faster (departures too: give the workers the same "
         "--time-scale).",
     ),
     concurrency: int = CONCURRENCY,
     seed: int | None = SEED,
-    settle: float = typer.Option(
+    settle: float = _option(
         60.0,
         "--settle",
-        envvar="LOADGEN_SETTLE",
         min=0,
         help="After sending, wait this long at most for every accepted request to finish.",
     ),
-    request_timeout: float = typer.Option(
+    request_timeout: float = _option(
         10.0,
         "--request-timeout",
-        envvar="LOADGEN_REQUEST_TIMEOUT",
         min=0.1,
         help="Give up one request's answer (202 or confirm) after seconds.",
     ),
-    json_path: Path | None = typer.Option(
-        None, "--json", envvar="LOADGEN_JSON", help="Also write the report as JSON here."
-    ),
+    json_path: Path | None = _option(None, "--json", help="Also write the report as JSON here."),
     top: int = TOP,
     broker_timeout: float = BROKER_TIMEOUT,
-    plot_path: Path | None = typer.Option(
+    plot_path: Path | None = _option(
         None,
         "--plot",
-        envvar="LOADGEN_PLOT",
         help="Also draw each substation's load over time into this PNG.",
     ),
     gateway_url: str | None = GATEWAY_URL,
@@ -321,10 +311,9 @@ def run(
 def watch_cmd(
     namespace: str | None = NAMESPACE,
     amqp_url: str | None = AMQP_URL,
-    duration: float | None = typer.Option(
+    duration: float | None = _option(
         None,
         "--duration",
-        envvar="LOADGEN_DURATION",
         min=0.1,
         help="Stop after seconds. [default: until Ctrl-C]",
     ),
@@ -352,13 +341,11 @@ def watch_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    requests: int = typer.Option(
-        600, "--requests", "-n", envvar="LOADGEN_REQUESTS", min=1, max=100_000, help="How many."
-    ),
-    policy: PolicyName = typer.Option(
+    requests: int = _option(600, "--requests", "-n", min=1, max=100_000, help="How many."),
+    policy: PolicyName = _option(
         "headroom", "--policy", envvar="SMARTGRID_POLICY", help="Dispatch policy to demonstrate."
     ),
-    time_scale: float = typer.Option(
+    time_scale: float = _option(
         3600.0,
         "--time-scale",
         envvar="SMARTGRID_TIME_SCALE",
@@ -366,27 +353,23 @@ def demo_cmd(
         help="Simulated seconds per wall second.",
     ),
     concurrency: int = CONCURRENCY,
-    rate: float = typer.Option(
-        300.0, "--rate", envvar="LOADGEN_RATE", min=0.1, help="Requests per second."
-    ),
+    rate: float = _option(300.0, "--rate", min=0.1, help="Requests per second."),
     seed: int | None = SEED,
-    timeout: float = typer.Option(
+    timeout: float = _option(
         180.0,
         "--timeout",
         envvar="LOADGEN_SETTLE",
         min=1,
         help="After sending, give up if not all done after seconds.",
     ),
-    keep_namespace: bool = typer.Option(
+    keep_namespace: bool = _option(
         False,
         "--keep-namespace",
-        envvar="LOADGEN_KEEP_NAMESPACE",
         help="Leave the demo's queues and exchanges for inspection.",
     ),
-    linger: float = typer.Option(
+    linger: float = _option(
         0.0,
         "--linger",
-        envvar="LOADGEN_LINGER",
         min=0,
         max=24 * 3600,
         help="Keep the grid up this many seconds after the burst (to look at it in Prometheus).",
@@ -428,19 +411,19 @@ def demo_cmd(
 
 @app.command("prometheus")
 def prometheus_cmd(
-    targets_dir: Path = typer.Option(
+    targets_dir: Path = _option(
         Path(".demo/prometheus"),
         "--targets-dir",
         envvar="LOADGEN_PROMETHEUS_TARGETS_DIR",
         help="Where grids write their targets (make demo: .demo/prometheus).",
     ),
-    listen: str = typer.Option(
+    listen: str = _option(
         "127.0.0.1:9090",
         "--listen",
         envvar="LOADGEN_PROMETHEUS_LISTEN",
         help="Prometheus' web address.",
     ),
-    rabbitmq: str = typer.Option(
+    rabbitmq: str = _option(
         "127.0.0.1:15692",
         "--rabbitmq",
         envvar="LOADGEN_RABBITMQ_PROMETHEUS",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime
-from types import TracebackType
 
 from contracts import ChargeEvent, DispatchIntent, Heartbeat, Topology
 from contracts.topology import BindingSpec
@@ -129,10 +128,5 @@ class GridObserver:
     async def __aenter__(self) -> GridObserver:
         return await self.start()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *_exc_info: object) -> None:
         await self.stop()

@@ -69,12 +69,7 @@ class HttpSender:
         await self.check()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *_exc_info: object) -> None:
         await self._client.aclose()
 
     async def check(self) -> None:
@@ -149,12 +144,7 @@ class AmqpSender:
             raise IngressUnreachable(f"cannot publish: {exc}") from exc
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *_exc_info: object) -> None:
         with contextlib.suppress(MessagingError):
             await self._link.stop(self.call_timeout_s)
 

@@ -18,7 +18,6 @@ package nothing imports pika. Design points:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import ssl
@@ -43,7 +42,13 @@ from messaging.errors import (
     PublishReturned,
 )
 from messaging.frames import PublishFrames
-from messaging.session_protocol import BrokerSession, MessageProperties, OnMessage
+from messaging.session_protocol import (
+    BrokerSession,
+    MessageProperties,
+    OnMessage,
+    Waiter,
+    resolve,
+)
 from messaging.settings import AmqpSettings
 from messaging.tls import ssl_options
 
@@ -159,7 +164,7 @@ class _BatchingConnection(AsyncioConnection):
             transport.write(data)
 
 
-class Session:
+class Session(BrokerSession):
     """An open connection + confirm channel. Create with ``await Session.open(...)``."""
 
     def __init__(self, connection: _BatchingConnection, channel: pika.channel.Channel) -> None:
@@ -173,7 +178,7 @@ class Session:
         self.closed = asyncio.Event()
         self.close_reason: BaseException | None = None
         self._next_tag = 1
-        self._unconfirmed: dict[int, tuple[_Waiter, str | None]] = {}
+        self._unconfirmed: dict[int, tuple[Waiter, str | None]] = {}
         self._returned: set[str] = set()
         # Manual-ack deliveries not yet settled on the wire, in delivery order; those settled
         # out of order (sent on their own); acks waiting for the end of this loop turn.
@@ -286,66 +291,15 @@ class Session:
         failure = BrokerUnavailable(f"connection lost before the broker confirmed: {exc}")
         pending, self._unconfirmed = self._unconfirmed, {}
         for waiter, _ in pending.values():
-            _resolve(waiter, failure)
+            resolve(waiter, failure)
             if isinstance(waiter, asyncio.Future) and not waiter.cancelled():
                 waiter.exception()  # a caller that gave up must not leave it "never retrieved"
 
     # -- publishing ------------------------------------------------------------------------
 
-    def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str | None = None,
-        headers: dict[str, Any] | None = None,
-        persistent: bool = True,
-        expiration_ms: int | None = None,
-        mandatory: bool = True,
-    ) -> asyncio.Future[None]:
-        """Publish now; the future resolves when the broker confirms, fails on nack/return."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._publish(
-            fut,
-            exchange,
-            routing_key,
-            body,
-            message_id=message_id,
-            headers=headers,
-            persistent=persistent,
-            expiration_ms=expiration_ms,
-            mandatory=mandatory,
-        )
-        return fut
-
-    def publish_then(
-        self,
-        on_confirmed: Callable[[BaseException | None], None],
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str | None = None,
-        app_id: str | None = None,
-        mandatory: bool = True,
-    ) -> None:
-        """``publish`` for hot paths: ``on_confirmed(None)`` once the broker confirmed, or
-        ``on_confirmed(error)`` (PublishNacked, PublishReturned, BrokerUnavailable), called
-        straight from the confirm, without a future and a trip through the event loop."""
-        self._publish(
-            on_confirmed,
-            exchange,
-            routing_key,
-            body,
-            message_id=message_id,
-            app_id=app_id,
-            mandatory=mandatory,
-        )
-
     def _publish(
         self,
-        waiter: _Waiter,
+        waiter: Waiter,
         exchange: str,
         routing_key: str,
         body: bytes,
@@ -389,11 +343,6 @@ class Session:
         )
         self.channel.basic_publish(exchange, routing_key, body, props, mandatory=mandatory)
 
-    def publish_and_forget(self, exchange: str, routing_key: str, body: bytes, **kw: Any) -> None:
-        """For best-effort messages (events, heartbeats): confirmed, but nobody waits."""
-        with contextlib.suppress(BrokerUnavailable):
-            self._publish(_log_unconfirmed, exchange, routing_key, body, mandatory=False, **kw)
-
     def _on_return(self, _ch: Any, method: Any, props: Any, _body: bytes) -> None:
         if props.message_id:
             self._returned.add(props.message_id)
@@ -411,12 +360,12 @@ class Session:
         for t in tags:
             waiter, message_id = self._unconfirmed.pop(t)
             if nacked:
-                _resolve(waiter, PublishNacked(f"broker nacked delivery tag {t}"))
+                resolve(waiter, PublishNacked(f"broker nacked delivery tag {t}"))
             elif message_id is not None and message_id in self._returned:
                 self._returned.discard(message_id)
-                _resolve(waiter, PublishReturned(f"message {message_id} was unroutable"))
+                resolve(waiter, PublishReturned(f"message {message_id} was unroutable"))
             else:
-                _resolve(waiter, None)
+                resolve(waiter, None)
 
     # -- settling deliveries ---------------------------------------------------------------
 
@@ -597,38 +546,22 @@ class Session:
         """Per-consumer limit for consumers started after this call (never ``global``)."""
         await self._await(self._rpc(self.channel.basic_qos, prefetch_count=count))
 
-    async def consume(
-        self,
-        queue: str,
-        on_message: OnMessage,
-        *,
-        auto_ack: bool = False,
-        exclusive: bool = False,
-    ) -> str:
-        """Start consuming; ``on_message`` runs on the event loop and must not block."""
-
+    async def _consume(self, queue: str, handle: OnMessage, auto_ack: bool, exclusive: bool) -> str:
         def deliver(_ch: Any, method: Any, props: Any, body: bytes) -> None:
             if not auto_ack:
                 self._unsettled.append(method.delivery_tag)
-            delivery = Delivery(
-                self,
-                method.delivery_tag,
-                method.redelivered,
-                method.routing_key,
-                method.exchange,
-                props,
-                body,
-                settled=auto_ack,
+            handle(
+                Delivery(
+                    self,
+                    method.delivery_tag,
+                    method.redelivered,
+                    method.routing_key,
+                    method.exchange,
+                    props,
+                    body,
+                    settled=auto_ack,
+                )
             )
-            try:
-                on_message(delivery)
-            except Exception:
-                # A handler that cannot cope with a message would fail on every redelivery of
-                # it too: reject it once, and the queue's dead-letter exchange takes it (with
-                # x-death saying so), rather than requeue it until the delivery limit.
-                log.exception("consumer callback failed; dead-lettering the delivery")
-                if not delivery.settled:
-                    delivery.nack(requeue=False)
 
         frame = await self._await(
             self._rpc(
@@ -643,44 +576,6 @@ class Session:
 
     async def cancel(self, consumer_tag: str) -> None:
         await self._await(self._rpc(self.channel.basic_cancel, consumer_tag))
-
-    async def declare_all(
-        self,
-        exchanges: list[ExchangeSpec],
-        queues: list[QueueSpec],
-        bindings: list[BindingSpec],
-    ) -> None:
-        for ex in exchanges:
-            await self.declare_exchange(ex)
-        for q in queues:
-            await self.declare_queue(q)
-        for b in bindings:
-            await self.bind(b)
-
-
-# What waits for a publisher confirm: a future, or a callback given the error (None: confirmed).
-_Waiter = asyncio.Future[None] | Callable[[BaseException | None], None]
-
-
-def _resolve(waiter: _Waiter, exc: BaseException | None) -> None:
-    if isinstance(waiter, asyncio.Future):
-        if waiter.done():  # e.g. cancelled by a caller's timeout
-            return
-        if exc is None:
-            waiter.set_result(None)
-        else:
-            waiter.set_exception(exc)
-        return
-    try:
-        waiter(exc)
-    except Exception:
-        # A bug in one callback must not break the confirms of the others (or pika's loop).
-        log.exception("publisher-confirm callback failed")
-
-
-def _log_unconfirmed(exc: BaseException | None) -> None:
-    if exc is not None:
-        log.debug("best-effort publish not confirmed: %s", exc)
 
 
 def _close_quietly(conn: AsyncioConnection) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Annotated
 from urllib.parse import unquote, urlparse
 
-from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
+from pydantic import Field, FilePath, PositiveFloat, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.topology import DEFAULT_NAMESPACE, NAMESPACE_PATTERN
@@ -13,6 +14,17 @@ from contracts.topology import DEFAULT_NAMESPACE, NAMESPACE_PATTERN
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
 # Credentials that are fine on a developer's loopback broker and nowhere else.
 _PLACEHOLDER_PASSWORDS = {"guest", "changeme", "password", "secret", ""}
+
+# The Prometheus endpoint of a process that serves one (the dispatcher, a worker): the same
+# setting in each, only the default port differs.
+MetricsHost = Annotated[
+    str, Field(description="Address the Prometheus /metrics endpoint listens on.")
+]
+MetricsPort = Annotated[int, Field(ge=0, le=65535, description="Port of /metrics; 0 disables it.")]
+# The largest charge request taken, bytes: the gateway's body and the dispatcher's message are
+# the same JSON, so both limits have the same bounds and default.
+RequestBytes = Annotated[int, Field(ge=256, le=10_000_000)]
+MAX_REQUEST_BYTES = 16_384
 
 
 def is_loopback_host(host: str | None) -> bool:
@@ -49,17 +61,15 @@ class AmqpSettings(BaseSettings):
         description="AMQP heartbeat timeout asked of the broker (it wins the negotiation), s; 0 "
         "disables heartbeats.",
     )
-    blocked_connection_timeout_s: float = Field(
+    blocked_connection_timeout_s: PositiveFloat = Field(
         default=30.0,
-        gt=0,
         description="Give up a connection the broker blocks (memory/disk alarm) this long, s.",
     )
-    connect_timeout_s: float = Field(
-        default=5.0, gt=0, description="Give up one connection attempt after this long, s."
+    connect_timeout_s: PositiveFloat = Field(
+        default=5.0, description="Give up one connection attempt after this long, s."
     )
-    reconnect_max_s: float = Field(
+    reconnect_max_s: PositiveFloat = Field(
         default=15.0,
-        gt=0,
         description="Longest wait between reconnect attempts (the cap of the jittered exponential "
         "backoff), s.",
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from contracts.messages import SubstationId
-from messaging.settings import AmqpSettings
+from messaging.settings import AmqpSettings, MetricsHost, MetricsPort
 from substation_worker.sharing import SharingName
 
 # AMQP's prefetch_count is a 16-bit field and prefetch = bays.
@@ -47,9 +47,5 @@ class WorkerSettings(AmqpSettings):
         description="On SIGTERM, let active sessions finish this long (wall seconds), then hand "
         "what is left back to the queue.",
     )
-    metrics_host: str = Field(
-        default="127.0.0.1", description="Address the Prometheus /metrics endpoint listens on."
-    )
-    metrics_port: int = Field(
-        default=9200, ge=0, le=65_535, description="Port of /metrics; 0 disables it."
-    )
+    metrics_host: MetricsHost = "127.0.0.1"
+    metrics_port: MetricsPort = 9200

@@ -24,7 +24,6 @@ checking ``user_id`` against the connection's user, and the wire itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 from collections import deque
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from typing import Any
 from contracts.topology import BindingSpec, ExchangeSpec, QueueSpec
 from messaging import Delivery
 from messaging.errors import BrokerUnavailable, FatalBrokerError, PublishNacked, PublishReturned
-from messaging.session_protocol import OnConfirmed, OnMessage
+from messaging.session_protocol import BrokerSession, OnMessage, Waiter, resolve
 from messaging.settings import AmqpSettings
 
 
@@ -245,7 +244,7 @@ class FakeBroker:
                                                       props))  # fmt: skip
 
 
-class FakeSession:
+class FakeSession(BrokerSession):
     """One connection of a FakeBroker (``messaging.BrokerSession``)."""
 
     def __init__(self, broker: FakeBroker, name: str) -> None:
@@ -296,18 +295,19 @@ class FakeSession:
 
     def _publish(
         self,
+        waiter: Waiter,
         exchange: str,
         routing_key: str,
         body: bytes,
         *,
-        mandatory: bool,
         message_id: str | None = None,
         app_id: str | None = None,
         headers: dict[str, Any] | None = None,
         persistent: bool = True,
         expiration_ms: int | None = None,
+        mandatory: bool = True,
         user_id: str | None = None,
-    ) -> BaseException | None:
+    ) -> None:
         self._check_open()
         if exchange and exchange not in self.broker.exchanges:
             self._end(FatalBrokerError(f"404 NOT_FOUND: no exchange {exchange!r}"))
@@ -335,71 +335,14 @@ class FakeSession:
         self.broker.published.append(
             Published(self.name, exchange, routing_key, body, props, outcome)
         )
-        return error
-
-    def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str | None = None,
-        headers: dict[str, Any] | None = None,
-        persistent: bool = True,
-        expiration_ms: int | None = None,
-        mandatory: bool = True,
-    ) -> asyncio.Future[None]:
-        error = self._publish(
-            exchange,
-            routing_key,
-            body,
-            mandatory=mandatory,
-            message_id=message_id,
-            headers=headers,
-            persistent=persistent,
-            expiration_ms=expiration_ms,
-        )
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def confirm() -> None:
-            if fut.done():
-                return
-            if error is not None:
-                fut.set_exception(error)
-            elif not self.is_open:
-                fut.set_exception(BrokerUnavailable("connection lost before the confirm"))
-            else:
-                fut.set_result(None)
+            lost = error is None and not self.is_open
+            resolve(
+                waiter, BrokerUnavailable("connection lost before the confirm") if lost else error
+            )
 
         asyncio.get_running_loop().call_soon(confirm)
-        return fut
-
-    def publish_then(
-        self,
-        on_confirmed: OnConfirmed,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        message_id: str | None = None,
-        app_id: str | None = None,
-        mandatory: bool = True,
-    ) -> None:
-        error = self._publish(
-            exchange, routing_key, body, mandatory=mandatory, message_id=message_id, app_id=app_id
-        )
-
-        def confirm() -> None:
-            if error is None and not self.is_open:
-                on_confirmed(BrokerUnavailable("connection lost before the confirm"))
-            else:
-                on_confirmed(error)
-
-        asyncio.get_running_loop().call_soon(confirm)
-
-    def publish_and_forget(self, exchange: str, routing_key: str, body: bytes, **kw: Any) -> None:
-        with contextlib.suppress(BrokerUnavailable):
-            self._publish(exchange, routing_key, body, mandatory=False, **kw)
 
     # -- settling -----------------------------------------------------------------------------
 
@@ -443,12 +386,7 @@ class FakeSession:
         if not consumer.auto_ack:
             consumer.unacked += 1
             self._unacked[tag] = (consumer, message)
-        try:
-            consumer.on_message(delivery)
-        except Exception:
-            # As messaging.Session does: a handler that raises rejects the delivery once.
-            if not delivery.settled:
-                delivery.nack(requeue=False)
+        consumer.on_message(delivery)
 
     # -- topology and consuming -----------------------------------------------------------------
 
@@ -456,19 +394,9 @@ class FakeSession:
         self._check_open()
         return len(self.broker.declare(spec, self).ready)
 
-    async def declare_all(
-        self,
-        exchanges: list[ExchangeSpec],
-        queues: list[QueueSpec],
-        bindings: list[BindingSpec],
-    ) -> None:
+    async def declare_exchange(self, spec: ExchangeSpec) -> None:
         self._check_open()
-        for ex in exchanges:
-            self.broker.declare_exchange(ex)
-        for q in queues:
-            self.broker.declare(q, self)
-        for b in bindings:
-            self.broker.bind(b)
+        self.broker.declare_exchange(spec)
 
     async def bind(self, spec: BindingSpec) -> None:
         self._check_open()
@@ -482,21 +410,14 @@ class FakeSession:
         self._check_open()
         self._prefetch = count
 
-    async def consume(
-        self,
-        queue: str,
-        on_message: OnMessage,
-        *,
-        auto_ack: bool = False,
-        exclusive: bool = False,
-    ) -> str:
+    async def _consume(self, queue: str, handle: OnMessage, auto_ack: bool, exclusive: bool) -> str:
         self._check_open()
         q = self.broker.queues.get(queue)
         if q is None:
             self._end(FatalBrokerError(f"404 NOT_FOUND: no queue {queue!r}"))
             raise FatalBrokerError(f"broker refused: 404 no queue {queue!r}")
         tag = f"ctag-{next(self.broker._tags)}"
-        consumer = _Consumer(tag, self, q, on_message, auto_ack, self._prefetch)
+        consumer = _Consumer(tag, self, q, handle, auto_ack, self._prefetch)
         q.consumers.append(consumer)
         self._consumers[tag] = consumer
         self.broker._soon(q)

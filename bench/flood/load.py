@@ -43,8 +43,10 @@ START_TIMEOUT_S = 30.0
 
 
 @dataclass
-class LoadConfig:
-    namespace: str
+class LoadPlan:
+    """What the bench asks of the load process: the real requests' rate, the phases' lengths,
+    how many fake substations flood, the seed."""
+
     rate: float
     warmup_s: float
     quiet_s: float
@@ -52,6 +54,11 @@ class LoadConfig:
     after_s: float
     fakes: int
     seed: int
+
+
+@dataclass
+class LoadConfig(LoadPlan):
+    namespace: str
     settle_s: float = 30.0
 
     def phases(self) -> list[Phase]:

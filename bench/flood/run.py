@@ -8,7 +8,7 @@ import contextlib
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from bench.flood.grid import (
     stand_in,
 )
 from bench.flood.instrument import PhaseRecord, Recorder, instrument, sample_table
-from bench.flood.load import LoadConfig, config_json, parse_result
+from bench.flood.load import LoadConfig, LoadPlan, config_json, parse_result
 from bench.flood.report import OTHERS, OUTCOMES, PhaseFigures, percentile
 from bench.flood.schedule import DRAIN, PHASES, Phase, fake_ids
 from bench.procfs import preemptions, process_cpu_s
@@ -43,14 +43,7 @@ HEARTBEAT_OUTCOMES = ("applied", "stale", "invalid", "future", "forbidden", *OUT
 
 
 @dataclass
-class Options:
-    rate: float
-    warmup_s: float
-    quiet_s: float
-    flood_s: float
-    after_s: float
-    fakes: int
-    seed: int
+class Options(LoadPlan):
     time_scale: float
     heartbeat_s: float
     log_dir: Path
@@ -198,11 +191,8 @@ class Bench:
         return out
 
     def _config(self) -> LoadConfig:
-        o = self.opts
-        return LoadConfig(
-            namespace=self.topology.namespace, rate=o.rate, warmup_s=o.warmup_s,
-            quiet_s=o.quiet_s, flood_s=o.flood_s, after_s=o.after_s, fakes=o.fakes, seed=o.seed,
-        )  # fmt: skip
+        plan = {f.name: getattr(self.opts, f.name) for f in fields(LoadPlan)}
+        return LoadConfig(**plan, namespace=self.topology.namespace)
 
     def _switch(self, name: str) -> None:
         self.recorder.switch(

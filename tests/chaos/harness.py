@@ -9,6 +9,7 @@ request_id completes (is charged) once.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from loadgen.report import Report, build_report
 from loadgen.run import RunOptions, RunResult, run_load
 from loadgen.settings import LoadgenSettings
 from messaging import AmqpSettings, Session
-from tests.helpers import register_substations
+from tests.helpers import Condition, register_substations, wait_until
 
 SUBSTATIONS = (
     SubstationSpec("s150", 150.0, 8),
@@ -159,6 +160,28 @@ async def load_with_fault(
         await injector
 
 
+async def load_with_timed_fault(
+    grid: LocalGrid, fault: Callable[[], Awaitable[float]], **load: Any
+) -> tuple[RunResult, float]:
+    """``load_with_fault`` for a fault that returns the seconds it measured (how long the grid
+    took to recover, drain, ...): the run's result and those seconds."""
+    took: list[float] = []
+
+    async def timed() -> None:
+        took.append(await fault())
+
+    return await load_with_fault(grid, timed, **load), took[0]
+
+
+async def signal_then_wait(
+    grid: LocalGrid, process: str, sig: signal.Signals, until: Condition, what: str, **wait: Any
+) -> float:
+    """Send ``sig`` to ``process``, then the seconds until ``until`` holds (it reads metrics
+    over blocking HTTP, so it is polled from a thread)."""
+    grid.send_signal(process, sig)
+    return await wait_until(until, what, blocking=True, **wait)
+
+
 def metric(grid: LocalGrid, process: str, name: str, **labels: str) -> float:
     try:
         text = httpx.get(grid.metrics_urls[process], timeout=2).text
@@ -219,8 +242,10 @@ __all__ = [
     "chaos_grid",
     "drained",
     "load_with_fault",
+    "load_with_timed_fault",
     "metric",
     "metric_sum",
     "render_scores",
     "score",
+    "signal_then_wait",
 ]

@@ -20,7 +20,7 @@ from tests.chaos.harness import (
     assert_nothing_lost,
     chaos_grid,
     drained,
-    load_with_fault,
+    load_with_timed_fault,
     metric,
     metric_sum,
     score,
@@ -37,7 +37,6 @@ async def test_broker_restart_under_load(tmp_path: Path) -> None:
         settings = AmqpSettings(amqp_url=broker.url)
         topology = Topology(f"chaos-restart-{uuid.uuid4().hex[:6]}")
         with chaos_grid(settings, topology, tmp_path) as grid:
-            recovered: list[float] = []
 
             def connected() -> bool:
                 gauges = [metric(grid, "dispatcher", "smartgrid_dispatcher_broker_connected")]
@@ -49,7 +48,7 @@ async def test_broker_restart_under_load(tmp_path: Path) -> None:
                     ok = False
                 return ok and all(v == 1.0 for v in gauges)
 
-            async def restart() -> None:
+            async def restart() -> float:
                 await asyncio.to_thread(broker.stop_app)
                 # How long the broker stays away is the fault itself, not a wait for anything.
                 await asyncio.sleep(OUTAGE_S)
@@ -62,15 +61,17 @@ async def test_broker_restart_under_load(tmp_path: Path) -> None:
                     poll=0.1,
                     blocking=True,
                 )
-                recovered.append(time.monotonic() - back)
+                return time.monotonic() - back
 
             # Given steady load for 12 s, when the broker is away from 3 s for 4 s
-            result = await load_with_fault(grid, restart, requests=300, settle_s=120)
+            result, recovered = await load_with_timed_fault(
+                grid, restart, requests=300, settle_s=120
+            )
             left = await drained(settings, topology)
             # No worker died: after reconnecting, the dispatcher waited for fresh heartbeats
             # instead of taking back every substation's queue (their last ones predate the outage).
             reclaimed = metric_sum(grid, "dispatcher", "smartgrid_dispatcher_reclaimed_total")
-    report = score("restart the broker", result, recovered[0], "all reconnected")
+    report = score("restart the broker", result, recovered, "all reconnected")
     # Then the gateway refused with 503 while the broker was away, and nothing else
     assert report.rejected_at_ingress.get("503", 0) > 0, report.rejected_at_ingress
     assert set(report.rejected_at_ingress) == {"503"}, report.rejected_at_ingress

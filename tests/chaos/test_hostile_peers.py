@@ -26,9 +26,11 @@ from tests.chaos.harness import (
     chaos_grid,
     drained,
     load_with_fault,
+    load_with_timed_fault,
     metric,
     metric_sum,
     score,
+    signal_then_wait,
     taken_back,
 )
 from tests.helpers import collect, register_substations, wait_until
@@ -147,14 +149,13 @@ async def test_a_flood_of_5000_fake_substations_declares_no_queue_and_load_goes_
         rng = random.Random(16)
         fakes = [f"fake-{rng.getrandbits(48):012x}" for _ in range(FLOOD)]
         bodies = [fake_beat(sid, 1) for sid in fakes]
-        flood_s: list[float] = []
 
-        async def flood() -> None:
+        async def flood() -> float:
             started = asyncio.get_running_loop().time()
             await publish_beats(session, topology, bodies)
-            flood_s.append(asyncio.get_running_loop().time() - started)
+            return asyncio.get_running_loop().time() - started
 
-        result = await load_with_fault(grid, flood, requests=200, rate=25)
+        result, flood_s = await load_with_timed_fault(grid, flood, requests=200, rate=25)
         counts = {
             outcome: metric(
                 grid, "dispatcher", "smartgrid_dispatcher_heartbeats_total", outcome=outcome
@@ -166,7 +167,7 @@ async def test_a_flood_of_5000_fake_substations_declares_no_queue_and_load_goes_
         await session.close()
         queues = namespace_queues(grid.settings, topology)
         left = await drained(grid.settings, topology)
-    report = score("a flood of 5,000 fake substations", result, None, f"sent in {flood_s[0]:.1f}s")
+    report = score("a flood of 5,000 fake substations", result, None, f"sent in {flood_s:.1f}s")
     assert_nothing_lost(result, report)
     assert set(left.values()) == {0}, left
     # No queue for any fake id; the table holds the three real substations only
@@ -240,24 +241,21 @@ async def test_a_dead_worker_with_a_long_heartbeat_interval_has_its_queue_taken_
         heartbeat_interval_s=2.0,
         process_env={"dispatcher": {"SMARTGRID_FORGET_AFTER_S": "2"}},
     ) as grid:
-        gone: list[float] = []
 
-        async def kill() -> None:
-            grid.send_signal(f"worker-{victim}", signal.SIGKILL)
-            forgotten = "smartgrid_dispatcher_substations"
-            gone.append(
-                await wait_until(
-                    lambda: metric_sum(grid, "dispatcher", forgotten) == 2,
-                    f"the dispatcher to forget {victim} (2 substations left)",
-                    timeout=60,
-                    poll=0.2,
-                    blocking=True,
-                )
+        async def kill() -> float:
+            return await signal_then_wait(
+                grid,
+                f"worker-{victim}",
+                signal.SIGKILL,
+                lambda: metric_sum(grid, "dispatcher", "smartgrid_dispatcher_substations") == 2,
+                f"the dispatcher to forget {victim} (2 substations left)",
+                timeout=60,
+                poll=0.2,
             )
 
-        result = await load_with_fault(grid, kill, requests=150, rate=25)
+        result, gone = await load_with_timed_fault(grid, kill, requests=150, rate=25)
         reclaimed, left = await taken_back(grid, topology, victim)
-    report = score("kill -9 a worker with 2 s heartbeats", result, gone[0], "until forgotten")
+    report = score("kill -9 a worker with 2 s heartbeats", result, gone, "until forgotten")
     assert_nothing_lost(result, report)
     assert set(left.values()) == {0}, left
     assert reclaimed > 0
