@@ -71,6 +71,9 @@ class Car:
 
 class Sharing(Protocol):
     name: str
+    # Its shares change between events (arrivals, departures, completions) as time passes, so
+    # the caller re-plans it periodically too; False: only the events change them.
+    periodic: bool
 
     def share(
         self,
@@ -117,6 +120,7 @@ def _check(capacity_kw: float, cars: Sequence[Car], horizon_s: float | None) -> 
 @dataclass(slots=True)
 class Fair:
     name: str = "fair"
+    periodic: bool = False
 
     def share(
         self, capacity_kw: float, cars: Sequence[Car], now_s: float, horizon_s: float | None = None
@@ -173,6 +177,7 @@ class Sorted:
     # Cars without a departure share what the ordered ones leave, max-min fairly; False: they
     # are ordered by ``key`` too.
     undated_fair: bool = True
+    periodic: bool = False  # True when the key moves with time (laxity)
 
     def share(
         self, capacity_kw: float, cars: Sequence[Car], now_s: float, horizon_s: float | None = None
@@ -192,6 +197,7 @@ class Sorted:
 @dataclass(slots=True)
 class Smartgrid:
     name: str = "smartgrid"
+    periodic: bool = True  # a plan's first step lasts until the next re-plan
     # The plan's first step when the caller gives no horizon: the caller's re-plan period.
     first_step_s: float = DEFAULT_FIRST_STEP_S
 
@@ -339,6 +345,7 @@ class RoundRobin:
 
     name: str = "round-robin"
     increment_kw: float = ROUND_ROBIN_INCREMENT_KW
+    periodic: bool = False
 
     def share(
         self, capacity_kw: float, cars: Sequence[Car], now_s: float, horizon_s: float | None = None
@@ -383,7 +390,7 @@ SharingName = Literal["fair", "edf", "llf", "smartgrid"]
 SHARINGS: dict[str, Callable[[], Sharing]] = {
     "fair": Fair,
     "edf": lambda: Sorted("edf", _deadline_first),
-    "llf": lambda: Sorted("llf", _least_laxity),
+    "llf": lambda: Sorted("llf", _least_laxity, periodic=True),
     "smartgrid": Smartgrid,
 }
 

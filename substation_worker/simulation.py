@@ -4,8 +4,9 @@ Sessions wait in FIFO order for a bay, then share the capacity by the substation
 (``sharing.SHARINGS``; ``fair`` unless told). Time is advanced event by event: when a session
 completes or leaves inside a step, the power is shared again among the others (and a waiting
 session takes the freed bay) for the rest of that step, so the result does not depend on how
-coarse the caller's steps are (a tick at time scale 36000 is an hour of simulated time). The
-sharing is also re-planned every ``replan_s`` simulated seconds (its plan's first step).
+coarse the caller's steps are (a tick at time scale 36000 is an hour of simulated time). A
+sharing whose shares move with time (``Sharing.periodic``: smartgrid's plan, least laxity) is
+also re-planned every ``replan_s`` simulated seconds.
 
 A session with a departure ends then, full or not: ``departed`` if it got some energy,
 ``unserved`` if none (it never got a bay, or arrived after its departure). Without a departure
@@ -242,7 +243,8 @@ class Substation:
         remaining_s = float(sim_dt_s)
         # Each pass uses up the step, ends at least one session, or reaches a re-plan.
         passes = 2 * (len(self._active) + len(self._waiting)) + 2
-        passes += math.ceil(remaining_s / self.replan_s) if self._active else 0
+        if self._active and self.sharing.periodic:
+            passes += math.ceil(remaining_s / self.replan_s)
         for _ in range(passes):
             if remaining_s <= 0 or not self._active:
                 break
@@ -294,7 +296,8 @@ class Substation:
     # -- internals ---------------------------------------------------------------------------
 
     def _reshare(self) -> None:
-        self._replan_at = self.now_s + self.replan_s if self._active else math.inf
+        periodic = self._active and self.sharing.periodic
+        self._replan_at = self.now_s + self.replan_s if periodic else math.inf
         cars = [
             Car(
                 key=s.key,

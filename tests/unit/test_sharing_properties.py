@@ -124,6 +124,7 @@ class Recorder:
     inner: Sharing
     capacity: float
     name: str = "recorder"
+    periodic: bool = True
     calls: list[tuple[float, float]] = field(default_factory=list)
 
     def share(
