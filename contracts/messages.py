@@ -154,7 +154,9 @@ class Release(BaseModel):
         "conservative estimate: never earlier than the worker expects them to end).",
     )
     kw: float = Field(
-        ge=0, description="Committed power released: the sum of their vehicles' max power, kW."
+        ge=0,
+        description="Committed power released: what was promised to them (see "
+        "Heartbeat.committed_kw), summed, kW.",
     )
     sessions: int = Field(default=1, ge=1, le=100_000, description="How many sessions end.")
 
@@ -169,8 +171,9 @@ class Heartbeat(_Message):
     committed_kw: float = Field(
         default=0.0,
         ge=0,
-        description="Sum of the vehicles' max power over sessions it holds (active or waiting "
-        "for a bay), kW: what it has promised, as opposed to what it draws.",
+        description="Sum of the power promised to the sessions it holds (active or waiting "
+        "for a bay), kW: each vehicle's max power, or for one with a departure the power that "
+        "fills it by then (at most its max). What it has promised, as opposed to what it draws.",
     )
     active_sessions: int = Field(ge=0)
     queued: int = Field(

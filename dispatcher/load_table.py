@@ -124,15 +124,22 @@ def promised_ratio(s: SubstationState, extra_kw: float = 0.0, extra_sessions: in
 ASSIGNMENT_END_MARGIN_S = 0.05
 
 
-def assignment_end(s: SubstationState, kw: float, energy_kwh: float, now: float) -> float | None:
+def assignment_end(
+    s: SubstationState, kw: float, energy_kwh: float, now: float, leaves_at: float | None = None
+) -> float | None:
     """When an assignment just recorded on ``s`` (``kw``: its car's max power capped at the
     capacity) will have ended, or None if that cannot be told safely.
+
+    A car that leaves at ``leaves_at`` (its departure, on the ``now`` clock) has ended by then
+    whatever it gets: that, put late by the margin.
 
     Its car charges at min(car, charger, capacity) from the moment it arrives only if it gets
     a bay at once and nothing shares power with it: the substation holds at most its bays and
     at most its capacity is promised to it, counting this one. Then it ends ``energy_kwh`` /
     that power later, in wall time at the worker's ``time_scale``; put late by a margin for the
     assignment's way to the worker. Otherwise (or without the worker's time scale): None."""
+    if leaves_at is not None:
+        return max(now, leaves_at) + ASSIGNMENT_END_MARGIN_S
     if s.time_scale is None or s.charger_max_kw is None:
         return None
     sessions = s.active_sessions + s.queued + s.pending_count
@@ -206,6 +213,10 @@ class LoadTable:
         # received yet (what the table did before), for comparison.
         self.count_in_transit = count_in_transit
         self._by_id: dict[str, SubstationState] = {}
+        # The slowest simulated clock any substation reported (1: real time): a departure is
+        # that much wall time away in the substations' time, the most conservative reading.
+        self.slowest_time_scale = 1.0
+        self._time_scale_heard = False
         # Predicted releases by due time: (due, number, state, kW, sessions, whether one of
         # our pending assignments). An entry whose state a later heartbeat replaced is dropped
         # when it surfaces.
@@ -258,6 +269,12 @@ class LoadTable:
             state.in_transit, state.in_transit_kw = s.in_transit, s.in_transit_kw
             state.pending_kw, state.pending_count = s.in_transit_kw, len(s.in_transit)
         self._index.put(state)
+        if hb.time_scale is not None:
+            heard = self._time_scale_heard
+            self.slowest_time_scale = (
+                min(self.slowest_time_scale, hb.time_scale) if heard else hb.time_scale
+            )
+            self._time_scale_heard = True
         if self.use_releases:
             for r in hb.releases:
                 self._queue_release(now + r.in_s, state, r.kw, r.sessions, pending=False)
@@ -318,18 +335,19 @@ class LoadTable:
         *,
         energy_kwh: float | None = None,
         now: float | None = None,
+        leaves_at: float | None = None,
     ) -> float | None:
-        """Count an assignment of ``kw`` (the car's max power, capped at the capacity) as
-        pending until the next heartbeat. Given its energy and ``now``, also when it will end
-        (``assignment_end``), so that its power is free from then on, as a release is; returns
-        that estimate (None: none)."""
+        """Count an assignment of ``kw`` (the power promised to its car, capped at the
+        capacity) as pending until the next heartbeat. Given its energy and ``now`` (and when
+        the car leaves, if it does), also when it will end (``assignment_end``), so that its
+        power is free from then on, as a release is; returns that estimate (None: none)."""
         s = self._by_id[substation_id]
         s.pending_kw += kw
         s.pending_count += 1
         self._index.put(s)
         end = None
         if energy_kwh is not None and now is not None and self.use_releases:
-            end = assignment_end(s, kw, energy_kwh, now)
+            end = assignment_end(s, kw, energy_kwh, now, leaves_at)
             if end is not None:
                 self._queue_release(end, s, kw, 1, pending=True)
         s.sent(kw, end)

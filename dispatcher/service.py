@@ -38,7 +38,7 @@ import os
 import random
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,6 +66,8 @@ from contracts.topology import BindingSpec
 from contracts.validation import summary
 from dispatcher.admission import HINTS, RefusalLog, expected_user, from_the_future
 from dispatcher.dead_letters import announcement, reason_label
+from dispatcher.deadlines import promised_kw
+from dispatcher.held import HeldQueue
 from dispatcher.ledger import DispatchLedger, Step, is_silent, resend_rule
 from dispatcher.load_table import LoadTable, SubstationState
 from dispatcher.metrics import DispatcherMetrics
@@ -147,7 +149,7 @@ class Dispatcher:
             settings.stale_after_intervals,
             use_releases=settings.policy == "headroom" and settings.hold_factor <= 1.0,
         )
-        self.held: deque[_Held] = deque()
+        self.held: HeldQueue[_Held] = HeldQueue()
         self.inflight = 0
         self._confirms = 0
         # Request ids held or in flight here, and where recent ones went.
@@ -581,15 +583,26 @@ class Dispatcher:
         choose = decider(self.policy, self.table, now)
         batch: list[tuple[_Held, Assignment]] = []
         deferred: list[_Held] = []
+        # Set once the policy held a request: from then on only requests with a departure
+        # are decided (``dispatcher.held``), the others keep their place behind it.
+        blocked = False
         while self.held:
             head = self.held[0]
             if not head.delivery.session.is_open:  # from a connection that is gone
                 self.held.popleft()
                 continue
+            if blocked and head.request.departure is None:
+                if not self.held.dated:
+                    break
+                deferred.append(self.held.popleft())
+                continue
             route = self.ledger.route(head.key)
             # Where a copy may already be: sent there again, its worker drops one of the two.
             target = None if route is None else route[0]
             step = "choose" if target is None else self._resend_rule(target, now)
+            kw = head.request.max_power_kw
+            if head.request.departure is not None:
+                kw = promised_kw(head.request, dispatched_at, self.table.slowest_time_scale)
             if step == "resend":
                 self.metrics.resent.inc()
             elif step == "defer":
@@ -597,16 +610,27 @@ class Dispatcher:
                 continue
             elif self._decisions % DECISION_SAMPLE:
                 self._decisions += 1
-                target = choose(head.request.max_power_kw)
+                target = choose(kw)
             else:
                 self._decisions += 1
                 started = time.perf_counter()
-                target = choose(head.request.max_power_kw)
+                target = choose(kw)
                 self.metrics.decision_seconds.observe(time.perf_counter() - started)
+            if target is None and head.request.departure is not None:
+                # No substation can meet it by its departure: holding it would only run its
+                # time out, so it goes where it is least short (the least promised).
+                found = self.table.least_promised(now, kw)
+                target = None if found is None else found[0].substation_id
             if target is None:
-                break
+                # Nothing eligible at all (a request with a departure is never held for
+                # power), or none with a departure waits behind: nothing more goes now.
+                if head.request.departure is not None or not self.held.dated:
+                    break
+                blocked = True
+                deferred.append(self.held.popleft())
+                continue
             self.held.popleft()
-            batch.append(self._assign(head, target, now, dispatched_at))
+            batch.append(self._assign(head, target, now, dispatched_at, kw))
             if len(batch) == MAX_INTENT_ROUTES:
                 self._announce(session, batch)
                 batch = []
@@ -646,9 +670,10 @@ class Dispatcher:
         self._pump()
 
     def _assign(
-        self, held: _Held, target: str, now: float, dispatched_at: datetime
+        self, held: _Held, target: str, now: float, dispatched_at: datetime, kw: float
     ) -> tuple[_Held, Assignment]:
-        """The assignment of ``held`` to ``target``, counted in the table and remembered."""
+        """The assignment of ``held`` to ``target``, counted in the table (``kw`` promised:
+        ``deadlines.promised_kw``) and remembered."""
         state = self.table.get(target)
         assert state is not None
         request = held.request
@@ -663,8 +688,13 @@ class Dispatcher:
                 "attempt": held.attempt,
             }
         )
-        kw = min(request.max_power_kw, state.capacity_kw)
-        end = self.table.record_assignment(target, kw, energy_kwh=request.energy_kwh, now=now)
+        kw = min(kw, state.capacity_kw)
+        leaves_at = None
+        if request.departure is not None:
+            leaves_at = now + (request.departure - dispatched_at).total_seconds()
+        end = self.table.record_assignment(
+            target, kw, energy_kwh=request.energy_kwh, now=now, leaves_at=leaves_at
+        )
         held.recorded = (kw, end)
         self.ledger.assigned(held.key, target, held.fingerprint)
         return held, assignment

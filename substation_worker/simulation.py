@@ -119,10 +119,23 @@ class Substation:
 
     @property
     def committed_kw(self) -> float:
-        """Sum of the sessions' max power over active + waiting: what has been promised."""
-        return sum(s.max_power_kw for s in self._active) + sum(
-            s.max_power_kw for s in self._waiting
+        """What has been promised: ``promised_kw`` summed over active + waiting."""
+        return sum(self.promised_kw(s) for s in self._active) + sum(
+            self.promised_kw(s) for s in self._waiting
         )
+
+    def promised_kw(self, s: ChargingSession) -> float:
+        """The power promised to a session: its max; with a departure, the power that fills
+        it by then (at most its max). If every car held were given its promise from now on,
+        each would be full by its departure (or, without one, charge at its max power): a
+        substation whose promises sum to at most its capacity, with a bay for each car, can
+        meet every demand it holds."""
+        if s.departure_s is None:
+            return s.max_power_kw
+        left_s = s.departure_s - self.now_s
+        if left_s <= 0:
+            return 0.0
+        return min(s.max_power_kw, s.remaining_kwh * SECONDS_PER_HOUR / left_s)
 
     @property
     def active_count(self) -> int:
@@ -147,7 +160,7 @@ class Substation:
         self, horizon_s: float = math.inf, max_entries: int = MAX_RELEASES
     ) -> list[PredictedRelease]:
         """``predicted_ends`` as a heartbeat's releases (``releases_of``)."""
-        held = {s.key: s.max_power_kw for s in (*self._active, *self._waiting)}
+        held = {s.key: self.promised_kw(s) for s in (*self._active, *self._waiting)}
         ends = self.predicted_ends(horizon_s)
         keys = [key for _, key in ends]
         return releases_of(
@@ -372,7 +385,7 @@ class Substation:
 @dataclass(frozen=True, slots=True)
 class PredictedRelease:
     """Sessions predicted to end ``after_s`` simulated seconds from now, and the committed power
-    (their max power) they free."""
+    (``Substation.promised_kw``, summed) they free."""
 
     after_s: float
     kw: float

@@ -8,6 +8,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -316,3 +317,64 @@ async def test_a_nacked_assignment_waits_for_its_substations_next_heartbeat(grid
     await wait_until(lambda: len(grid.assignments("s1")) == 1, timeout=2)
     assert grid.assignments("s1")[0].request.request_id == r.request_id
     assert session_of(d).nacked == []
+
+
+def dated(leaves_in_s: float, energy_kwh: float = 20.0) -> ChargeRequest:
+    """A request whose car leaves ``leaves_in_s`` wall seconds from now."""
+    now = datetime.now(UTC)
+    return ChargeRequest(
+        vehicle_id="ev-1",
+        energy_kwh=energy_kwh,
+        max_power_kw=11.0,
+        departure=now + timedelta(seconds=leaves_in_s),
+        requested_at=now - timedelta(seconds=1),
+    )
+
+
+async def test_a_car_with_a_departure_goes_where_it_can_still_be_met(grid: Grid) -> None:
+    """Rule: a request with a departure is promised the power that fills it by then (20 kWh
+    in 10 h: 2 kW), so it goes to a substation that has that much room although a car at its
+    max power (11 kW) would not fit anywhere and is held."""
+    d = await grid.dispatcher()
+    await serving(grid, {"s1": 100, "s2": 100}, d)
+    grid.heartbeat("s1", 100, committed_kw=99)  # 1 kW left
+    grid.heartbeat("s2", 100, committed_kw=95)  # 5 kW left
+    await wait_until(lambda: d.table.get("s2").committed_kw == 95, timeout=2)  # type: ignore[union-attr]
+    undated = grid.request()
+    met = grid.request(dated(leaves_in_s=36_000))
+    await wait_until(lambda: len(grid.assignments("s2")) == 1, timeout=2)
+    assert [a.request.request_id for a in grid.assignments("s2")] == [met.request_id]
+    assert grid.assignments("s1") == []
+    assert [h.request.request_id for h in d.held] == [undated.request_id]
+    assert d.table.get("s2").pending_kw == pytest.approx(2.0, rel=1e-3)  # type: ignore[union-attr]
+
+
+async def test_a_car_no_substation_can_meet_is_sent_where_it_is_least_short(grid: Grid) -> None:
+    """Rule: holding a car with a departure only runs its time out: when no substation can
+    meet it, it goes to the least promised one instead of waiting in <ns>.requests."""
+    d = await grid.dispatcher()
+    await serving(grid, {"s1": 100, "s2": 100}, d)
+    grid.heartbeat("s1", 100, committed_kw=150)
+    grid.heartbeat("s2", 100, committed_kw=120)
+    await wait_until(lambda: d.table.get("s2").committed_kw == 120, timeout=2)  # type: ignore[union-attr]
+    short = grid.request(dated(leaves_in_s=3_600))
+    await wait_until(lambda: len(grid.assignments("s2")) == 1, timeout=2)
+    assert grid.assignments("s2")[0].request.request_id == short.request_id
+    assert not d.held
+
+
+async def test_past_a_held_request_only_cars_with_a_departure_go_on(grid: Grid) -> None:
+    """Rule: behind a request the policy holds, cars without a departure keep their order (a
+    small car does not jump the queue although it would fit) while a car with a departure
+    goes on."""
+    d = await grid.dispatcher()
+    await serving(grid, {"s1": 100}, d)
+    grid.heartbeat("s1", 100, committed_kw=95)  # 5 kW left
+    await wait_until(lambda: d.table.get("s1").committed_kw == 95, timeout=2)  # type: ignore[union-attr]
+    big = grid.request()  # 11 kW: held
+    small = grid.request(vehicle_id="ev-2", max_power_kw=2.0)  # would fit, waits its turn
+    met = grid.request(dated(leaves_in_s=36_000))
+    await wait_until(lambda: len(grid.assignments("s1")) == 1, timeout=2)
+    assert grid.assignments("s1")[0].request.request_id == met.request_id
+    assert [h.request.request_id for h in d.held] == [big.request_id, small.request_id]
+    assert d.held.dated == 0
