@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from contracts import Release, SessionOutcome
 from contracts.messages import MAX_RELEASE_IN_S, MAX_RELEASES
+from contracts.promises import promised_kw
 from substation_worker.power import share_power
 from substation_worker.sharing import DEFAULT_FIRST_STEP_S, Car, Fair, Sharing
 
@@ -125,17 +126,10 @@ class Substation:
         )
 
     def promised_kw(self, s: ChargingSession) -> float:
-        """The power promised to a session: its max; with a departure, the power that fills
-        it by then (at most its max). If every car held were given its promise from now on,
-        each would be full by its departure (or, without one, charge at its max power): a
-        substation whose promises sum to at most its capacity, with a bay for each car, can
-        meet every demand it holds."""
-        if s.departure_s is None:
-            return s.max_power_kw
-        left_s = s.departure_s - self.now_s
-        if left_s <= 0:
-            return 0.0
-        return min(s.max_power_kw, s.remaining_kwh * SECONDS_PER_HOUR / left_s)
+        """The power promised to a session (``contracts.promises``): its max, or with a
+        departure what fills it by then."""
+        left_s = None if s.departure_s is None else s.departure_s - self.now_s
+        return promised_kw(s.remaining_kwh, s.max_power_kw, left_s)
 
     @property
     def active_count(self) -> int:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import loadgen
+from bench.charging.grid import GRIDS, pooled_optimum, run_grid
 from bench.output import Target
 from loadgen.acn import read_index
 from loadgen.profiles import TraceRow, load_trace
@@ -312,6 +313,119 @@ def replan_target(medians_ms: dict[int, float]) -> Target:
         if ms is None
         else f"{ms:.2f} ms; " + ", ".join(f"{n} cars {m:.2f} ms" for n, m in medians_ms.items()),
     )
+
+
+# -- three substations -------------------------------------------------------------------------
+
+POOLED = "pooled optimum"
+GRID_COLUMNS = (POOLED, *GRIDS)
+# smartgrid's dispatch and sharing against the pooled optimum's energy (issue 13).
+POOLED_RATIO_TARGET = 0.95
+
+
+@dataclass(frozen=True)
+class GridTask:
+    """One grid (or the pooled optimum) on a day's trace at ``capacity_kw`` in all."""
+
+    trace: str
+    capacity_kw: float
+    grid: str
+
+
+def run_grid_task(task: GridTask) -> float:
+    """The share of the day's demanded energy delivered."""
+    cars = cars_from_trace(load_trace(Path(task.trace)), stated=False)
+    requested = math.fsum(c.remaining_kwh for c in cars)
+    if task.grid == POOLED:
+        return pooled_optimum(task.capacity_kw, cars) / requested
+    return run_grid(task.capacity_kw, cars, task.grid, step_s=STEP_S).energy() / requested
+
+
+@dataclass(frozen=True)
+class GridRow:
+    """Every grid at one capacity of one day (``energy`` by ``GRID_COLUMNS``)."""
+
+    date: str
+    share: float
+    capacity_kw: float
+    energy: dict[str, float]
+
+
+def run_grids(
+    todo_days: Sequence[Day], jobs: int, shares: Sequence[float] = SHARES
+) -> list[GridRow]:
+    todo = [
+        GridTask(d.trace, share * d.uncontrolled_peak_kw, g)
+        for d in todo_days
+        for share in shares
+        for g in GRID_COLUMNS
+    ]
+    if jobs <= 1:
+        figures = [run_grid_task(t) for t in todo]
+    else:
+        order = sorted(range(len(todo)), key=lambda i: todo[i].grid != SMARTGRID)
+        with ProcessPoolExecutor(jobs) as pool:
+            done = dict(zip(order, pool.map(run_grid_task, [todo[i] for i in order]), strict=True))
+        figures = [done[i] for i in range(len(todo))]
+    found = dict(zip(todo, figures, strict=True))
+    return [
+        GridRow(
+            d.date,
+            share,
+            share * d.uncontrolled_peak_kw,
+            {g: found[GridTask(d.trace, share * d.uncontrolled_peak_kw, g)] for g in GRID_COLUMNS},
+        )
+        for d in todo_days
+        for share in shares
+    ]
+
+
+def grid_targets(rows: Sequence[GridRow]) -> list[Target]:
+    """smartgrid's dispatch + sharing >= 0.95 x the pooled optimum and >= headroom + fair at
+    every capacity; nothing above the pooled optimum."""
+    if not rows:
+        return [Target("three substations", False, "no rows")]
+
+    def ratio(r: GridRow) -> float:
+        return r.energy[SMARTGRID] / r.energy[POOLED]
+
+    def margin(r: GridRow) -> float:
+        return r.energy[SMARTGRID] - r.energy["headroom+fair"]
+
+    def where(r: GridRow) -> str:
+        return f"{r.date} at {r.share:.0%}"
+
+    worst = min(rows, key=ratio)
+    below = sum(ratio(r) < POOLED_RATIO_TARGET - TOLERANCE for r in rows)
+    behind = min(rows, key=margin)
+    lagging = sum(margin(r) < -TOLERANCE for r in rows)
+    above = [
+        f"{g} {r.energy[g]:.6f} ({where(r)})"
+        for r in rows
+        for g in GRIDS
+        if r.energy[g] > r.energy[POOLED] + TOLERANCE
+    ]
+    return [
+        Target(
+            f"three substations: smartgrid >= {POOLED_RATIO_TARGET:g} x the pooled optimum at "
+            "every capacity",
+            below == 0,
+            f"worst {ratio(worst):.3f} x ({where(worst)}: smartgrid "
+            f"{worst.energy[SMARTGRID]:.3f}, pooled {worst.energy[POOLED]:.3f}); below at "
+            f"{below} of {len(rows)} capacities",
+        ),
+        Target(
+            "three substations: smartgrid >= headroom + fair at every capacity",
+            lagging == 0,
+            f"behind at {lagging} of {len(rows)} capacities; worst {margin(behind):+.4f} "
+            f"({where(behind)})",
+        ),
+        Target(
+            "three substations: nothing above the pooled optimum (else a bug)",
+            not above,
+            f"{len(above)} above it" + (": " + "; ".join(above[:3]) if above else ""),
+        ),
+    ]
 
 
 def results_json(results: Sequence[DayResult]) -> list[dict[str, object]]:

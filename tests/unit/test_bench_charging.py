@@ -7,18 +7,22 @@ import math
 
 import pytest
 
+from bench.charging import grid
 from bench.charging.__main__ import day_lines
 from bench.charging.suite import (
     ALGORITHMS,
     OPTIMUM,
+    POOLED,
     SHARING_NAMES,
     Cell,
     Day,
     DayResult,
+    GridRow,
     Row,
     above_optimum,
     cars_from_trace,
     days,
+    grid_targets,
     replan_target,
     run,
     targets,
@@ -289,3 +293,50 @@ def test_a_tiny_run_on_the_light_day() -> None:
     assert lines[2].split()[2] == f"{true_row.cells[OPTIMUM].energy:.3f}"
     with pytest.raises(ValueError, match="2000-01-01"):
         days(only=["2000-01-01"])
+
+
+# -- three substations ------------------------------------------------------------------------
+
+
+def test_a_car_held_without_deadlines_leaves_unserved_at_its_departure() -> None:
+    """headroom + fair holds a car while no substation has room for its max power; held past
+    its departure it leaves unserved. smartgrid promises each what fills it by then (5 kW and
+    1.7 kW) and sends it at once: both are met."""
+    cars = [
+        Car("first", 10.0, 40.0, 8 * H, 0, 0.0),  # at its max, 10 kW: all the room there is
+        Car("second", 10.0, 5.0, 3 * H, 0, 60.0),  # gone before the first is full, at 4 h
+    ]
+    # One substation of 10 kW (the whole split on one)
+    held = grid.run_grid(10.0, cars, "headroom+fair", split=(1.0,))
+    assert held.sent_to["second"] is None
+    assert held.delivered_kwh["second"] == 0.0
+    met = grid.run_grid(10.0, cars, "smartgrid", split=(1.0,))
+    assert met.sent_to["second"] == 0
+    assert met.delivered_kwh["second"] == pytest.approx(5.0)
+    assert met.energy() <= grid.pooled_optimum(10.0, cars) + 1e-6
+
+
+def test_three_substations_never_deliver_more_than_the_pooled_optimum() -> None:
+    cars = random_sessions(seed=5, n=16, span_s=4 * H)
+    peak = sum(c.max_kw for c in cars)
+    for share in (0.25,):
+        bound = grid.pooled_optimum(share * peak, cars)
+        for name in grid.GRIDS:
+            out = grid.run_grid(share * peak, cars, name)
+            assert out.energy() <= bound * (1 + 1e-6), name
+            assert all(v is not None for v in out.sent_to.values()) or name == "headroom+fair"
+            for c in cars:
+                assert out.delivered_kwh[c.key] <= c.remaining_kwh + 1e-9
+
+
+def test_grid_targets_say_where_smartgrid_falls_short() -> None:
+    rows = [
+        GridRow("d", 0.1, 10.0, {POOLED: 0.5, "smartgrid": 0.49, "headroom+fair": 0.4}),
+        GridRow("d", 0.3, 30.0, {POOLED: 1.0, "smartgrid": 0.9, "headroom+fair": 0.95}),
+    ]
+    pooled, beats, bug = grid_targets(rows)
+    assert not pooled.met
+    assert "0.900 x (d at 30%" in pooled.figure
+    assert not beats.met
+    assert "behind at 1 of 2" in beats.figure
+    assert bug.met
