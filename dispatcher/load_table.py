@@ -392,10 +392,13 @@ class LoadTable:
         """Substations by what is promised to them (what ``least_promised`` reads)."""
         return self._index
 
-    def least_promised(self, now: float, request_kw: float) -> tuple[SubstationState, float] | None:
+    def least_promised(
+        self, now: float, request_kw: float, whole: bool = False
+    ) -> tuple[SubstationState, float] | None:
         """The eligible substation least promised once it takes ``request_kw`` (capped at its
-        capacity) and one more session — ``promised_ratio(s, min(request_kw, capacity), 1)``,
-        the smallest there is, ties broken at random — and that score; None if none is eligible.
-        The same answer as scanning ``eligible(now)``, in O(k + log n) (see PromiseIndex)."""
+        capacity unless ``whole``) and one more session — ``promised_ratio(s, min(request_kw,
+        capacity), 1)``, the smallest there is, ties broken at random — and that score; None if
+        none is eligible. The same answer as scanning ``eligible(now)``, in O(k + log n) (see
+        PromiseIndex)."""
         self.release_due(now)
-        return self._index.least_promised(request_kw, now, self.stale_after_intervals)
+        return self._index.least_promised(request_kw, now, self.stale_after_intervals, whole)

@@ -62,12 +62,14 @@ class PromiseIndex:
         self._current.pop(substation_id, None)
 
     def least_promised(
-        self, request_kw: float, now: float, stale_after_intervals: float
+        self, request_kw: float, now: float, stale_after_intervals: float, whole: bool = False
     ) -> tuple[SubstationState, float] | None:
         """The least promised substation for ``request_kw`` among the usable ones (up, and
         heard from within ``stale_after_intervals`` of its interval by ``now``), and its score;
         None if there is none. One found unusable is dropped until it is put again: staleness
-        only grows until its next heartbeat.
+        only grows until its next heartbeat. The request counts at most the capacity of each
+        substation (a car cannot draw more), unless ``whole``: then in full (a car with a
+        departure, whose need a smaller substation cannot meet).
 
         The hot path of every decision, written flat: each distinct operation it runs costs
         microseconds when the decision comes cold (a request every few milliseconds, with the
@@ -81,12 +83,12 @@ class PromiseIndex:
             least = _INF
             heap: list[_Entry] | None = None
             for cap, entries in heaps.items():
-                bound = (entries[0][0] + (request_kw if request_kw < cap else cap)) / cap
+                bound = (entries[0][0] + (request_kw if whole or request_kw < cap else cap)) / cap
                 if bound < least:
                     least = bound
                     heap = entries
             if heap is None:  # every bound infinite (a heartbeat reporting inf kW committed)
-                return self._exhaustive(request_kw, now, stale_after_intervals)
+                return self._exhaustive(request_kw, now, stale_after_intervals, whole)
             _, _, number, s = heap[0]
             if (
                 current.get(s.substation_id) != number
@@ -97,7 +99,7 @@ class PromiseIndex:
                 continue
             if (s.active_sessions + s.queued + s.pending_count + 1) / s.bays <= least:
                 return s, least
-            return self._exhaustive(request_kw, now, stale_after_intervals)
+            return self._exhaustive(request_kw, now, stale_after_intervals, whole)
         return None
 
     def _live(
@@ -129,14 +131,14 @@ class PromiseIndex:
             del self._heaps[s.capacity_kw]
 
     def _exhaustive(
-        self, request_kw: float, now: float, stale_after_intervals: float
+        self, request_kw: float, now: float, stale_after_intervals: float, whole: bool = False
     ) -> tuple[SubstationState, float] | None:
         """``least_promised`` where sessions bind (a substation with few bays for its power):
         each heap is walked in power order until its power share alone exceeds the best."""
         best: SubstationState | None = None
         best_score = best_salt = _INF
         for capacity, heap in list(self._heaps.items()):
-            extra = min(request_kw, capacity)
+            extra = request_kw if whole else min(request_kw, capacity)
             # Entries of this capacity whose sessions bind: set aside, put back below.
             passed: list[_Entry] = []
             while heap:

@@ -600,14 +600,17 @@ class Dispatcher:
             # Where a copy may already be: sent there again, its worker drops one of the two.
             target = None if route is None else route[0]
             step = "choose" if target is None else self._resend_rule(target, now)
+            dated = head.request.departure is not None
             kw = head.request.max_power_kw
-            if head.request.departure is not None:
+            if dated:
                 kw = promised_kw(head.request, dispatched_at, self.table.slowest_time_scale)
             if step == "resend":
                 self.metrics.resent.inc()
             elif step == "defer":
                 deferred.append(self.held.popleft())
                 continue
+            elif dated:
+                target = self._choose_dated(choose, kw, now)
             elif self._decisions % DECISION_SAMPLE:
                 self._decisions += 1
                 target = choose(kw)
@@ -616,11 +619,6 @@ class Dispatcher:
                 started = time.perf_counter()
                 target = choose(kw)
                 self.metrics.decision_seconds.observe(time.perf_counter() - started)
-            if target is None and head.request.departure is not None:
-                # No substation can meet it by its departure: holding it would only run its
-                # time out, so it goes where it is least short (the least promised).
-                found = self.table.least_promised(now, kw)
-                target = None if found is None else found[0].substation_id
             if target is None:
                 # Nothing eligible at all (a request with a departure is never held for
                 # power), or none with a departure waits behind: nothing more goes now.
@@ -640,6 +638,21 @@ class Dispatcher:
         self.metrics.held.set(len(self.held))
         if self.held:
             self._wake_at_next_release(now)
+
+    def _choose_dated(
+        self, choose: Callable[[float], str | None], kw: float, now: float
+    ) -> str | None:
+        """Where a car with a departure goes, promised ``kw`` (``dispatcher.deadlines``): under
+        headroom, the substation least promised counting that need in full (a smaller one
+        cannot meet more than its capacity), which can meet it if any can; under another
+        policy, its pick. Never held: holding it would only run its time out, so where none
+        can meet it, it goes where it is least short (the least promised)."""
+        if self.policy.name != "headroom":
+            target = choose(kw)
+            if target is not None:
+                return target
+        found = self.table.least_promised(now, kw, whole=True)
+        return None if found is None else found[0].substation_id
 
     def _resend_rule(self, substation_id: str, now: float) -> Step:
         """Where a copy of the request may wait (``substation_id``): send it there again,

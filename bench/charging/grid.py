@@ -7,7 +7,7 @@ substations' state at that moment (a dispatcher with fresh heartbeats: no stalen
 latency). Two grids:
 
 - **smartgrid**: the dispatch with deadlines (a car is promised the power that fills it by its
-  departure, ``contracts.promises``; one no substation can meet goes to the least promised) and
+  departure, ``contracts.promises``, in full; the least promised, never held) and
   the ``smartgrid`` sharing;
 - **headroom + fair**: the dispatch without deadlines (each car promised its max power, held
   in arrival order while no substation has room for it) and max-min fair sharing.
@@ -115,12 +115,13 @@ def run_grid(
             left = None if car.departure_s is None else car.departure_s - now
             kw = promised_kw(car.remaining_kwh, car.max_kw, left) if deadlines else car.max_kw
             states = [_state(i, s, committed(s)) for i, s in enumerate(subs)]
-            target = policy.choose(states, kw)
-            if target is None and deadlines and car.departure_s is not None:
-                # As the dispatcher: where it is least short (the least promised).
-                target = min(
-                    states, key=lambda s: promised_ratio(s, min(kw, s.capacity_kw), 1)
+            if deadlines and car.departure_s is not None:
+                # As the dispatcher: the least promised counting the need in full, never held.
+                target: str | None = min(
+                    states, key=lambda s: promised_ratio(s, kw, 1)
                 ).substation_id
+            else:
+                target = policy.choose(states, kw)
             if target is None:
                 return  # held, in arrival order, until a retry finds room
             held.popleft()

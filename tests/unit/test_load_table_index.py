@@ -50,10 +50,14 @@ def build(specs: list[dict[str, object]], now: float, seed: int) -> LoadTable:
     return table
 
 
-def scan(table: LoadTable, now: float, request_kw: float) -> tuple[float, set[str]]:
+def scan(
+    table: LoadTable, now: float, request_kw: float, whole: bool = False
+) -> tuple[float, set[str]]:
     """The straightforward O(n) answer: the least score and every substation that has it."""
     scores = {
-        s.substation_id: promised_ratio(s, min(request_kw, s.capacity_kw), 1)
+        s.substation_id: promised_ratio(
+            s, request_kw if whole else min(request_kw, s.capacity_kw), 1
+        )
         for s in table.eligible(now)
     }
     if not scores:
@@ -107,6 +111,13 @@ def test_fast_path_picks_what_the_scan_picks(
                     now,
                 )  # fmt: skip
             continue
+        # (A request with a departure counts in full: the index answers that as the scan.)
+        least_whole, argmin_whole = scan(table, now, kw, whole=True)
+        found_whole = table.least_promised(now, kw, whole=True)
+        assert (found_whole is None) == (not argmin_whole)
+        if found_whole is not None:
+            assert found_whole[0].substation_id in argmin_whole
+            assert found_whole[1] == least_whole
         least, argmin = scan(table, now, kw)
         found = table.least_promised(now, kw)
         pick = policy.choose_in(table, now, kw)
