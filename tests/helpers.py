@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from contracts import ChargeEvent, EventKind, Heartbeat, Topology
+from contracts import ChargeEvent, ChargeRequest, EventKind, Heartbeat, Topology
 from loadgen.choices import Via
 from loadgen.run import RunOptions, RunResult, new_result
 from loadgen.state import CONFIRMED
@@ -254,3 +254,18 @@ def accepted_run(n: int, via: Via = "http") -> tuple[RunResult, list[uuid.UUID]]
         result.state.on_sent(rid, T0)
         result.state.on_ingress_result(rid, CONFIRMED if via == "amqp" else "202", at(0.01))
     return result, ids
+
+
+def leaving_request(
+    leaves_in_s: float, energy_kwh: float = 20.0, *, requested_ago_s: float = 0.0
+) -> ChargeRequest:
+    """A request of an 11 kW car whose departure is ``leaves_in_s`` wall seconds from now
+    (negative: passed), requested ``requested_ago_s`` before now."""
+    now = datetime.now(UTC)
+    return ChargeRequest(
+        vehicle_id="ev-1",
+        energy_kwh=energy_kwh,
+        max_power_kw=11.0,
+        departure=now + timedelta(seconds=leaves_in_s),
+        requested_at=now - timedelta(seconds=requested_ago_s),
+    )

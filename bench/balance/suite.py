@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.balance.model import Omniscient, RunResult, Simulation, simulate
 from bench.balance.traces import GRIDS, TRACES, Grid, Trace
 from bench.output import Target
+from bench.processes import run_each
 from dispatcher.policies import Headroom, Policy, make_policy
 
 HEARTBEATS_WALL_S = (0.1, 1.0, 5.0)
@@ -137,13 +137,8 @@ def run_case(case: Case) -> RunResult:
 
 def run_all(todo: Iterable[Case], jobs: int) -> list[RunResult]:
     todo = list(todo)
-    if jobs <= 1:
-        return [run_case(c) for c in todo]
-    # Longest first (the 100-substation grid) so the pool does not end on one straggler.
-    order = sorted(range(len(todo)), key=lambda i: todo[i].grid != "random-100")
-    with ProcessPoolExecutor(jobs) as pool:
-        done = dict(zip(order, pool.map(run_case, [todo[i] for i in order]), strict=True))
-    return [done[i] for i in range(len(todo))]
+    # Longest first: the 100-substation grid.
+    return run_each(run_case, todo, jobs, lambda c: c.grid == "random-100")
 
 
 # -- figures ----------------------------------------------------------------------------------

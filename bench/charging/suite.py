@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import loadgen
 from bench.charging.grid import GRIDS, pooled_optimum, run_grid
 from bench.output import Target
+from bench.processes import run_each
 from loadgen.acn import read_index
 from loadgen.profiles import TraceRow, load_trace
 from substation_worker.sharing import (
@@ -201,14 +201,8 @@ def tasks_for(day: Day, shares: Sequence[float]) -> list[Task]:
 
 def run(todo_days: Sequence[Day], jobs: int, shares: Sequence[float] = SHARES) -> list[DayResult]:
     todo = [t for d in todo_days for t in tasks_for(d, shares)]
-    if jobs <= 1:
-        cells = [run_task(t) for t in todo]
-    else:
-        # smartgrid's LP re-plans take most of the time: first, so no straggler ends the pool.
-        order = sorted(range(len(todo)), key=lambda i: todo[i].algorithm != SMARTGRID)
-        with ProcessPoolExecutor(jobs) as pool:
-            done = dict(zip(order, pool.map(run_task, [todo[i] for i in order]), strict=True))
-        cells = [done[i] for i in range(len(todo))]
+    # smartgrid's LP re-plans take most of the time: they go first.
+    cells = run_each(run_task, todo, jobs, lambda t: t.algorithm == SMARTGRID)
     found = dict(zip(todo, cells, strict=True))
     results = []
     for d in todo_days:
@@ -360,13 +354,7 @@ def run_grids(
         for share in shares
         for g in GRID_COLUMNS
     ]
-    if jobs <= 1:
-        figures = [run_grid_task(t) for t in todo]
-    else:
-        order = sorted(range(len(todo)), key=lambda i: todo[i].grid != SMARTGRID)
-        with ProcessPoolExecutor(jobs) as pool:
-            done = dict(zip(order, pool.map(run_grid_task, [todo[i] for i in order]), strict=True))
-        figures = [done[i] for i in range(len(todo))]
+    figures = run_each(run_grid_task, todo, jobs, lambda t: t.grid == SMARTGRID)
     found = dict(zip(todo, figures, strict=True))
     return [
         GridRow(

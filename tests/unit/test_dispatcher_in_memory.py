@@ -8,7 +8,6 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -19,7 +18,7 @@ from dispatcher.policies import make_policy
 from dispatcher.service import Dispatcher
 from dispatcher.settings import DispatcherSettings
 from tests.fakes import FakeBroker, FakeSession
-from tests.helpers import wait_until
+from tests.helpers import leaving_request, wait_until
 
 NS = "mem"
 TOPO = Topology(NS)
@@ -319,18 +318,6 @@ async def test_a_nacked_assignment_waits_for_its_substations_next_heartbeat(grid
     assert session_of(d).nacked == []
 
 
-def dated(leaves_in_s: float, energy_kwh: float = 20.0) -> ChargeRequest:
-    """A request whose car leaves ``leaves_in_s`` wall seconds from now."""
-    now = datetime.now(UTC)
-    return ChargeRequest(
-        vehicle_id="ev-1",
-        energy_kwh=energy_kwh,
-        max_power_kw=11.0,
-        departure=now + timedelta(seconds=leaves_in_s),
-        requested_at=now - timedelta(seconds=1),
-    )
-
-
 async def test_a_car_with_a_departure_goes_where_it_can_still_be_met(grid: Grid) -> None:
     """Rule: a request with a departure is promised the power that fills it by then (20 kWh
     in 10 h: 2 kW), so it goes to a substation that has that much room although a car at its
@@ -341,7 +328,7 @@ async def test_a_car_with_a_departure_goes_where_it_can_still_be_met(grid: Grid)
     grid.heartbeat("s2", 100, committed_kw=95)  # 5 kW left
     await wait_until(lambda: d.table.get("s2").committed_kw == 95, timeout=2)  # type: ignore[union-attr]
     undated = grid.request()
-    met = grid.request(dated(leaves_in_s=36_000))
+    met = grid.request(leaving_request(36_000))
     await wait_until(lambda: len(grid.assignments("s2")) == 1, timeout=2)
     assert [a.request.request_id for a in grid.assignments("s2")] == [met.request_id]
     assert grid.assignments("s1") == []
@@ -357,7 +344,7 @@ async def test_a_car_no_substation_can_meet_is_sent_where_it_is_least_short(grid
     grid.heartbeat("s1", 100, committed_kw=150)
     grid.heartbeat("s2", 100, committed_kw=120)
     await wait_until(lambda: d.table.get("s2").committed_kw == 120, timeout=2)  # type: ignore[union-attr]
-    short = grid.request(dated(leaves_in_s=3_600))
+    short = grid.request(leaving_request(3_600))
     await wait_until(lambda: len(grid.assignments("s2")) == 1, timeout=2)
     assert grid.assignments("s2")[0].request.request_id == short.request_id
     assert not d.held
@@ -373,7 +360,7 @@ async def test_past_a_held_request_only_cars_with_a_departure_go_on(grid: Grid) 
     await wait_until(lambda: d.table.get("s1").committed_kw == 95, timeout=2)  # type: ignore[union-attr]
     big = grid.request()  # 11 kW: held
     small = grid.request(vehicle_id="ev-2", max_power_kw=2.0)  # would fit, waits its turn
-    met = grid.request(dated(leaves_in_s=36_000))
+    met = grid.request(leaving_request(36_000))
     await wait_until(lambda: len(grid.assignments("s1")) == 1, timeout=2)
     assert grid.assignments("s1")[0].request.request_id == met.request_id
     assert [h.request.request_id for h in d.held] == [big.request_id, small.request_id]

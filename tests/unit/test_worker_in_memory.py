@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -16,7 +15,7 @@ from contracts import Assignment, ChargeEvent, ChargeRequest, SessionOutcome, To
 from substation_worker.service import WorkerService
 from substation_worker.settings import WorkerSettings
 from tests.fakes import FakeBroker, FakeSession
-from tests.helpers import wait_until
+from tests.helpers import leaving_request, wait_until
 
 NS = "mem"
 TOPO = Topology(NS)
@@ -183,15 +182,7 @@ async def test_a_car_leaves_at_its_departure_with_what_it_got(worker: Worker) ->
     completed event and the metrics say what was requested, delivered and that the demand was
     not met, and the assignment is acked then."""
     # Given a car needing 50 kWh at 11 kW (4.5 h) that leaves in 1.5 wall s (1.5 h at x3600)
-    now = datetime.now(UTC)
-    r = ChargeRequest(
-        vehicle_id="ev-1",
-        energy_kwh=50.0,
-        max_power_kw=11.0,
-        departure=now + timedelta(seconds=1.5),
-        requested_at=now,
-    )
-    body = worker.assign(r)
+    body = worker.assign(leaving_request(1.5, energy_kwh=50.0))
     # When its departure comes
     await wait_until(lambda: len(worker.events("completed")) == 1, timeout=5)
     # Then it left with about 1.5 h at 11 kW, short of its demand
@@ -214,15 +205,7 @@ async def test_a_car_leaves_at_its_departure_with_what_it_got(worker: Worker) ->
 async def test_a_car_whose_departure_passed_upstream_leaves_unserved(worker: Worker) -> None:
     """Rule: an assignment whose departure has passed (it waited in the dispatcher) ends at
     once, unserved: acked, a completed event with nothing delivered, never started."""
-    now = datetime.now(UTC)
-    r = ChargeRequest(
-        vehicle_id="ev-1",
-        energy_kwh=10.0,
-        max_power_kw=11.0,
-        departure=now - timedelta(seconds=1),
-        requested_at=now - timedelta(seconds=2),
-    )
-    body = worker.assign(r)
+    body = worker.assign(leaving_request(-1.0, energy_kwh=10.0, requested_ago_s=2.0))
     await wait_until(lambda: len(worker.events("completed")) == 1, timeout=5)
     (done,) = worker.events("completed")
     assert (done.outcome, done.energy_kwh, done.demand_met) == (SessionOutcome.UNSERVED, 0, False)
@@ -232,15 +215,7 @@ async def test_a_car_whose_departure_passed_upstream_leaves_unserved(worker: Wor
 
 
 async def test_a_car_full_before_its_departure_meets_its_demand(worker: Worker) -> None:
-    now = datetime.now(UTC)
-    r = ChargeRequest(
-        vehicle_id="ev-1",
-        energy_kwh=5.0,
-        max_power_kw=11.0,
-        departure=now + timedelta(hours=1),
-        requested_at=now,
-    )
-    worker.assign(r)
+    worker.assign(leaving_request(3600.0, energy_kwh=5.0))
     await wait_until(lambda: len(worker.events("completed")) == 1, timeout=5)
     (done,) = worker.events("completed")
     assert (done.outcome, done.demand_met) == (SessionOutcome.FULL, True)
