@@ -21,13 +21,14 @@ maximum. Within that spread (online plans only):
   the most. The energies a flow network can deliver to its cars form a polymatroid, on which
   weights increasing with priority select the lexicographic optimum: the highest priority's
   shortfall is made smallest first, then the next one's; a lower priority goes short first.
-- earliness: ``- EARLINESS_SPREAD / n * u * (step end - now) / (window end - now)``, with the
-  car's urgency ``u = SLACK_URGENCY + (1 - SLACK_URGENCY) * tightness`` and ``tightness`` the share
-  of its time left it needs at full power (``1 -`` laxity / time left, at most 1): energy is not
-  postponed (capacity left idle now may be missed later), and the cars that cannot wait (little
-  time left, little laxity: EDF's and LLF's orders at once) are served first; the others keep
-  capacity free for arrivals still unknown. Its whole range is below one priority level, so a kWh
-  moved between priority levels is never decided by it.
+- earliness: ``+ EARLINESS_SPREAD / n * u * (1 - (step end - now) / longest window)``, with the
+  car's urgency ``u = SLACK_URGENCY + (1 - SLACK_URGENCY) * tightness``, ``tightness`` the share
+  of its time left it needs at full power (``1 -`` laxity / time left, at most 1), and the
+  longest window of the cars planned as one clock for all: energy is not postponed (capacity
+  left idle now may be missed later), and in any step the cars that cannot wait (little time
+  left, little laxity: EDF's and LLF's orders at once) outbid the others, which keep capacity
+  free for arrivals still unknown. Its whole range is below one priority level, so a kWh moved
+  between priority levels is never decided by it.
 """
 
 from __future__ import annotations
@@ -125,8 +126,12 @@ def plan(
             1.0, np.asarray(need_kwh) * 3600.0 / np.maximum(np.asarray(max_kw) * window_s, 1e-12)
         )
         urgency = SLACK_URGENCY + (1.0 - SLACK_URGENCY) * tightness
-        delay = np.minimum((bounds[step_of + 1] - now_s) / window_s[car_of], 1.0)
-        weight -= EARLINESS_SPREAD * spread * urgency[car_of] * delay
+        # One clock for every car (the plan's longest window): on each car's own window a step
+        # would count as later for the car with less time left, which would then lose it to
+        # a car that can wait.
+        longest = max(float(np.max(window_s)), 1e-9)
+        early = 1.0 - np.minimum((bounds[step_of + 1] - now_s) / longest, 1.0)
+        weight += EARLINESS_SPREAD * spread * urgency[car_of] * early
 
     # Rows 0..n-1: each car's total; rows n..: each step's total. Two entries per column.
     columns = np.arange(m)
