@@ -60,6 +60,7 @@ TICK_S = 0.1
 # departure and completion), never more often than every DEFAULT_FIRST_STEP_S simulated: at
 # high time scales a plan per tick would cost a core.
 REPLAN_WALL_S = 0.5
+REPLAN_GAP_WALL_S = 0.05
 # Request ids completed here, remembered to ack redelivered duplicates without charging twice.
 RECENT_IDS = 100_000
 SOURCE = "substation_worker"
@@ -87,12 +88,16 @@ class WorkerService:
         self.queue = self.topology.substation_queue(self.sid)
         self.metrics = WorkerMetrics(registry, self.sid)
         replan_s = max(DEFAULT_FIRST_STEP_S, REPLAN_WALL_S * settings.time_scale)
+        # smartgrid's plan is a linear programme (milliseconds): a burst of arrivals is planned
+        # together, at most every REPLAN_GAP_WALL_S; the other sharings cost microseconds.
+        gap_s = REPLAN_GAP_WALL_S * settings.time_scale if settings.sharing == "smartgrid" else 0.0
         self.sim = Substation(
             settings.capacity_kw,
             settings.bays,
             settings.charger_max_kw,
             sharing=sharing_named(settings.sharing, replan_s),
             replan_s=replan_s,
+            min_replan_gap_s=min(gap_s, replan_s),
         )
         self.link = BrokerLink(
             settings, f"smartgrid-worker-{self.sid}", self._setup, self._on_lost, connect

@@ -92,6 +92,7 @@ class Substation:
         *,
         sharing: Sharing | None = None,
         replan_s: float = DEFAULT_FIRST_STEP_S,
+        min_replan_gap_s: float = 0.0,
     ) -> None:
         if capacity_kw <= 0:
             raise ValueError("capacity_kw must be > 0")
@@ -101,11 +102,19 @@ class Substation:
             raise ValueError("charger_max_kw must be > 0")
         if not (math.isfinite(replan_s) and replan_s > 0):
             raise ValueError("replan_s must be finite and > 0")
+        if not (math.isfinite(min_replan_gap_s) and 0 <= min_replan_gap_s <= replan_s):
+            raise ValueError("min_replan_gap_s must be within [0, replan_s]")
         self.capacity_kw = float(capacity_kw)
         self.bays = bays
         self.charger_max_kw = float(charger_max_kw)
         self.sharing: Sharing = sharing if sharing is not None else Fair()
         self.replan_s = float(replan_s)
+        # At most one re-plan per this many simulated seconds: the events in between (arrivals
+        # by the hundred, under a burst) are planned together at its end. Until then the
+        # powers stay as planned, which is safe: a car that left or is full draws nothing, a
+        # newcomer nothing yet, so the sum stays within the capacity.
+        self.min_replan_gap_s = float(min_replan_gap_s)
+        self._planned_at = -math.inf
         self.now_s = 0.0
         self._active: list[ChargingSession] = []
         self._waiting: deque[ChargingSession] = deque()
@@ -236,7 +245,7 @@ class Substation:
             self._active.append(session)
             started.append(session)
         if started:
-            self._reshare()
+            self._replan_soon()
         return started
 
     def advance(self, sim_dt_s: float) -> Step:
@@ -245,8 +254,11 @@ class Substation:
         if sim_dt_s < 0:
             raise ValueError("time does not run backwards")
         step = Step()
-        self._leave(step)
-        step.started.extend(self.admit())
+        left = self._leave(step)
+        started = self.admit()  # re-plans when it starts any
+        step.started.extend(started)
+        if left and not started:
+            self._replan_soon()
         remaining_s = float(sim_dt_s)
         # Each pass uses up the step, ends at least one session, or reaches a re-plan.
         passes = 2 * (len(self._active) + len(self._waiting)) + 2
@@ -275,13 +287,16 @@ class Substation:
                 self._complete(done)
                 step.completed.extend(done)
             left = self._leave(step)
-            if done or left or self.now_s >= self._replan_at:
-                started = self.admit()  # reshares when it starts any
+            if done or left:
+                started = self.admit()  # re-plans when it starts any
                 step.started.extend(started)
                 if not started:
-                    self._reshare()
+                    self._replan_soon()
+            if self.now_s >= self._replan_at:
+                self._reshare()
         self.now_s += remaining_s
-        self._leave(step)
+        if self._leave(step):
+            self._replan_soon()
         return step
 
     def take_waiting(self) -> list[ChargingSession]:
@@ -302,7 +317,16 @@ class Substation:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _replan_soon(self) -> None:
+        """Re-plan now, or at the end of the gap since the last plan (``min_replan_gap_s``)."""
+        due = self._planned_at + self.min_replan_gap_s
+        if self.now_s >= due:
+            self._reshare()
+        else:
+            self._replan_at = min(self._replan_at, due)
+
     def _reshare(self) -> None:
+        self._planned_at = self.now_s
         periodic = self._active and self.sharing.periodic
         self._replan_at = self.now_s + self.replan_s if periodic else math.inf
         cars = [

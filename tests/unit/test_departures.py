@@ -6,6 +6,8 @@ Pure (no I/O): ``substation_worker.simulation.Substation`` driven by ``advance``
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
@@ -15,6 +17,7 @@ from contracts import SessionOutcome
 from substation_worker.sharing import (
     SHARINGS,
     Car,
+    Fair,
     Smartgrid,
     offline_optimum,
     random_sessions,
@@ -198,3 +201,40 @@ def test_predicted_ends_are_never_early(name: str, capacity: float, bays: int) -
         assert len(predicted) == len(cars)
         for key, when in predicted.items():
             assert actual[key] == pytest.approx(when, rel=1e-6, abs=1e-6), key
+
+
+@dataclass
+class Counting:
+    """Fair sharing that counts how often it is asked."""
+
+    name: str = "counting"
+    periodic: bool = False
+    calls: int = 0
+
+    def share(
+        self, capacity_kw: float, cars: Sequence[Car], now_s: float, horizon_s: float | None = None
+    ) -> list[float]:
+        self.calls += 1
+        return Fair().share(capacity_kw, cars, now_s, horizon_s)
+
+
+def test_a_burst_of_arrivals_is_planned_together_within_the_gap() -> None:
+    # Given a substation that re-plans at most every 6 simulated seconds
+    counting = Counting()
+    sub = Substation(100, 50, sharing=counting, min_replan_gap_s=6.0)
+    sub.offer("first", 10, 10)
+    sub.advance(0)
+    assert counting.calls == 1
+    # When 40 more cars arrive one by one within a second, each advanced to as it comes
+    for i in range(40):
+        sub.advance(0.025)
+        sub.offer(f"c{i}", 10, 10)
+        sub.advance(0)
+        assert sub.load_kw <= 100 + 1e-9
+    # Then they wait for one plan at the end of the gap, drawing nothing until then
+    assert counting.calls == 1
+    assert sub.active_count == 41
+    assert sub.load_kw == pytest.approx(10)
+    sub.advance(6.0)
+    assert counting.calls == 2
+    assert sub.load_kw == pytest.approx(100)
