@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -42,11 +43,28 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class _FramesAtDebug(logging.LoggerAdapter[logging.Logger]):
-    """The ``ocpp`` package logs every frame at INFO: here they are DEBUG, errors stay."""
+class _PackageLog(logging.LoggerAdapter[logging.Logger]):
+    """The ``ocpp`` package logs every frame at INFO: here they are DEBUG. It logs each call it
+    answers with a CallError with a traceback: a station's invalid call is one WARNING line (a
+    station repeating it must not flood the log with tracebacks); our handler's bug keeps its
+    traceback."""
 
     def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
         self.debug(msg, *args, **kwargs)
+
+    def exception(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OCPPError):
+            # The package's text holds the whole call: cut, a frame may be 256 kB.
+            text = str(msg) % args if args else str(msg)
+            self.warning(
+                "station %s: %s: %s",
+                self.extra["station"] if self.extra else "?",
+                text[:_LOGGED_FRAME_CHARS],
+                str(error)[:_LOGGED_FRAME_CHARS],
+            )
+        else:
+            super().exception(msg, *args, **kwargs)
 
 
 class StationHandler(ChargePoint):  # type: ignore[misc]
@@ -60,7 +78,7 @@ class StationHandler(ChargePoint):  # type: ignore[misc]
         connection: int,
         count: Count,
     ) -> None:
-        super().__init__(station_id, websocket, logger=_FramesAtDebug(log, {}))
+        super().__init__(station_id, websocket, logger=_PackageLog(log, {"station": station_id}))
         self.registry = registry
         self.connection = connection
         self._count = count

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -142,7 +143,7 @@ async def answer(ws: ClientConnection, frame: str) -> list[Any]:
 
 
 async def test_garbage_and_invalid_calls_leave_every_station_working(
-    listener: OcppListener, metrics_registry: CollectorRegistry
+    listener: OcppListener, metrics_registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with (
         station(listener, "good") as good,
@@ -197,6 +198,8 @@ async def test_garbage_and_invalid_calls_leave_every_station_working(
             metrics_registry, counted, action="StatusNotification", result="call_error"
         )
         assert status_errors == 3
+    # A station's invalid frames are its fault, logged as warnings without tracebacks.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
 async def test_a_station_that_connects_again_replaces_its_older_connection(
