@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make install   create .venv and install smartgrid with its dev tools and bench frameworks"
 	@echo "make test      make sure RabbitMQ answers (start a local one if needed), run pytest"
-	@echo "make test-unit  the tests that need no broker (pytest -m 'not integration': unit, deploy), < 1 min"
+	@echo "make test-unit  the tests that need no broker (pytest -m 'not integration': unit, loopback, deploy), < 1 min"
 	@echo "make demo      local grid of three substations, a burst of 600 requests, live view"
 	@echo "make lint      ruff check + ruff format --check + mypy"
 	@echo "make bench     benchmarks: load-table scale, balance simulation, throughput (JSON in bench/results/)"

@@ -19,6 +19,30 @@ WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 
 CHARGE_BUCKETS = (60, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 57600, 86400, 172800)
 
 
+class OcppMetrics:
+    """The OCPP listener's metrics (registered only when it is on), bound to the substation."""
+
+    def __init__(self, registry: CollectorRegistry, substation_id: str) -> None:
+        self._sid = substation_id
+        self.stations_connected = Gauge(
+            "smartgrid_substation_ocpp_stations_connected",
+            "Charging stations connected over OCPP 2.0.1.",
+            ["substation"],
+            registry=registry,
+        ).labels(substation_id)
+        self.messages = Counter(
+            "smartgrid_substation_ocpp_messages",
+            "OCPP frames received from stations, by action (an OCPP 2.0.1 action, unknown, "
+            "response or invalid) and result: ok (a CallResult sent), call_error (a CallError "
+            "sent) or dropped (no answer: not an OCPP call).",
+            ["substation", "action", "result"],
+            registry=registry,
+        )
+
+    def count_message(self, action: str, result: str) -> None:
+        self.messages.labels(self._sid, action, result).inc()
+
+
 class WorkerMetrics:
     """The worker's metrics, already bound to its substation label."""
 

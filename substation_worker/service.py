@@ -43,7 +43,9 @@ from messaging import BrokerLink, BrokerSession, Connect, Delivery, MessagingErr
 from messaging.publishing import ack_once_confirmed, dead_letter, publish_event
 from messaging.runtime import start_metrics_server
 from messaging.waiting import sleep_unless
-from substation_worker.metrics import WorkerMetrics
+from substation_worker.metrics import OcppMetrics, WorkerMetrics
+from substation_worker.ocpp.listener import OcppListener
+from substation_worker.ocpp.registry import StationRegistry
 from substation_worker.settings import WorkerSettings
 from substation_worker.sharing import DEFAULT_FIRST_STEP_S, sharing_named
 from substation_worker.simulation import (
@@ -99,6 +101,17 @@ class WorkerService:
             replan_s=replan_s,
             min_replan_gap_s=min(gap_s, replan_s),
         )
+        # Real stations over OCPP 2.0.1 (docs/ocpp.md): connected and tracked, not yet given
+        # sessions; with ocpp_port 0 nothing of it exists and the bays are only simulated.
+        self.stations = StationRegistry()
+        self.ocpp: OcppListener | None = None
+        if settings.ocpp_port:
+            self.ocpp = OcppListener(
+                settings.ocpp_host,
+                settings.ocpp_port,
+                self.stations,
+                OcppMetrics(registry, self.sid),
+            )
         self.link = BrokerLink(
             settings, f"smartgrid-worker-{self.sid}", self._setup, self._on_lost, connect
         )
@@ -127,6 +140,15 @@ class WorkerService:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` (then drain); raises FatalBrokerError if the broker refuses us."""
+        if self.ocpp is not None:
+            await self.ocpp.start()  # a port in use fails here, before anything else starts
+        try:
+            await self._run(stop)
+        finally:
+            if self.ocpp is not None:
+                await self.ocpp.stop()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         link_stop = asyncio.Event()
         halt = asyncio.Event()  # ends the tick and heartbeat loops, once drained
         link_task = asyncio.create_task(self.link.run(link_stop), name="broker-link")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from contracts.messages import SubstationId
-from messaging.settings import AmqpSettings, MetricsHost, MetricsPort
+from messaging.settings import AmqpSettings, MetricsHost, MetricsPort, is_loopback_host
 from substation_worker.sharing import SharingName
 
 # AMQP's prefetch_count is a 16-bit field and prefetch = bays.
@@ -47,5 +47,30 @@ class WorkerSettings(AmqpSettings):
         description="On SIGTERM, let active sessions finish this long (wall seconds), then hand "
         "what is left back to the queue.",
     )
+    ocpp_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the OCPP 2.0.1 listener real charging stations connect to "
+        "(ws://<host>:<port>/ocpp/<station_id>, subprotocol ocpp2.0.1); 0 turns it off, and the "
+        "worker only simulates its bays. See docs/ocpp.md.",
+    )
+    ocpp_host: str = Field(
+        default="127.0.0.1",
+        description="Address the OCPP listener listens on. It accepts any station id (no "
+        "stations file yet), so it must be a loopback address.",
+    )
     metrics_host: MetricsHost = "127.0.0.1"
     metrics_port: MetricsPort = 9200
+
+    @model_validator(mode="after")
+    def _ocpp_on_loopback(self) -> WorkerSettings:
+        # Any station id is accepted and nothing authenticates a station yet: on another
+        # address anyone who reaches the port could pose as a station.
+        if self.ocpp_port and not is_loopback_host(self.ocpp_host):
+            raise ValueError(
+                f"SMARTGRID_OCPP_HOST={self.ocpp_host}: the OCPP listener accepts any station "
+                "id and authenticates none, so it listens on a loopback address only "
+                "(127.0.0.1, ::1, localhost)"
+            )
+        return self

@@ -7,6 +7,8 @@ The markers follow the directory, so a new file cannot forget its own: everythin
 tests/integration is ``integration``; everything under tests/chaos is ``chaos`` and
 ``integration`` (it needs the broker too). ``-m "not integration"`` is then the tier that needs
 no broker (``make test-unit``), ``-m "not chaos"`` all but chaos, ``-m chaos`` chaos alone.
+Within that tier, tests/unit opens no socket at all and tests/loopback only loopback ones (a
+listener and its clients in one process); each directory's conftest refuses the rest.
 """
 
 from __future__ import annotations
