@@ -51,7 +51,7 @@ UNCONTROLLED = "uncontrolled"
 SHARING_NAMES = (SMARTGRID, "edf", "llf", "fair", "round-robin", "fcfs")
 ALGORITHMS = (OPTIMUM, *SHARING_NAMES)
 FORMS = ("true", "stated")
-# smartgrid's sharing against the offline optimum's energy, true deadlines (issue 13).
+# smartgrid's sharing against the offline optimum's energy, true deadlines.
 OPTIMUM_RATIO_TARGET = 0.98
 # Numerical slack on energy comparisons, as a share of the day's demanded energy: HiGHS meets its
 # rows to about 1e-7 and the simulator sums floats; far below the three digits printed.
@@ -259,7 +259,7 @@ def _beats_sorted(rows: Sequence[Row], form: str) -> Target:
 
 
 def targets(results: Sequence[DayResult]) -> list[Target]:
-    """The single-substation targets of issue 13 on every day and capacity: smartgrid's sharing
+    """The single-substation targets on every day and capacity: smartgrid's sharing
     >= 0.98 x the optimum's energy and >= EDF and LLF with true deadlines, >= EDF and LLF with
     stated ones, and nothing above the optimum."""
     rows = [r for d in results for r in d.rows]
@@ -313,7 +313,7 @@ def replan_target(medians_ms: dict[int, float]) -> Target:
 
 POOLED = "pooled optimum"
 GRID_COLUMNS = (POOLED, *GRIDS)
-# smartgrid's dispatch and sharing against the pooled optimum's energy (issue 13).
+# smartgrid's dispatch and sharing against the pooled optimum's energy.
 POOLED_RATIO_TARGET = 0.95
 
 
