@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import os
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -269,3 +270,27 @@ def leaving_request(
         departure=now + timedelta(seconds=leaves_in_s),
         requested_at=now - timedelta(seconds=requested_ago_s),
     )
+
+
+def refuse_connections(
+    monkeypatch: pytest.MonkeyPatch, allowed: Callable[[Any], bool], why: str
+) -> None:
+    """Make every TCP/UDP connection to an address ``allowed`` refuses fail at once with an
+    AssertionError naming the address and ``why``."""
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def refuse(sock: socket.socket, address: Any) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not allowed(address):
+            raise AssertionError(f"a test connected to {address!r}: {why}")
+
+    def connect(sock: socket.socket, address: Any) -> None:
+        refuse(sock, address)
+        real_connect(sock, address)
+
+    def connect_ex(sock: socket.socket, address: Any) -> int:
+        refuse(sock, address)
+        return real_connect_ex(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
