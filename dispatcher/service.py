@@ -622,7 +622,7 @@ class Dispatcher:
             if target is None:
                 # Nothing eligible at all (a request with a departure is never held for
                 # power), or none with a departure waits behind: nothing more goes now.
-                if head.request.departure is not None or not self.held.dated:
+                if dated or not self.held.dated:
                     break
                 blocked = True
                 deferred.append(self.held.popleft())
