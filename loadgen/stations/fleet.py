@@ -45,6 +45,7 @@ async def run_station(
     booted: set[str],
 ) -> None:
     delay = RETRY_FIRST_S
+    last_failure = ""
     while not stop.is_set():
         try:
             async with connect(url, subprotocols=[SUBPROTOCOL]) as ws:  # type: ignore[list-item]
@@ -56,8 +57,17 @@ async def run_station(
                 finally:
                     watch.cancel()
                 delay = RETRY_FIRST_S
+                last_failure = ""
         except Exception as exc:  # any failure of one connection: the station connects again
-            log.warning("station %s: %s: %s", station_id, type(exc).__name__, exc)
+            failure = f"{type(exc).__name__}: {exc}"
+            # Once per kind of failure: a thousand stations retrying must not flood the log.
+            log.log(
+                logging.DEBUG if failure == last_failure else logging.WARNING,
+                "station %s: %s (connecting again)",
+                station_id,
+                failure,
+            )
+            last_failure = failure
         if stop.is_set():
             return
         with suppress(TimeoutError):
