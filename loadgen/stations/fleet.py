@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from websockets.asyncio.client import connect
 
 from loadgen.stations.evse import Evse
-from loadgen.stations.station import SimClock, SimStation, StationConfig
+from loadgen.stations.station import SimClock, SimStation, StationConfig, cancel_all
 
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "ocpp2.0.1"
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 10.0
+# After the stop, stations still connecting or closing get this long, then are cancelled.
+STOP_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,8 @@ async def run_fleet(
     with suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), duration_s)
     stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+    await cancel_all(tasks)
     all_evses = [e for evses in fleet.values() for e in evses]
     return FleetReport(
         stations=len(fleet),

@@ -81,6 +81,7 @@ class Central:
     server: Server
     seen: Seen
     stations: dict[str, Csms]
+    sockets: dict[str, ServerConnection]
 
     @property
     def url(self) -> str:
@@ -92,17 +93,19 @@ class Central:
 async def central(interval: int = 60) -> AsyncIterator[Central]:
     seen = Seen()
     stations: dict[str, Csms] = {}
+    sockets: dict[str, ServerConnection] = {}
 
     async def handler(ws: ServerConnection) -> None:
         assert ws.request is not None
         sid = ws.request.path.rsplit("/", 1)[-1]
         cp = Csms(sid, ws, seen, interval)
         stations[sid] = cp
+        sockets[sid] = ws
         with suppress(Exception):
             await cp.start()
 
     async with serve(handler, "127.0.0.1", 0, subprotocols=["ocpp2.0.1"]) as server:  # type: ignore[list-item]
-        yield Central(server, seen, stations)
+        yield Central(server, seen, stations, sockets)
 
 
 @asynccontextmanager
@@ -314,3 +317,28 @@ async def test_start_with_a_profile_and_rejections() -> None:
         nothing = await csms.call(call.RequestStopTransaction(transaction_id="nope"))
         assert nothing.status == "Rejected"
         assert len(c.seen.of("Started")) == 1
+
+
+async def test_a_closed_connection_reconnects_with_its_transaction() -> None:
+    async with central() as c, fleet(c.url, FAST) as stations:
+        await eventually(lambda: len(c.seen.statuses) == 2)
+        started = await c.stations["sim-1"].call(
+            call.RequestStartTransaction(id_token=central_token("r"), remote_start_id=5, evse_id=1)
+        )
+        await eventually(lambda: ("sim-1", 1, "Occupied") in c.seen.statuses)
+        await c.sockets["sim-1"].close()
+        await eventually(lambda: len(c.seen.boots) == 2)
+        await eventually(
+            lambda: c.seen.statuses[-2:] == [("sim-1", 1, "Occupied"), ("sim-1", 2, "Available")]
+        )
+        tx = stations["sim-1"][0].transaction
+        assert tx is not None
+        assert tx.transaction_id == started.transaction_id
+        stopped = await c.stations["sim-1"].call(
+            call.RequestStopTransaction(transaction_id=started.transaction_id)
+        )
+        assert stopped.status == "Accepted"
+        ended = (await eventually(lambda: c.seen.of("Ended")))[0]
+        seqs = [e["seq_no"] for _, e in c.seen.events]
+        assert seqs == sorted(seqs)
+        assert ended["transaction_info"]["transaction_id"] == started.transaction_id
