@@ -2,6 +2,7 @@
 
 Commands: ``run`` (a demand profile, followed to the end, with a report), ``watch`` (live
 substation table from heartbeats), ``demo`` (the whole grid locally, under a burst),
+``stations`` (simulated OCPP 2.0.1 charging stations against a CSMS),
 ``ensure-broker`` (start a local RabbitMQ if none answers).
 Exit codes (``messaging.exit_codes``, the same for every smartgrid process): 0 ok (every
 accepted request finished), 1 the run lost requests (the grid no longer holds them) or could not
@@ -407,6 +408,111 @@ def demo_cmd(
     with StopSignals(hard_exit_s=DEMO_HARD_EXIT_S) as signals, _friendly_errors(console):
         code = run_demo(settings, opts, console, signals)
     raise typer.Exit(code)
+
+
+@app.command("stations")
+def stations_cmd(
+    url: str = _option(
+        "ws://127.0.0.1:9000/ocpp",
+        "--url",
+        envvar="LOADGEN_OCPP_URL",
+        help="The CSMS's OCPP endpoint; each station connects to <url>/<station id>.",
+    ),
+    count: int = _option(
+        1, "--count", envvar="LOADGEN_STATIONS", min=1, max=1000, help="How many stations."
+    ),
+    evses: int = _option(
+        2,
+        "--evses",
+        envvar="LOADGEN_STATION_EVSES",
+        min=1,
+        max=64,
+        help="EVSEs per station (1 connector each).",
+    ),
+    evse_max_kw: float = _option(
+        22.0, "--evse-max-kw", min=0.1, max=1000, help="The most one EVSE delivers, kW."
+    ),
+    car_kwh: float = _option(
+        40.0, "--car-kwh", min=0.1, max=1000, help="Energy the car of a remote start needs, kWh."
+    ),
+    car_max_kw: float = _option(
+        11.0, "--car-max-kw", min=0.1, max=1000, help="The most that car draws, kW."
+    ),
+    time_scale: float = _option(
+        60.0,
+        "--time-scale",
+        envvar="SMARTGRID_TIME_SCALE",
+        min=1,
+        max=1_000_000,
+        help="Simulated seconds per wall second (give the worker the same).",
+    ),
+    meter_interval: float = _option(
+        1.0,
+        "--meter-interval",
+        min=0.05,
+        max=3600,
+        help="Wall seconds between MeterValues (and TransactionEvent Updated) of a session.",
+    ),
+    prefix: str = _option(
+        "sim",
+        "--prefix",
+        envvar="LOADGEN_STATION_PREFIX",
+        help="Station ids are <prefix>-1 .. <prefix>-N (letters, digits, '.', '_', '~', '-').",
+    ),
+    duration: float | None = _option(
+        None,
+        "--duration",
+        min=0.1,
+        help="Stop after seconds. [default: until Ctrl-C]",
+    ),
+    log_level: str | None = LOG_LEVEL,
+) -> None:
+    """Simulated OCPP 2.0.1 charging stations: they boot, report their EVSEs, take remote
+    starts, draw what their TxProfile allows, meter in simulated time and stop when asked or
+    full. Ctrl-C or SIGTERM stops them (exit 0); exit 1 when no station could boot."""
+    import re
+
+    from loadgen.signals import StopSignals
+    from loadgen.stations.fleet import FleetReport, make_fleet, run_fleet
+    from loadgen.stations.station import StationConfig
+
+    console = _console()
+    _settings(log_level=log_level)
+    if (log_level or DEFAULT_LOG_LEVEL).upper() != "DEBUG":
+        # The ocpp package logs every frame at INFO; its errors still show.
+        logging.getLogger("ocpp").setLevel(logging.WARNING)
+    if not url.startswith(("ws://", "wss://")):
+        raise typer.BadParameter("must start with ws:// or wss://", param_hint="--url")
+    if not re.fullmatch(r"[A-Za-z0-9._~-]{1,40}", prefix):
+        raise typer.BadParameter(
+            "1 to 40 letters, digits, '.', '_', '~' or '-'", param_hint="--prefix"
+        )
+    config = StationConfig(
+        evses=evses,
+        evse_max_w=evse_max_kw * 1000,
+        car_need_wh=car_kwh * 1000,
+        car_max_w=car_max_kw * 1000,
+        meter_interval_s=meter_interval,
+    )
+    console.print(
+        f"{count} station(s) of {evses} EVSE(s) at {evse_max_kw:g} kW -> {url}/{prefix}-<n>, "
+        f"time x{time_scale:g}"
+    )
+
+    async def main(signals: StopSignals) -> FleetReport:
+        stop = asyncio.Event()
+        with signals.setting(stop):
+            fleet = make_fleet(prefix, count, config)
+            return await run_fleet(url, fleet, config, time_scale, stop, duration)
+
+    with StopSignals() as signals:
+        report = asyncio.run(main(signals))
+    console.print(
+        f"stations booted {report.booted}/{report.stations}, sessions ended "
+        f"{report.sessions_ended}, charging {report.charging}, "
+        f"energy {report.energy_wh / 1000:.3f} kWh"
+    )
+    raise typer.Exit(EXIT_OK if report.booted else EXIT_FAILED)
 
 
 @app.command("prometheus")

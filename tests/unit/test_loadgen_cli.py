@@ -44,6 +44,9 @@ def test_help_reads(name: str) -> None:
         (["run", "--profile", "sawtooth", "-n", "1"], "is not one of 'steady', 'rush-hour'"),
         (["run", "-n", "0"], "greater than or equal to 1"),
         (["demo", "--policy", "psychic"], "'psychic' is not one of 'headroom'"),
+        (["stations", "--url", "http://127.0.0.1:9000/ocpp"], "must start with ws://"),
+        (["stations", "--prefix", "a/b"], "letters, digits"),
+        (["stations", "--count", "1001"], "less than or equal to 1000"),
     ],
 )
 def test_usage_errors_exit_2(args: list[str], message: str) -> None:
