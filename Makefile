@@ -39,8 +39,9 @@ test: $(STAMP)
 # The fast loop: everything not marked integration (tests/integration and tests/chaos are, by
 # directory), with the broker URL on a closed port so that nothing here can lean on a broker.
 # Deploy checks whose tool (promtool, docker compose) is absent are skipped, reasons listed.
+# Nothing here shares state between tests, so they run on every core (pytest-xdist).
 test-unit: $(STAMP)
-	SMARTGRID_AMQP_URL='amqp://guest:guest@127.0.0.1:1/%2F' $(VENV)/bin/pytest -m "not integration" -rs
+	SMARTGRID_AMQP_URL='amqp://guest:guest@127.0.0.1:1/%2F' $(VENV)/bin/pytest -m "not integration" -n auto -rs
 
 demo: $(STAMP)
 	$(PY) -m loadgen demo
