@@ -213,10 +213,8 @@ class LoadTable:
         # received yet (what the table did before), for comparison.
         self.count_in_transit = count_in_transit
         self._by_id: dict[str, SubstationState] = {}
-        # The slowest simulated clock any substation reported (1: real time): a departure is
-        # that much wall time away in the substations' time, the most conservative reading.
-        self.slowest_time_scale = 1.0
-        self._time_scale_heard = False
+        # The slowest simulated clock any substation reported (None: none did yet).
+        self._slowest_time_scale: float | None = None
         # Predicted releases by due time: (due, number, state, kW, sessions, whether one of
         # our pending assignments). An entry whose state a later heartbeat replaced is dropped
         # when it surfaces.
@@ -232,6 +230,13 @@ class LoadTable:
 
     def __iter__(self) -> Iterator[SubstationState]:
         return iter(self._by_id.values())
+
+    @property
+    def slowest_time_scale(self) -> float:
+        """The slowest simulated clock any substation reported (1, real time, until one does):
+        a departure is that much wall time away in the substations' time, the most
+        conservative reading."""
+        return 1.0 if self._slowest_time_scale is None else self._slowest_time_scale
 
     def get(self, substation_id: str) -> SubstationState | None:
         return self._by_id.get(substation_id)
@@ -270,11 +275,10 @@ class LoadTable:
             state.pending_kw, state.pending_count = s.in_transit_kw, len(s.in_transit)
         self._index.put(state)
         if hb.time_scale is not None:
-            heard = self._time_scale_heard
-            self.slowest_time_scale = (
-                min(self.slowest_time_scale, hb.time_scale) if heard else hb.time_scale
+            slowest = self._slowest_time_scale
+            self._slowest_time_scale = (
+                hb.time_scale if slowest is None else min(slowest, hb.time_scale)
             )
-            self._time_scale_heard = True
         if self.use_releases:
             for r in hb.releases:
                 self._queue_release(now + r.in_s, state, r.kw, r.sessions, pending=False)

@@ -472,6 +472,7 @@ def stations_cmd(
     full. Ctrl-C or SIGTERM stops them (exit 0); exit 1 when no station could boot."""
     import re
 
+    from contracts.ocpp import MAX_STATION_ID, STATION_ID_CHARS
     from loadgen.signals import StopSignals
     from loadgen.stations.fleet import FleetReport, make_fleet, run_fleet
     from loadgen.stations.station import StationConfig
@@ -483,9 +484,11 @@ def stations_cmd(
         logging.getLogger("ocpp").setLevel(logging.WARNING)
     if not url.startswith(("ws://", "wss://")):
         raise typer.BadParameter("must start with ws:// or wss://", param_hint="--url")
-    if not re.fullmatch(r"[A-Za-z0-9._~-]{1,40}", prefix):
+    # <prefix>-<n> must be a station id the substation takes (contracts.ocpp).
+    longest = MAX_STATION_ID - len(f"-{count}")
+    if not re.fullmatch(rf"[{STATION_ID_CHARS}]{{1,{longest}}}", prefix):
         raise typer.BadParameter(
-            "1 to 40 letters, digits, '.', '_', '~' or '-'", param_hint="--prefix"
+            f"1 to {longest} letters, digits, '.', '_', '~' or '-'", param_hint="--prefix"
         )
     config = StationConfig(
         evses=evses,

@@ -1,23 +1,24 @@
 """N simulated stations ``<prefix>-1`` .. ``<prefix>-N`` against one CSMS URL, for a bounded
-time. A station whose connection fails or closes connects again (1 s, doubling to 10 s) with its
-EVSEs as they were, until the fleet stops."""
+time. A station whose connection fails or closes connects again (after 1 s, doubling to 10 s, with
+jitter) with its EVSEs as they were, until the fleet stops."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 
 from websockets.asyncio.client import connect
 
+from contracts.ocpp import SUBPROTOCOL
 from loadgen.stations.evse import Evse
 from loadgen.stations.station import SimClock, SimStation, StationConfig, cancel_all
+from messaging.backoff import compute_backoff
+from messaging.waiting import sleep_unless
 
 log = logging.getLogger(__name__)
 
-SUBPROTOCOL = "ocpp2.0.1"
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 10.0
 # After the stop, stations still connecting or closing get this long, then are cancelled.
@@ -46,7 +47,7 @@ async def run_station(
     stop: asyncio.Event,
     booted: set[str],
 ) -> None:
-    delay = RETRY_FIRST_S
+    attempt = 0
     last_failure = ""
     while not stop.is_set():
         try:
@@ -58,7 +59,7 @@ async def run_station(
                     await station.run(stop)
                 finally:
                     watch.cancel()
-                delay = RETRY_FIRST_S
+                attempt = 0
                 last_failure = ""
         except Exception as exc:  # any failure of one connection: the station connects again
             failure = f"{type(exc).__name__}: {exc}"
@@ -72,9 +73,9 @@ async def run_station(
             last_failure = failure
         if stop.is_set():
             return
-        with suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-        delay = min(delay * 2, RETRY_MAX_S)
+        # Jittered, as the services' own reconnects: a thousand stations do not come back at once.
+        await sleep_unless(stop, compute_backoff(attempt, base_s=RETRY_FIRST_S, cap_s=RETRY_MAX_S))
+        attempt += 1
 
 
 Fleet = dict[str, list[Evse]]  # station id: its EVSEs, kept across reconnections
@@ -104,8 +105,10 @@ async def run_fleet(
         )
         for sid, evses in fleet.items()
     ]
-    with suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), duration_s)
+    if duration_s is None:
+        await stop.wait()
+    else:
+        await sleep_unless(stop, duration_s)
     stop.set()
     await asyncio.wait(tasks, timeout=STOP_GRACE_S)
     await cancel_all(tasks)

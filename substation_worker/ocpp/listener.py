@@ -22,16 +22,17 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from contracts import ocpp as ocpp_contract
 from substation_worker.metrics import OcppMetrics
 from substation_worker.ocpp.registry import StationRegistry
 from substation_worker.ocpp.station import StationHandler
 
 log = logging.getLogger(__name__)
 
-SUBPROTOCOL = Subprotocol("ocpp2.0.1")
-# OCPP 2.0.1 identities are at most 48 characters (the HTTP Basic user name of security profiles
-# 1 and 2); only URL-unreserved ones, so that the id needs no decoding anywhere it is shown.
-_PATH = re.compile(r"/ocpp/([A-Za-z0-9._~-]{1,48})")
+SUBPROTOCOL = Subprotocol(ocpp_contract.SUBPROTOCOL)
+_PATH = re.compile(
+    rf"/ocpp/([{ocpp_contract.STATION_ID_CHARS}]{{1,{ocpp_contract.MAX_STATION_ID}}})"
+)
 MAX_STATIONS = 1_000
 # The largest frame taken, bytes: OCPP 2.0.1 messages are a few kB; reports of many variables
 # (NotifyReport) stay well below this.
