@@ -25,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
@@ -43,9 +44,12 @@ from messaging import BrokerLink, BrokerSession, Connect, Delivery, MessagingErr
 from messaging.publishing import ack_once_confirmed, dead_letter, publish_event
 from messaging.runtime import start_metrics_server
 from messaging.waiting import sleep_unless
+from substation_worker.bays import Bays
 from substation_worker.metrics import OcppMetrics, WorkerMetrics
+from substation_worker.ocpp.csms import StationBays
 from substation_worker.ocpp.listener import OcppListener
 from substation_worker.ocpp.registry import StationRegistry
+from substation_worker.ocpp.sessions import StationSessions, WalkInDefaults
 from substation_worker.settings import WorkerSettings
 from substation_worker.sharing import DEFAULT_FIRST_STEP_S, sharing_named
 from substation_worker.simulation import (
@@ -93,24 +97,43 @@ class WorkerService:
         # smartgrid's plan is a linear programme (milliseconds): a burst of arrivals is planned
         # together, at most every REPLAN_GAP_WALL_S; the other sharings cost microseconds.
         gap_s = REPLAN_GAP_WALL_S * settings.time_scale if settings.sharing == "smartgrid" else 0.0
-        self.sim = Substation(
-            settings.capacity_kw,
-            settings.bays,
-            settings.charger_max_kw,
-            sharing=sharing_named(settings.sharing, replan_s),
-            replan_s=replan_s,
-            min_replan_gap_s=min(gap_s, replan_s),
-        )
-        # Real stations over OCPP 2.0.1 (docs/ocpp.md): connected and tracked, not yet given
-        # sessions; with ocpp_port 0 nothing of it exists and the bays are only simulated.
+        # Real stations over OCPP 2.0.1 (docs/ocpp.md) are the bays when the listener is on;
+        # with ocpp_port 0 nothing of it exists and the bays are simulated.
         self.stations = StationRegistry()
         self.ocpp: OcppListener | None = None
+        self.station_bays: StationBays | None = None
+        self.sim: Bays
         if settings.ocpp_port:
+            self.station_bays = StationBays(
+                StationSessions(
+                    settings.capacity_kw,
+                    sharing=sharing_named(settings.sharing, replan_s),
+                    replan_s=replan_s,
+                    evse_max_kw=lambda _bay: settings.charger_max_kw,
+                    walk_ins=WalkInDefaults(energy_kwh=settings.ocpp_walk_in_energy_kwh),
+                    first_remote_start_id=secrets.randbelow(2**30) + 1,
+                ),
+                self.stations,
+                time_scale=settings.time_scale,
+                charger_max_kw=settings.charger_max_kw,
+                settle_s=settings.ocpp_settle_s,
+            )
+            self.sim = self.station_bays
             self.ocpp = OcppListener(
                 settings.ocpp_host,
                 settings.ocpp_port,
                 self.stations,
                 OcppMetrics(registry, self.sid),
+                self.station_bays,
+            )
+        else:
+            self.sim = Substation(
+                settings.capacity_kw,
+                settings.bays,
+                settings.charger_max_kw,
+                sharing=sharing_named(settings.sharing, replan_s),
+                replan_s=replan_s,
+                min_replan_gap_s=min(gap_s, replan_s),
             )
         self.link = BrokerLink(
             settings, f"smartgrid-worker-{self.sid}", self._setup, self._on_lost, connect
@@ -147,6 +170,8 @@ class WorkerService:
         finally:
             if self.ocpp is not None:
                 await self.ocpp.stop()
+            if self.station_bays is not None:
+                await self.station_bays.stop()
 
     async def _run(self, stop: asyncio.Event) -> None:
         link_stop = asyncio.Event()
@@ -259,7 +284,21 @@ class WorkerService:
         self.assignments_received += 1
         self.metrics.assignments_received.inc()
         key = str(assignment.request.request_id)
-        if self.sim.holds(key) or key in self._recent:
+        req = assignment.request
+        if key not in self._held and key not in self._recent and self.sim.holds(key):
+            # A car on a station (OCPP) whose delivery went with a lost connection, or that a
+            # station reported after a restart: this delivery is acked when it completes.
+            self._held[key] = _Held(delivery, assignment)
+            if self.station_bays is not None:
+                self.station_bays.learn_demand(
+                    key,
+                    req.energy_kwh,
+                    req.max_power_kw,
+                    departure_s=self._sim_time_of(req.departure),
+                    priority=req.priority,
+                )
+            return
+        if key in self._held or key in self._recent:
             completed = self._recent.get(key)
             if completed is not None:
                 self._recent.move_to_end(key)
@@ -273,7 +312,6 @@ class WorkerService:
             return
         # Bring the simulation up to now first, so the newcomer is not credited past time.
         self._tick()
-        req = assignment.request
         self.sim.offer(
             key,
             req.energy_kwh,
@@ -359,28 +397,45 @@ class WorkerService:
         lag_s = max(0.0, self.sim.now_s - sim_s) / self.settings.time_scale
         return wall_now - timedelta(seconds=lag_s)
 
+    def _unheld(self, s: ChargingSession) -> bool:
+        """A session on a station with no delivery held: a walk-in, or a dispatched car whose
+        delivery went with a lost connection (its events still go out; it is acked when the
+        broker delivers it again, from ``_recent``)."""
+        return self.station_bays is not None and s.key not in self._held
+
     def _on_started(self, s: ChargingSession, wall_now: datetime) -> None:
         held = self._held.get(s.key)
-        if held is None:
+        if held is None and not self._unheld(s):
             return
         sim_start = self.sim.now_s if s.started_at_s is None else s.started_at_s
         started_at = self._wall_time_of(sim_start, wall_now)
-        wait_s = (started_at - held.assignment.request.requested_at).total_seconds()
-        self.metrics.wait_seconds.observe(max(0.0, wait_s))
-        self._emit(self._event(held, EventKind.STARTED, at=started_at))
+        if held is not None:
+            wait_s = (started_at - held.assignment.request.requested_at).total_seconds()
+            self.metrics.wait_seconds.observe(max(0.0, wait_s))
+        self._emit(
+            ChargeEvent(
+                request_id=held.assignment.request.request_id if held else UUID(s.key),
+                kind=EventKind.STARTED,
+                substation_id=self.sid,
+                attempt=held.assignment.attempt if held else None,
+                at=started_at,
+            )
+        )
 
     def _on_completed(self, s: ChargingSession, wall_now: datetime) -> None:
+        unheld = self._unheld(s)
         held = self._held.pop(s.key, None)
-        if held is None:
+        if held is None and not unheld:
             return
-        held.delivery.ack()  # the only ack of a served assignment: the work is done
+        if held is not None:
+            held.delivery.ack()  # the only ack of a served assignment: the work is done
         outcome = s.outcome or SessionOutcome.FULL
         ended_s = self.sim.now_s if s.completed_at_s is None else s.completed_at_s
         event = ChargeEvent(
-            request_id=held.assignment.request.request_id,
+            request_id=held.assignment.request.request_id if held else UUID(s.key),
             kind=EventKind.COMPLETED,
             substation_id=self.sid,
-            attempt=held.assignment.attempt,
+            attempt=held.assignment.attempt if held else None,
             at=self._wall_time_of(ended_s, wall_now),
             energy_kwh=s.delivered_kwh,
             energy_requested_kwh=s.energy_kwh,
@@ -398,15 +453,6 @@ class WorkerService:
         self._recent.move_to_end(key)
         while len(self._recent) > RECENT_IDS:
             self._recent.popitem(last=False)
-
-    def _event(self, held: _Held, kind: EventKind, *, at: datetime) -> ChargeEvent:
-        return ChargeEvent(
-            request_id=held.assignment.request.request_id,
-            kind=kind,
-            substation_id=self.sid,
-            attempt=held.assignment.attempt,
-            at=at,
-        )
 
     def _emit(self, event: ChargeEvent, session: BrokerSession | None = None) -> None:
         session = session or self._session

@@ -60,6 +60,21 @@ class WorkerSettings(AmqpSettings):
         description="Address the OCPP listener listens on. It accepts any station id (no "
         "stations file yet), so it must be a loopback address.",
     )
+    ocpp_settle_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="After the worker starts, wait this long (wall seconds) before starting "
+        "transactions on stations, so that stations reconnecting after a restart report the "
+        "transactions they run first and none is started twice.",
+    )
+    ocpp_walk_in_energy_kwh: float = Field(
+        default=20.0,
+        gt=0,
+        le=1000,
+        description="The energy a walk-in car (a transaction a station started by itself) is "
+        "charged to, until its car says otherwise (NotifyEVChargingNeeds), kWh.",
+    )
     metrics_host: MetricsHost = "127.0.0.1"
     metrics_port: MetricsPort = 9200
 

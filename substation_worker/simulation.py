@@ -19,6 +19,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from contracts import Release, SessionOutcome
 from contracts.messages import MAX_RELEASE_IN_S, MAX_RELEASES
@@ -549,8 +550,12 @@ def to_wire(releases: Sequence[PredictedRelease], time_scale: float) -> tuple[Re
     )
 
 
+class PredictsReleases(Protocol):
+    def predicted_releases(self, horizon_s: float = ...) -> list[PredictedRelease]: ...
+
+
 def heartbeat_releases(
-    sub: Substation, interval_s: float, time_scale: float
+    sub: PredictsReleases, interval_s: float, time_scale: float
 ) -> tuple[Release, ...]:
     """What a heartbeat sent now states: the sessions ``sub`` holds that end within
     ``RELEASE_HORIZON_INTERVALS`` heartbeat intervals (wall seconds ``interval_s``)."""

@@ -25,7 +25,7 @@ from websockets.typing import Subprotocol
 from contracts import ocpp as ocpp_contract
 from substation_worker.metrics import OcppMetrics
 from substation_worker.ocpp.registry import StationRegistry
-from substation_worker.ocpp.station import StationHandler
+from substation_worker.ocpp.station import StationEvents, StationHandler
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +49,17 @@ class OcppListener:
     for their handlers to end."""
 
     def __init__(
-        self, host: str, port: int, registry: StationRegistry, metrics: OcppMetrics
+        self,
+        host: str,
+        port: int,
+        registry: StationRegistry,
+        metrics: OcppMetrics,
+        events: StationEvents | None = None,
     ) -> None:
         self.host, self.requested_port = host, port
         self.registry = registry
         self.metrics = metrics
+        self.events = events  # the sessions on stations; None: connections and status only
         self._server: Server | None = None
         self._connections: dict[str, ServerConnection] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -107,7 +113,11 @@ class OcppListener:
             closing.add_done_callback(self._closing.discard)
         self._update_gauge()
         log.info("station %s connected from %s", station_id, connection.remote_address)
-        handler = StationHandler(station_id, connection, self.registry, token, self._count)
+        handler = StationHandler(
+            station_id, connection, self.registry, token, self._count, self.events
+        )
+        if self.events is not None:
+            self.events.connected(handler)
         try:
             with contextlib.suppress(ConnectionClosed):
                 async for frame in connection:
@@ -116,6 +126,8 @@ class OcppListener:
             if self._connections.get(station_id) is connection:
                 del self._connections[station_id]
             self.registry.disconnect(station_id, token)
+            if self.events is not None:
+                self.events.disconnected(handler)
             self._update_gauge()
             log.info("station %s disconnected", station_id)
 

@@ -15,13 +15,19 @@ import logging
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+from ocpp.exceptions import NotImplementedError as NotImplementedError_
 from ocpp.exceptions import OCPPError, PropertyConstraintViolationError
 from ocpp.messages import Call, MessageType, unpack
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call_result
-from ocpp.v201.enums import Action, RegistrationStatusEnumType
+from ocpp.v201.enums import (
+    Action,
+    AuthorizationStatusEnumType,
+    NotifyEVChargingNeedsStatusEnumType,
+    RegistrationStatusEnumType,
+)
 from websockets.exceptions import ConnectionClosed
 
 from substation_worker.ocpp.registry import EvseOutOfRange, StationRegistry, UnknownStation
@@ -37,6 +43,18 @@ _ACTIONS = frozenset(a.value for a in Action)
 _LOGGED_FRAME_CHARS = 200
 
 Count = Callable[[str, str], None]  # (action, result)
+
+
+class StationEvents(Protocol):
+    """Where a station's reports go (``csms.StationBays``); None: the listener only tracks
+    connections and status."""
+
+    def connected(self, caller: Any) -> None: ...
+    def disconnected(self, caller: Any) -> None: ...
+    def booted(self, caller: Any) -> None: ...
+    def transaction_event(self, station_id: str, payload: dict[str, Any]) -> None: ...
+    def meter_values(self, station_id: str, evse_id: int, meter_value: list[Any]) -> None: ...
+    def charging_needs(self, station_id: str, evse_id: int, needs: dict[str, Any]) -> bool: ...
 
 
 def _now() -> str:
@@ -77,12 +95,29 @@ class StationHandler(ChargePoint):  # type: ignore[misc]
         registry: StationRegistry,
         connection: int,
         count: Count,
+        events: StationEvents | None = None,
+        response_timeout_s: float = 30.0,
     ) -> None:
-        super().__init__(station_id, websocket, logger=_PackageLog(log, {"station": station_id}))
+        super().__init__(
+            station_id,
+            websocket,
+            response_timeout=response_timeout_s,
+            logger=_PackageLog(log, {"station": station_id}),
+        )
         self.registry = registry
         self.connection = connection
+        self.events = events
         self._count = count
         self._answered: int | None = None  # the MessageType of the answer sent
+        self._calls_waiting = 0  # our calls awaiting the station's answer
+
+    async def call(self, payload: Any, suppress: bool = True) -> Any:
+        """A call to the station (``ocpp``'s), its answer routed by ``handle_frame``."""
+        self._calls_waiting += 1
+        try:
+            return await super().call(payload, suppress=suppress)
+        finally:
+            self._calls_waiting -= 1
 
     async def handle_frame(self, raw: str | bytes) -> None:
         """Route one frame; count it by action and result (ok, call_error, dropped)."""
@@ -95,8 +130,12 @@ class StationHandler(ChargePoint):  # type: ignore[misc]
             self._drop(raw, exc.description)
             return
         if not isinstance(message, Call):
-            # Answers to calls of ours: none are sent yet, so ocpp's queue would only grow.
-            self._count("response", "dropped")
+            # An answer to a call of ours; with none waiting, ocpp's queue would only grow.
+            if self._calls_waiting:
+                await self.route_message(raw)
+                self._count("response", "ok")
+            else:
+                self._count("response", "dropped")
             return
         action = message.action if message.action in _ACTIONS else "unknown"
         self._answered = None
@@ -115,7 +154,9 @@ class StationHandler(ChargePoint):  # type: ignore[misc]
 
     async def _send(self, message: str) -> None:
         # The package answers each call with exactly one frame: which kind it was is the result.
-        self._answered = int(json.loads(message)[0])
+        kind = int(json.loads(message)[0])
+        if kind != MessageType.Call:
+            self._answered = kind
         await super()._send(message)
 
     @on(Action.boot_notification)
@@ -159,3 +200,51 @@ class StationHandler(ChargePoint):  # type: ignore[misc]
             # Replaced by a newer connection of the same station: this one's report is stale.
             log.info("station %s: status on a replaced connection ignored", self.id)
         return call_result.StatusNotification()
+
+    @after(Action.boot_notification)
+    def after_boot_notification(self, **_: Any) -> None:
+        if self.events is not None:
+            self.events.booted(self)
+
+    @on(Action.authorize)
+    def on_authorize(self, id_token: dict[str, Any], **_: Any) -> call_result.Authorize:
+        # Any driver may charge here: the substation shares power, it does not bill.
+        return call_result.Authorize(id_token_info={"status": AuthorizationStatusEnumType.accepted})
+
+    @on(Action.transaction_event)
+    def on_transaction_event(self, **payload: Any) -> call_result.TransactionEvent:
+        self._require_events()
+        assert self.events is not None
+        self.events.transaction_event(self.id, payload)
+        if payload.get("id_token"):
+            return call_result.TransactionEvent(
+                id_token_info={"status": AuthorizationStatusEnumType.accepted}
+            )
+        return call_result.TransactionEvent()
+
+    @on(Action.meter_values)
+    def on_meter_values(
+        self, evse_id: int, meter_value: list[Any], **_: Any
+    ) -> call_result.MeterValues:
+        self._require_events()
+        assert self.events is not None
+        self.events.meter_values(self.id, evse_id, meter_value)
+        return call_result.MeterValues()
+
+    @on(Action.notify_ev_charging_needs)
+    def on_notify_ev_charging_needs(
+        self, evse_id: int, charging_needs: dict[str, Any], **_: Any
+    ) -> call_result.NotifyEVChargingNeeds:
+        self._require_events()
+        assert self.events is not None
+        known = self.events.charging_needs(self.id, evse_id, charging_needs)
+        status = (
+            NotifyEVChargingNeedsStatusEnumType.accepted
+            if known
+            else NotifyEVChargingNeedsStatusEnumType.rejected
+        )
+        return call_result.NotifyEVChargingNeeds(status=status)
+
+    def _require_events(self) -> None:
+        if self.events is None:
+            raise NotImplementedError_("this substation runs no sessions on stations")

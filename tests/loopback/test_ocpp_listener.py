@@ -177,10 +177,8 @@ async def test_garbage_and_invalid_calls_leave_every_station_working(
             '"connectorStatus": "Available", "evseId": 100000, "connectorId": 1}]',
         )
         assert out_of_range[:3] == [4, "s3", "PropertyConstraintViolation"]
-        # An OCPP 2.0.1 action not handled yet, and one that is not OCPP 2.0.1.
-        later = await answer(
-            bad, '[2, "a1", "Authorize", {"idToken": {"idToken": "x", "type": "Central"}}]'
-        )
+        # An OCPP 2.0.1 action the worker does not handle, and one that is not OCPP 2.0.1.
+        later = await answer(bad, '[2, "a1", "FirmwareStatusNotification", {"status": "Idle"}]')
         assert later[:3] == [4, "a1", "NotImplemented"]
         foreign = await answer(bad, '[2, "f1", "NoSuchAction", {}]')
         assert foreign[:3] == [4, "f1", "NotSupported"]
@@ -193,7 +191,8 @@ async def test_garbage_and_invalid_calls_leave_every_station_working(
         counted = "smartgrid_substation_ocpp_messages_total"
         assert sample(metrics_registry, counted, action="invalid", result="dropped") == 7
         assert sample(metrics_registry, counted, action="unknown", result="call_error") == 1
-        assert sample(metrics_registry, counted, action="Authorize", result="call_error") == 1
+        firmware = "FirmwareStatusNotification"
+        assert sample(metrics_registry, counted, action=firmware, result="call_error") == 1
         status_errors = sample(
             metrics_registry, counted, action="StatusNotification", result="call_error"
         )

@@ -1,0 +1,691 @@
+"""A substation's charging sessions on its OCPP stations, and the limits the stations are given.
+Pure: no I/O, no clock (simulated seconds are passed in).
+
+A session is a dispatched request (an assignment) or a walk-in (a transaction a station started
+by itself). A dispatched one waits for a free EVSE, then is ``starting`` (RequestStartTransaction
+sent), ``charging`` (the station's TransactionEvent Started came), ``stopping``
+(RequestStopTransaction sent: its energy is delivered or its departure came) and ends with the
+station's TransactionEvent Ended, metered.
+
+**Capacity rule.** Every session counts a ``granted_kw``: the highest limit its station may be
+following now. The sum over all sessions never exceeds the capacity:
+
+- a start counts its TxProfile's limit from when it is sent; a raise counts from when it is sent;
+- a lowered limit counts only once the station has accepted it (until then the station may still
+  follow the old one), and a lower that is refused or unanswered leaves the old one counted;
+- so ``commands`` sends lowers first and lets raises and starts through only as far as what is
+  counted leaves room; the station's answers (``answered``) free the room for the rest;
+- a transaction the worker did not limit (a walk-in before its first TxProfile, or one found
+  after a restart) counts its EVSE's maximum, and the stations' TxDefaultProfile is 0 W, so such
+  a car draws nothing until the worker gives it a TxProfile (``DEFAULT_LIMIT_KW``);
+- a session whose station is disconnected keeps what it counts: the car is still there, drawing
+  under its last limit, until the station reconnects and reports.
+
+Energy is what the station meters (``Energy.Active.Import.Register``, from its value when the
+transaction started). Between meter values the worker estimates it from the last reading and the
+power then (at most the limit), and stops a car once the estimate reaches its energy: the
+``completed`` energy is the Ended event's meter value, a hair above the request at most.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from contracts import SessionOutcome
+from contracts.promises import promised_kw
+from substation_worker.ocpp.registry import Bay
+from substation_worker.sharing import Car, Fair, Sharing
+from substation_worker.simulation import (
+    SECONDS_PER_HOUR,
+    ChargingSession,
+    PredictedRelease,
+    Step,
+    releases_of,
+)
+
+# The limit of the TxDefaultProfile every station gets at boot: a transaction the worker has not
+# limited yet draws nothing, so an unplanned car can never take power the plan gave another.
+DEFAULT_LIMIT_KW = 0.0
+# A limit is sent again only when it moves by more than this (kW, or share of the limit): a plan
+# re-made every half second must not flood the stations with profiles that change nothing.
+LIMIT_DEADBAND_KW = 0.1
+LIMIT_DEADBAND_REL = 0.02
+# A car within this much of its energy (kWh) is full: the stop is sent.
+FULL_TOLERANCE_KWH = 1e-3
+# Walk-in request ids: uuid5 of the station and transaction id under this namespace, so a
+# station's retried TransactionEvent never makes a second session.
+WALK_IN_NAMESPACE = uuid5(NAMESPACE_URL, "smartgrid:ocpp:walk-in")
+# TxProfile ids start here: below are the station-wide profiles sent at boot (``csms``).
+FIRST_TX_PROFILE_ID = 100
+
+
+class Phase(Enum):
+    WAITING = "waiting"  # dispatched, no EVSE yet
+    STARTING = "starting"  # RequestStartTransaction sent (or accepted), no Started event yet
+    CHARGING = "charging"
+    STOPPING = "stopping"  # RequestStopTransaction sent (or accepted), no Ended event yet
+
+
+@dataclass(eq=False)
+class StationSession(ChargingSession):
+    """A ``ChargingSession`` on a station's EVSE (the service reads the base fields)."""
+
+    phase: Phase = Phase.WAITING
+    walk_in: bool = False
+    # The request's demand is not known yet: a dispatched transaction found on a station after a
+    # restart, before its assignment is redelivered. It is charged, never stopped, until then.
+    demand_known: bool = True
+    station_id: str | None = None
+    evse_id: int | None = None
+    evse_max_kw: float = 0.0
+    remote_start_id: int | None = None
+    transaction_id: str | None = None
+    profile_id: int = 0  # its TxProfile's id: each update replaces the last (K01)
+    granted_kw: float = 0.0  # counted against the capacity (module docstring)
+    sent_kw: float | None = None  # the last limit the station accepted or was sent (a raise)
+    target_kw: float = 0.0  # what the plan gives it
+    in_flight: bool = False  # a command to its station awaits an answer
+    register_base_wh: float | None = None  # the register when the transaction started
+    metered_kwh: float = 0.0
+    metered_at_s: float = 0.0
+    metered_power_kw: float | None = None
+    stop_reason: SessionOutcome | None = None  # why the worker asked the station to stop
+
+    def estimated_kwh(self, now_s: float) -> float:
+        """Metered energy plus what the car drew since, at its last power (at most its limit)."""
+        power = self.metered_power_kw
+        limit = self.sent_kw if self.sent_kw is not None else self.granted_kw
+        drawing = limit if power is None else min(power, limit)
+        since_s = max(0.0, now_s - self.metered_at_s)
+        return self.metered_kwh + max(0.0, drawing) * since_s / SECONDS_PER_HOUR
+
+    @property
+    def bay(self) -> Bay | None:
+        if self.station_id is None or self.evse_id is None:
+            return None
+        return Bay(self.station_id, self.evse_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    key: str
+    station_id: str
+    evse_id: int
+    remote_start_id: int
+    profile_id: int
+    limit_kw: float
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    key: str
+    station_id: str
+    evse_id: int
+    transaction_id: str
+    profile_id: int
+    limit_kw: float
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    key: str
+    station_id: str
+    transaction_id: str
+
+
+Command = Start | Limit | Stop
+
+
+@dataclass(frozen=True, slots=True)
+class WalkInDefaults:
+    """A walk-in's demand until (or unless) its car sends NotifyEVChargingNeeds."""
+
+    energy_kwh: float = 20.0
+    # Parking time, simulated seconds; None: it stays until full or unplugged.
+    parking_s: float | None = None
+
+
+@dataclass
+class Reading:
+    """A meter reading from a TransactionEvent or MeterValues."""
+
+    energy_wh: float | None = None
+    power_w: float | None = None
+
+
+@dataclass
+class _Outbox:
+    started: list[StationSession] = field(default_factory=list)
+    completed: list[StationSession] = field(default_factory=list)
+
+
+def walk_in_key(station_id: str, transaction_id: str) -> str:
+    return str(uuid5(WALK_IN_NAMESPACE, f"{station_id}/{transaction_id}"))
+
+
+def request_id_of(token_type: str | None, token: str | None) -> str | None:
+    """The request id a ``Central`` id token carries (the worker's remote starts), else None."""
+    if token_type != "Central" or not token:
+        return None
+    try:
+        return str(UUID(token))
+    except ValueError:
+        return None
+
+
+class StationSessions:
+    """Every session of one substation's stations, and the commands that keep them in line."""
+
+    def __init__(
+        self,
+        capacity_kw: float,
+        *,
+        sharing: Sharing | None = None,
+        replan_s: float = 60.0,
+        evse_max_kw: Callable[[Bay], float],
+        walk_ins: WalkInDefaults | None = None,
+        first_remote_start_id: int = 1,
+    ) -> None:
+        if capacity_kw <= 0:
+            raise ValueError("capacity_kw must be > 0")
+        self.capacity_kw = float(capacity_kw)
+        self.sharing: Sharing = sharing if sharing is not None else Fair()
+        self.replan_s = float(replan_s)
+        self._evse_max_kw = evse_max_kw
+        self.walk_ins = walk_ins or WalkInDefaults()
+        self._sessions: dict[str, StationSession] = {}
+        self._waiting: list[str] = []  # FIFO of keys
+        self._by_tx: dict[tuple[str, str], str] = {}  # (station, transaction) -> key
+        self._by_remote: dict[tuple[str, int], str] = {}  # (station, remote start id) -> key
+        self._next_remote = first_remote_start_id
+        self._next_profile = FIRST_TX_PROFILE_ID
+        self._dirty = True
+        self._replan_at = -math.inf
+        self._out = _Outbox()
+        self.offline: set[str] = set()  # stations whose sessions are held while disconnected
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def granted_kw(self) -> float:
+        return sum(s.granted_kw for s in self._sessions.values())
+
+    @property
+    def load_kw(self) -> float:
+        """What the cars draw: each one's last metered power, at most what it is granted."""
+        total = 0.0
+        for s in self._sessions.values():
+            if s.phase in (Phase.CHARGING, Phase.STOPPING):
+                power = s.metered_power_kw if s.metered_power_kw is not None else s.granted_kw
+                total += min(power, s.granted_kw)
+        return total
+
+    def committed_kw(self, now_s: float) -> float:
+        return sum(self.promised_kw(s, now_s) for s in self._sessions.values())
+
+    def promised_kw(self, s: StationSession, now_s: float) -> float:
+        left_s = None if s.departure_s is None else s.departure_s - now_s
+        remaining = max(0.0, s.energy_kwh - s.estimated_kwh(now_s))
+        return promised_kw(remaining, s.max_power_kw, left_s)
+
+    @property
+    def active_count(self) -> int:
+        return len(self._sessions) - len(self._waiting)
+
+    @property
+    def waiting_count(self) -> int:
+        return len(self._waiting)
+
+    def holds(self, key: str) -> bool:
+        return key in self._sessions
+
+    def session(self, key: str) -> StationSession | None:
+        return self._sessions.get(key)
+
+    def sessions(self) -> list[StationSession]:
+        return list(self._sessions.values())
+
+    def occupied(self) -> set[Bay]:
+        return {b for s in self._sessions.values() if (b := s.bay) is not None}
+
+    def predicted_releases(self, now_s: float, horizon_s: float) -> list[PredictedRelease]:
+        """Only departures are stated (a car leaves by its departure whatever it got): the
+        stations, not the worker, decide when a car is full."""
+        ends = sorted(
+            (max(0.0, s.departure_s - now_s), i)
+            for i, s in enumerate(self._sessions.values())
+            if s.departure_s is not None and s.departure_s - now_s <= horizon_s
+        )
+        kws = [self.promised_kw(s, now_s) for s in self._sessions.values()]
+        return releases_of(ends, kws)
+
+    def take_events(self) -> Step:
+        """The sessions that started and ended since the last call."""
+        out, self._out = self._out, _Outbox()
+        return Step(started=list(out.started), completed=list(out.completed))
+
+    # -- dispatched requests -------------------------------------------------------------
+
+    def offer(
+        self,
+        key: str,
+        energy_kwh: float,
+        max_power_kw: float,
+        now_s: float,
+        *,
+        departure_s: float | None = None,
+        priority: int = 0,
+    ) -> StationSession:
+        """A dispatched request: it waits (FIFO) for a free EVSE."""
+        if key in self._sessions:
+            raise ValueError(f"session {key!r} is already held")
+        if energy_kwh <= 0 or max_power_kw <= 0:
+            raise ValueError("energy_kwh and max_power_kw must be > 0")
+        s = StationSession(
+            key=key,
+            energy_kwh=float(energy_kwh),
+            max_power_kw=float(max_power_kw),
+            offered_at_s=now_s,
+            departure_s=departure_s,
+            priority=priority,
+        )
+        self._sessions[key] = s
+        self._waiting.append(key)
+        self._dirty = True
+        return s
+
+    def learn_demand(
+        self,
+        key: str,
+        energy_kwh: float,
+        max_power_kw: float,
+        *,
+        departure_s: float | None,
+        priority: int = 0,
+    ) -> None:
+        """The demand of a session found on a station before its assignment came back."""
+        s = self._sessions[key]
+        s.energy_kwh, s.departure_s, s.priority = float(energy_kwh), departure_s, priority
+        s.max_power_kw = min(float(max_power_kw), s.evse_max_kw or max_power_kw)
+        s.demand_known = True
+        self._dirty = True
+
+    def take_waiting(self) -> list[StationSession]:
+        """Remove and return the dispatched sessions that have no EVSE yet."""
+        taken = [self._sessions.pop(k) for k in self._waiting]
+        self._waiting.clear()
+        return taken
+
+    # -- the station's reports -----------------------------------------------------------
+
+    def transaction_started(
+        self,
+        station_id: str,
+        evse_id: int | None,
+        transaction_id: str,
+        now_s: float,
+        *,
+        remote_start_id: int | None,
+        token_type: str | None,
+        token: str | None,
+        reading: Reading,
+    ) -> StationSession | None:
+        """A TransactionEvent (Started, or Updated for a transaction not known here: one found
+        after a restart). Returns the session, new or known; None when it cannot be placed
+        (no EVSE named for a transaction never seen)."""
+        known = self._by_tx.get((station_id, transaction_id))
+        if known is not None:
+            session = self._sessions[known]
+            self._meter(session, reading, now_s)
+            return session
+        key = None
+        if remote_start_id is not None:
+            key = self._by_remote.get((station_id, remote_start_id))
+        if key is None:
+            key = request_id_of(token_type, token)
+        s = self._sessions.get(key) if key is not None else None
+        if s is None and evse_id is None:
+            return None
+        if s is None:
+            s = self._adopt(station_id, evse_id or 0, transaction_id, key, now_s)
+        else:
+            if key in self._waiting:
+                self._waiting.remove(key)  # found on a station before it was given an EVSE
+            if s.station_id is None or s.evse_id is None:
+                s.station_id, s.evse_id = station_id, evse_id
+                s.evse_max_kw = self._evse_max_kw(Bay(station_id, evse_id or 0))
+                s.granted_kw = s.evse_max_kw  # not limited by this worker: counted at its max
+                s.phase, s.profile_id = Phase.CHARGING, self._profile_id()
+        s.transaction_id = transaction_id
+        self._by_tx[(station_id, transaction_id)] = s.key
+        if s.phase in (Phase.WAITING, Phase.STARTING):
+            s.phase = Phase.CHARGING
+        if s.started_at_s is None:
+            s.started_at_s = now_s
+            self._out.started.append(s)
+        if s.register_base_wh is None:
+            s.register_base_wh = reading.energy_wh if reading.energy_wh is not None else 0.0
+            s.metered_at_s = now_s
+        self._meter(s, reading, now_s)
+        self._dirty = True
+        return s
+
+    def _adopt(
+        self, station_id: str, evse_id: int, transaction_id: str, key: str | None, now_s: float
+    ) -> StationSession:
+        """A transaction this worker did not start, or started before it restarted."""
+        bay = Bay(station_id, evse_id)
+        evse_max = self._evse_max_kw(bay)
+        walk_in = key is None
+        key = key or walk_in_key(station_id, transaction_id)
+        departure = None
+        if walk_in and self.walk_ins.parking_s is not None:
+            departure = now_s + self.walk_ins.parking_s
+        s = StationSession(
+            key=key,
+            energy_kwh=self.walk_ins.energy_kwh,
+            max_power_kw=evse_max,
+            offered_at_s=now_s,
+            departure_s=departure,
+            walk_in=walk_in,
+            demand_known=walk_in,
+            station_id=station_id,
+            evse_id=evse_id,
+            evse_max_kw=evse_max,
+            # Its limit is unknown (the default, or one set before a restart): counted at most.
+            granted_kw=evse_max,
+            phase=Phase.CHARGING,
+            profile_id=self._profile_id(),
+        )
+        self._sessions[key] = s
+        return s
+
+    def charging_needs(
+        self,
+        station_id: str,
+        evse_id: int,
+        now_s: float,
+        *,
+        energy_kwh: float | None,
+        max_kw: float | None,
+        departure_s: float | None,
+    ) -> StationSession | None:
+        """NotifyEVChargingNeeds: the demand of the walk-in on that EVSE (a dispatched car's
+        demand is its request's). None if no walk-in is there."""
+        bay = Bay(station_id, evse_id)
+        s = next((s for s in self._sessions.values() if s.bay == bay and s.walk_in), None)
+        if s is None:
+            return None
+        if energy_kwh is not None and energy_kwh > 0:
+            s.energy_kwh = max(energy_kwh, s.metered_kwh) if s.metered_kwh else energy_kwh
+        if max_kw is not None and max_kw > 0:
+            s.max_power_kw = min(max_kw, s.evse_max_kw)
+        if departure_s is not None and departure_s > now_s:
+            s.departure_s = departure_s
+        self._dirty = True
+        return s
+
+    def meter(
+        self,
+        station_id: str,
+        transaction_id: str | None,
+        evse_id: int | None,
+        reading: Reading,
+        now_s: float,
+    ) -> StationSession | None:
+        """A meter reading (TransactionEvent Updated, MeterValues) for a known session."""
+        s = None
+        if transaction_id is not None:
+            key = self._by_tx.get((station_id, transaction_id))
+            s = self._sessions.get(key) if key is not None else None
+        elif evse_id is not None:
+            bay = Bay(station_id, evse_id)
+            s = next((s for s in self._sessions.values() if s.bay == bay), None)
+        if s is not None and s.transaction_id is not None:
+            self._meter(s, reading, now_s)
+        return s
+
+    def _meter(self, s: StationSession, reading: Reading, now_s: float) -> None:
+        if reading.energy_wh is not None:
+            base = s.register_base_wh or 0.0
+            s.metered_kwh = max(s.metered_kwh, (reading.energy_wh - base) / 1000.0)
+            s.delivered_kwh = s.metered_kwh
+            s.metered_at_s = now_s
+        if reading.power_w is not None:
+            s.metered_power_kw = max(0.0, reading.power_w / 1000.0)
+            s.power_kw = s.metered_power_kw
+
+    def transaction_ended(
+        self, station_id: str, transaction_id: str, reading: Reading, now_s: float
+    ) -> StationSession | None:
+        """TransactionEvent Ended: the session is completed with what was metered."""
+        key = self._by_tx.pop((station_id, transaction_id), None)
+        s = self._sessions.pop(key, None) if key is not None else None
+        if s is None:
+            return None
+        self._meter(s, reading, now_s)
+        if s.remote_start_id is not None:
+            self._by_remote.pop((station_id, s.remote_start_id), None)
+        s.granted_kw, s.power_kw = 0.0, 0.0
+        s.completed_at_s = now_s
+        if s.metered_kwh >= s.energy_kwh - FULL_TOLERANCE_KWH:
+            s.outcome = SessionOutcome.FULL
+        else:
+            s.outcome = SessionOutcome.DEPARTED if s.metered_kwh > 0 else SessionOutcome.UNSERVED
+        if s.outcome is SessionOutcome.UNSERVED:
+            s.delivered_kwh = 0.0
+        self._out.completed.append(s)
+        self._dirty = True
+        return s
+
+    def station_lost(self, station_id: str) -> None:
+        """The station disconnected: its sessions stay, counted at what they hold; a start
+        not answered yet may have happened, so it stays counted too."""
+        self.offline.add(station_id)
+        for s in self._sessions.values():
+            if s.station_id == station_id:
+                s.in_flight = False
+
+    def station_back(self, station_id: str) -> None:
+        self.offline.discard(station_id)
+        self._dirty = True
+
+    # -- answers to our commands ---------------------------------------------------------
+
+    def answered(self, command: Command, accepted: bool | None) -> None:
+        """The station's answer to ``command``: True accepted, False refused, None no answer
+        (timed out, or the station went away)."""
+        s = self._sessions.get(command.key)
+        if s is None:
+            return
+        s.in_flight = False
+        self._dirty = True
+        if isinstance(command, Start):
+            if accepted is not False or s.phase is not Phase.STARTING:
+                # Accepted, or unanswered: the station may have started it, so it stays
+                # counted, as starting, until its Started event comes.
+                return
+            # Refused: no transaction was made, so the EVSE draws nothing for it.
+            self._by_remote.pop((command.station_id, command.remote_start_id), None)
+            s.phase, s.station_id, s.evse_id = Phase.WAITING, None, None
+            s.granted_kw, s.sent_kw = 0.0, None
+            self._waiting.insert(0, s.key)
+        elif isinstance(command, Limit):
+            if accepted:
+                s.granted_kw = s.sent_kw = command.limit_kw
+            elif accepted is False and s.sent_kw is not None and command.limit_kw > s.sent_kw:
+                # A refused raise: the station keeps the limit it had. (A refused lower was
+                # never counted: the old limit still is.)
+                s.granted_kw = s.sent_kw
+            # Unanswered: a raise stays counted (it may have been applied).
+        elif accepted is not True and s.phase is Phase.STOPPING:
+            s.phase = Phase.CHARGING  # the stop is asked again at the next pass
+
+    # -- the plan ------------------------------------------------------------------------
+
+    def commands(
+        self, now_s: float, free_bays: Iterable[Bay], *, starts: bool = True
+    ) -> list[Command]:
+        """What to send now: stops, then lowers, then raises and starts as far as the room
+        counted allows (module docstring). ``free_bays``: EVSEs free by their status; those a
+        session holds are skipped. ``starts`` False: no new transaction (a worker that has
+        just started waits for its stations to report theirs first)."""
+        out: list[Command] = []
+        self._end_unserved(now_s)
+        out.extend(self._stops(now_s))
+        if starts:
+            self._place(now_s, free_bays)
+        if self._dirty or now_s >= self._replan_at:
+            self._plan(now_s)
+        room = self.capacity_kw - self.granted_kw
+        raises: list[StationSession] = []
+        for s in self._controllable():
+            if s.phase is Phase.STARTING:
+                raises.append(s)
+                continue
+            current = s.sent_kw if s.sent_kw is not None else s.granted_kw
+            band = max(LIMIT_DEADBAND_KW, LIMIT_DEADBAND_REL * current)
+            if s.target_kw < current - band or (s.sent_kw is None and s.target_kw < current):
+                out.append(self._limit(s, s.target_kw))  # counted once accepted
+            elif s.target_kw > current + band:
+                raises.append(s)
+        for s in raises:
+            if s.phase is Phase.STARTING:
+                # Started at what the room allows now (perhaps 0 W): raised once it charges.
+                limit = _floor_w(min(s.target_kw, max(0.0, room)))
+                assert s.station_id is not None
+                assert s.evse_id is not None
+                s.granted_kw = s.sent_kw = limit
+                s.in_flight = True
+                room -= limit
+                out.append(
+                    Start(
+                        s.key, s.station_id, s.evse_id, s.remote_start_id or 0, s.profile_id, limit
+                    )
+                )
+                continue
+            current = s.sent_kw if s.sent_kw is not None else s.granted_kw
+            limit = _floor_w(min(s.target_kw, room + s.granted_kw))
+            if limit <= current + 1e-9:
+                continue  # no room yet: the lowers' answers make it
+            room -= limit - s.granted_kw
+            s.granted_kw = limit  # a raise counts from when it is sent
+            out.append(self._limit(s, limit))
+        return out
+
+    def _controllable(self) -> list[StationSession]:
+        return [
+            s
+            for s in self._sessions.values()
+            if s.phase in (Phase.STARTING, Phase.CHARGING)
+            and not s.in_flight
+            and s.station_id not in self.offline
+            # a start not sent yet; a transaction the station has reported
+            and (s.sent_kw is None if s.phase is Phase.STARTING else s.transaction_id is not None)
+        ]
+
+    def _limit(self, s: StationSession, limit_kw: float) -> Limit:
+        assert s.station_id is not None
+        assert s.evse_id is not None
+        assert s.transaction_id
+        s.in_flight = True
+        return Limit(
+            s.key, s.station_id, s.evse_id, s.transaction_id, s.profile_id, _floor_w(limit_kw)
+        )
+
+    def _end_unserved(self, now_s: float) -> None:
+        for key in list(self._waiting):
+            s = self._sessions[key]
+            if s.departure_s is not None and s.departure_s <= now_s:
+                self._waiting.remove(key)
+                del self._sessions[key]
+                s.completed_at_s, s.outcome = now_s, SessionOutcome.UNSERVED
+                self._out.completed.append(s)
+
+    def _stops(self, now_s: float) -> list[Command]:
+        out: list[Command] = []
+        for s in self._sessions.values():
+            if (
+                s.phase is not Phase.CHARGING
+                or s.in_flight
+                or s.transaction_id is None
+                or s.station_id is None
+                or s.station_id in self.offline
+                or not s.demand_known
+            ):
+                continue
+            if s.estimated_kwh(now_s) >= s.energy_kwh - FULL_TOLERANCE_KWH:
+                s.stop_reason = SessionOutcome.FULL
+            elif s.departure_s is not None and s.departure_s <= now_s:
+                s.stop_reason = SessionOutcome.DEPARTED
+            else:
+                continue
+            s.phase, s.in_flight, s.target_kw = Phase.STOPPING, True, 0.0
+            self._dirty = True
+            out.append(Stop(s.key, s.station_id, s.transaction_id))
+        return out
+
+    def _place(self, now_s: float, free_bays: Iterable[Bay]) -> None:
+        taken = self.occupied()
+        for bay in free_bays:
+            if not self._waiting:
+                return
+            if bay in taken or bay.station_id in self.offline:
+                continue
+            s = self._sessions[self._waiting.pop(0)]
+            s.phase, s.station_id, s.evse_id = Phase.STARTING, bay.station_id, bay.evse_id
+            s.evse_max_kw = self._evse_max_kw(bay)
+            s.max_power_kw = min(s.max_power_kw, s.evse_max_kw)
+            s.remote_start_id = self._next_remote
+            self._next_remote = self._next_remote % (2**31 - 1) + 1
+            self._by_remote[(bay.station_id, s.remote_start_id)] = s.key
+            s.profile_id = self._profile_id()
+            s.sent_kw = None
+            self._dirty = True
+
+    def _profile_id(self) -> int:
+        self._next_profile = self._next_profile % (2**31 - 1) + 1
+        return max(FIRST_TX_PROFILE_ID, self._next_profile)
+
+    def _plan(self, now_s: float) -> None:
+        """Targets for the sessions the worker can limit, within what the others hold."""
+        self._dirty = False
+        self._replan_at = now_s + self.replan_s if self.sharing.periodic else math.inf
+        planned = self._controllable_or_busy()
+        fixed = sum(s.granted_kw for s in self._sessions.values() if s not in planned)
+        cars = [
+            Car(
+                key=s.key,
+                max_kw=s.max_power_kw,
+                remaining_kwh=max(0.0, s.energy_kwh - s.estimated_kwh(now_s)),
+                departure_s=s.departure_s,
+                priority=s.priority,
+                arrival_s=now_s if s.started_at_s is None else min(s.started_at_s, now_s),
+            )
+            for s in planned
+        ]
+        capacity = max(0.0, self.capacity_kw - fixed)
+        try:
+            shares = self.sharing.share(capacity, cars, now_s)
+        except RuntimeError:
+            shares = Fair().share(capacity, cars, now_s)  # no plan from the solver
+        for s, kw in zip(planned, shares, strict=True):
+            s.target_kw = kw
+
+    def _controllable_or_busy(self) -> list[StationSession]:
+        """Sessions the plan shares among: starting and charging ones on connected stations
+        (one with a command in flight keeps its place; its next command follows the plan)."""
+        return [
+            s
+            for s in self._sessions.values()
+            if s.phase in (Phase.STARTING, Phase.CHARGING) and s.station_id not in self.offline
+        ]
+
+
+def _floor_w(kw: float) -> float:
+    """A limit in whole W, rounded down: never above what the plan gave."""
+    return math.floor(max(0.0, kw) * 1000.0 + 1e-6) / 1000.0
