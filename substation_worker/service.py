@@ -111,6 +111,8 @@ class WorkerService:
                 settings.ocpp_port,
                 self.stations,
                 OcppMetrics(registry, self.sid),
+                stations=settings.ocpp_stations,
+                ssl=settings.ocpp_ssl,
             )
         self.link = BrokerLink(
             settings, f"smartgrid-worker-{self.sid}", self._setup, self._on_lost, connect

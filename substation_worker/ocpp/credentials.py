@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import json
 import os
+import ssl
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -207,6 +208,15 @@ def verify_password(entry: StationEntry, password: str) -> bool:
 def burn_verification(iterations: int) -> None:
     """Spend what one verification costs, for a station that does not exist."""
     _pbkdf2("x" * MIN_PASSWORD, b"\0" * SALT_BYTES, iterations)
+
+
+def server_tls_context(cert: str | os.PathLike[str], key: str | os.PathLike[str]) -> ssl.SSLContext:
+    """The listener's TLS context (security profile 2): TLS 1.2 or later, as OCPP 2.0.1
+    requires; OSError or ssl.SSLError if the files cannot be loaded or do not match."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
