@@ -129,7 +129,7 @@ class OcppListener:
             self.port,
             security,
         )
-        if self.stations is not None and self.ssl is None and not is_loopback_host(self.host):
+        if passwords_in_clear(self.host, self.stations, self.ssl):
             log.warning(
                 "OCPP security profile 1 on %s: station passwords cross the network in clear "
                 "(HTTP Basic without TLS), fit for a trusted network only; set "
@@ -248,6 +248,13 @@ class OcppListener:
 
     def _update_gauge(self) -> None:
         self.metrics.stations_connected.set(self.registry.connected_count)
+
+
+def passwords_in_clear(
+    host: str, stations: StationsFile | None, ssl: ssl_module.SSLContext | None
+) -> bool:
+    """Profile 1 off loopback: OCPP allows it on trusted networks only, so the start warns."""
+    return stations is not None and ssl is None and not is_loopback_host(host)
 
 
 def offered_subprotocols(request: Request) -> set[str]:
