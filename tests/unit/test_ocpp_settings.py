@@ -129,9 +129,9 @@ def test_tls_files_give_a_tls_context(tmp_path: Path) -> None:
 @pytest.mark.parametrize("given", ["ocpp_tls_cert", "ocpp_tls_key"])
 def test_a_certificate_and_its_key_go_together(tmp_path: Path, given: str) -> None:
     cert, key = tls_files(tmp_path)
-    path = cert if given == "ocpp_tls_cert" else key
+    files: dict[str, Any] = {given: cert if given == "ocpp_tls_cert" else key}
     with pytest.raises(ValidationError, match="go together: set both"):
-        WorkerSettings(**BASE, ocpp_port=9000, **{given: path})
+        WorkerSettings(**BASE, ocpp_port=9000, **files)
 
 
 def test_unloadable_tls_files_are_a_settings_error(tmp_path: Path) -> None:
