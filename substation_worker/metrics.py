@@ -19,6 +19,18 @@ WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 
 CHARGE_BUCKETS = (60, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 57600, 86400, 172800)
 
 
+# Why an OCPP handshake was refused: a bounded set, whatever a client sends.
+OCPP_REFUSALS = (
+    "bad_path",
+    "no_subprotocol",
+    "full",
+    "no_credentials",
+    "user_mismatch",
+    "unknown_station",
+    "bad_password",
+)
+
+
 class OcppMetrics:
     """The OCPP listener's metrics (registered only when it is on), bound to the substation."""
 
@@ -39,8 +51,24 @@ class OcppMetrics:
             registry=registry,
         )
 
+        self.handshakes_refused = Counter(
+            "smartgrid_substation_ocpp_handshakes_refused",
+            "OCPP WebSocket handshakes refused before any frame, by reason: bad_path (404), "
+            "no_subprotocol (400), full (503), no_credentials, user_mismatch, unknown_station "
+            "or bad_password (401, with a stations file).",
+            ["substation", "reason"],
+            registry=registry,
+        )
+        for reason in OCPP_REFUSALS:  # each at 0 from the start, so that rate() sees the first
+            self.handshakes_refused.labels(substation_id, reason)
+
     def count_message(self, action: str, result: str) -> None:
         self.messages.labels(self._sid, action, result).inc()
+
+    def count_refused(self, reason: str) -> None:
+        if reason not in OCPP_REFUSALS:
+            raise ValueError(f"not a refusal reason: {reason}")
+        self.handshakes_refused.labels(self._sid, reason).inc()
 
 
 class WorkerMetrics:

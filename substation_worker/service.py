@@ -28,6 +28,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -48,7 +49,7 @@ from substation_worker.bays import Bays
 from substation_worker.metrics import OcppMetrics, WorkerMetrics
 from substation_worker.ocpp.csms import StationBays
 from substation_worker.ocpp.listener import OcppListener
-from substation_worker.ocpp.registry import StationRegistry
+from substation_worker.ocpp.registry import Bay, StationRegistry
 from substation_worker.ocpp.sessions import StationSessions, WalkInDefaults
 from substation_worker.settings import WorkerSettings
 from substation_worker.sharing import DEFAULT_FIRST_STEP_S, sharing_named
@@ -109,7 +110,7 @@ class WorkerService:
                     settings.capacity_kw,
                     sharing=sharing_named(settings.sharing, replan_s),
                     replan_s=replan_s,
-                    evse_max_kw=lambda _bay: settings.charger_max_kw,
+                    evse_max_kw=evse_max_kw(settings),
                     walk_ins=WalkInDefaults(energy_kwh=settings.ocpp_walk_in_energy_kwh),
                     first_remote_start_id=secrets.randbelow(2**30) + 1,
                 ),
@@ -125,6 +126,8 @@ class WorkerService:
                 self.stations,
                 OcppMetrics(registry, self.sid),
                 self.station_bays,
+                stations=settings.ocpp_stations,
+                ssl=settings.ocpp_ssl,
             )
         else:
             self.sim = Substation(
@@ -530,6 +533,19 @@ class WorkerService:
             user_id=self._user_id,
         )
         self.metrics.heartbeats_sent.inc()
+
+
+def evse_max_kw(settings: WorkerSettings) -> Callable[[Bay], float]:
+    """An EVSE's most power: the stations file's figure, else the charger maximum."""
+    stations = settings.ocpp_stations
+
+    def of(bay: Bay) -> float:
+        entry = stations.station(bay.station_id) if stations is not None else None
+        if entry is not None and bay.evse_id in entry.evse_max_kw:
+            return entry.evse_max_kw[bay.evse_id]
+        return settings.charger_max_kw
+
+    return of
 
 
 async def serve(
