@@ -251,7 +251,7 @@ async def test_remote_start_profile_and_stop_meter_what_was_drawn() -> None:
             for _, e in c.seen.events
         )
         # What the station integrated, recomputed from its power schedule.
-        evse = stations["sim-1"][1]
+        evse = stations["sim-1"].evses[1]
         assert evse.transaction is None
         assert evse.sessions_ended == 1
         tx = evse.last_ended
@@ -285,7 +285,7 @@ async def test_a_full_car_ends_its_transaction_by_itself() -> None:
         assert ended["transaction_info"]["remote_start_id"] == 7
         assert measurand(ended, "Energy.Active.Import.Register") == pytest.approx(2_000, abs=0.01)
         await eventually(lambda: c.seen.statuses[-1] == ("sim-1", 1, "Available"))
-        assert stations["sim-1"][0].sessions_ended == 1
+        assert stations["sim-1"].evses[0].sessions_ended == 1
 
 
 async def test_start_with_a_profile_and_rejections() -> None:
@@ -331,7 +331,7 @@ async def test_a_closed_connection_reconnects_with_its_transaction() -> None:
         await eventually(
             lambda: c.seen.statuses[-2:] == [("sim-1", 1, "Occupied"), ("sim-1", 2, "Available")]
         )
-        tx = stations["sim-1"][0].transaction
+        tx = stations["sim-1"].evses[0].transaction
         assert tx is not None
         assert tx.transaction_id == started.transaction_id
         stopped = await c.stations["sim-1"].call(
