@@ -458,7 +458,7 @@ def stations_cmd(
         None,
         "--password",
         envvar="SMARTGRID_STATION_PASSWORD",
-        help="HTTP Basic password of every station (user: its id). [default: none]",
+        help="HTTP Basic password of every station (user: its id).",
     ),
     ca_file: Path | None = _option(
         None, "--ca-file", exists=True, dir_okay=False, help="CA bundle for a wss:// CSMS."
