@@ -15,7 +15,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -75,7 +75,8 @@ class StationConfig:
     response_timeout_s: float = 10.0
     vendor: str = "smartgrid"
     model: str = "loadgen-sim"
-    password: str | None = None  # HTTP Basic (security profile 1/2), user = the station id
+    # HTTP Basic (security profiles 1 and 2), the user being the station id; never in a repr.
+    password: str | None = field(default=None, repr=False)
     ca_file: str | None = None  # for wss://
 
 
@@ -365,14 +366,17 @@ class StationState:
             tx = evse.transaction
             if tx is None:
                 continue
-            if tx.departure_s is not None and now >= tx.departure_s:
+            leaves = tx.departure_s is not None and now >= tx.departure_s
+            # Metered up to the departure at most: a car full before it ends as full.
+            full = evse.advance(min(now, tx.departure_s) if tx.departure_s is not None else now)
+            if leaves and not full and tx.departure_s is not None:
                 msgs = self.end(
                     evse,
                     ReasonEnumType.ev_disconnected,
                     TriggerReasonEnumType.ev_departed,
                     tx.departure_s,
                 )
-            elif evse.advance(now):
+            elif full:
                 msgs = self.end(
                     evse,
                     ReasonEnumType.ev_disconnected,

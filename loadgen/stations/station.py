@@ -291,8 +291,9 @@ class SimStation(ChargePoint):  # type: ignore[misc]
                 if task is not stopping and not task.cancelled() and task.exception():
                     raise task.exception()  # type: ignore[misc]
         finally:
-            self.state.outbox.go_offline()
+            # After the send loop ended: a message it just had answered must not be kept.
             await cancel_all([stopping, *tasks])
+            self.state.outbox.go_offline()
 
     async def _serve(self, stop: asyncio.Event) -> None:
         await self._boot(stop)

@@ -326,3 +326,17 @@ def test_walk_in_sends_occupied_started_and_its_needs() -> None:
     assert ended.trigger_reason == "EVDeparted"
     assert ended.transaction_info["stopped_reason"] == "EVDisconnected"
     assert state.metered_wh(tx.transaction_id) == pytest.approx(7_000 * 600 / 3600)
+
+
+def test_a_walk_in_full_before_its_departure_ends_as_full() -> None:
+    state, clock = _state(evses=1)
+    state.outbox.go_online([])
+    car = WalkInCar(number=1, need_wh=500.0, max_w=3_600.0, parking_s=3600.0, dc=False)
+    tx = state.walk_in(state.evses[0], car)
+    clock.now = 7200.0  # past both: full after 500 s, departure at 3600 s
+    state.tick()
+    ended = state.outbox.items()[3]
+    assert ended.trigger_reason == "EVCommunicationLost"
+    assert ended.transaction_info["stopped_reason"] == "EVDisconnected"
+    assert state.metered_wh(tx.transaction_id) == 500.0
+    assert state.evses[0].status is EvseStatus.AVAILABLE
