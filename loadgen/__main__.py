@@ -433,10 +433,35 @@ def stations_cmd(
         22.0, "--evse-max-kw", min=0.1, max=1000, help="The most one EVSE delivers, kW."
     ),
     car_kwh: float = _option(
-        40.0, "--car-kwh", min=0.1, max=1000, help="Energy the car of a remote start needs, kWh."
+        100.0,
+        "--car-need-kwh",
+        "--car-kwh",
+        min=0.1,
+        max=1000,
+        help="Energy the car of a remote start needs, kWh (large: the CSMS stops it).",
     ),
     car_max_kw: float = _option(
         11.0, "--car-max-kw", min=0.1, max=1000, help="The most that car draws, kW."
+    ),
+    walk_ins_per_hour: float = _option(
+        0.0,
+        "--walk-ins-per-hour",
+        min=0,
+        max=10_000,
+        help="Walk-in cars per station per simulated hour (0: none).",
+    ),
+    walk_ins: int = _option(
+        10_000, "--walk-ins", min=0, max=1_000_000, help="At most this many walk-ins in all."
+    ),
+    seed: int | None = SEED,
+    password: str | None = _option(
+        None,
+        "--password",
+        envvar="SMARTGRID_STATION_PASSWORD",
+        help="HTTP Basic password of every station (user: its id).",
+    ),
+    ca_file: Path | None = _option(
+        None, "--ca-file", exists=True, dir_okay=False, help="CA bundle for a wss:// CSMS."
     ),
     time_scale: float = _option(
         60.0,
@@ -468,14 +493,16 @@ def stations_cmd(
     log_level: str | None = LOG_LEVEL,
 ) -> None:
     """Simulated OCPP 2.0.1 charging stations: they boot, report their EVSEs, take remote
-    starts, draw what their TxProfile allows, meter in simulated time and stop when asked or
-    full. Ctrl-C or SIGTERM stops them (exit 0); exit 1 when no station could boot."""
+    starts and walk-in cars, draw what their profiles allow, meter in simulated time and stop
+    when asked, full or the driver leaves. Ctrl-C or SIGTERM stops them (exit 0); exit 1 when no
+    station could boot."""
     import re
 
     from contracts.ocpp import MAX_STATION_ID, STATION_ID_CHARS
     from loadgen.signals import StopSignals
     from loadgen.stations.fleet import FleetReport, make_fleet, run_fleet
     from loadgen.stations.station import StationConfig
+    from loadgen.stations.walkins import WalkInConfig
 
     console = _console()
     _settings(log_level=log_level)
@@ -496,7 +523,10 @@ def stations_cmd(
         car_need_wh=car_kwh * 1000,
         car_max_w=car_max_kw * 1000,
         meter_interval_s=meter_interval,
+        password=password or None,
+        ca_file=str(ca_file) if ca_file is not None else None,
     )
+    walk = WalkInConfig(per_hour=walk_ins_per_hour, max_count=walk_ins, seed=seed)
     console.print(
         f"{count} station(s) of {evses} EVSE(s) at {evse_max_kw:g} kW -> {url}/{prefix}-<n>, "
         f"time x{time_scale:g}"
@@ -506,13 +536,14 @@ def stations_cmd(
         stop = asyncio.Event()
         with signals.setting(stop):
             fleet = make_fleet(prefix, count, config)
-            return await run_fleet(url, fleet, config, time_scale, stop, duration)
+            return await run_fleet(url, fleet, config, time_scale, stop, duration, walk)
 
     with StopSignals() as signals:
         report = asyncio.run(main(signals))
     console.print(
         f"stations booted {report.booted}/{report.stations}, sessions ended "
-        f"{report.sessions_ended}, charging {report.charging}, "
+        f"{report.sessions_ended}, charging {report.charging}, walk-ins {report.walk_ins} "
+        f"({report.turned_away} found no free EVSE), "
         f"energy {report.energy_wh / 1000:.3f} kWh"
     )
     raise typer.Exit(EXIT_OK if report.booted else EXIT_FAILED)

@@ -1,14 +1,16 @@
-"""One simulated charging station: the ``ocpp`` package's own ``ocpp.v201.ChargePoint`` (the
-station side) over one WebSocket, with M EVSEs of one connector each.
+"""One simulated charging station's connection: the ``ocpp`` package's own
+``ocpp.v201.ChargePoint`` (the station side) over one WebSocket, acting on the station's
+``StationState`` (its EVSEs, profiles and outbox, which outlive the connection).
 
-It boots, reports each EVSE Available, heartbeats at the interval the CSMS answered, and follows
-the CSMS: RequestStartTransaction brings a car to the EVSE (the one named, else the first free
-one) and starts a transaction; a TxProfile (SetChargingProfile, or the one in the start) caps
-its power; RequestStopTransaction ends it. A car that holds what it came for is unplugged: its
-transaction ends by itself (EVDisconnected). Energy is metered in simulated time (the clock);
+It boots, reports each EVSE, sends what was kept while offline, heartbeats at the interval the
+CSMS answered, and follows the CSMS: RequestStartTransaction brings a car to the EVSE (the one
+named, else the first free one) and starts a transaction; a TxProfile (SetChargingProfile, or
+the one in the start) caps its power, a TxDefaultProfile caps a transaction without its own, a
+ChargingStationMaxProfile caps the station's sum; RequestStopTransaction ends it; TriggerMessage
+sends the transactions or statuses again. Energy is metered in simulated time (the clock);
 message timestamps are wall-clock UTC.
 
-Every message the station sends goes through one queue, sent in order by one task: the
+Every message the station sends goes through the outbox, sent in order by one task: the
 package's receive loop must never wait on a call of ours (its answer comes through that same
 loop), and a TransactionEvent must follow the answer that started it (``@after`` handlers).
 """
@@ -16,14 +18,8 @@ loop), and a TransactionEvent must follow the answer that started it (``@after``
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import secrets
-import time
-from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from ocpp.routing import after, on
@@ -32,26 +28,42 @@ from ocpp.v201.enums import (
     Action,
     ChargingProfilePurposeEnumType,
     ChargingProfileStatusEnumType,
-    ChargingRateUnitEnumType,
-    ChargingStateEnumType,
-    ConnectorStatusEnumType,
-    MeasurandEnumType,
+    ClearChargingProfileStatusEnumType,
+    MessageTriggerEnumType,
     ReadingContextEnumType,
     ReasonEnumType,
     RegistrationStatusEnumType,
     RequestStartStopStatusEnumType,
     TransactionEventEnumType,
+    TriggerMessageStatusEnumType,
     TriggerReasonEnumType,
 )
 
-from loadgen.stations.evse import Car, Evse, EvseStatus, Transaction
+from loadgen.stations.evse import Car
+from loadgen.stations.state import (
+    SimClock,
+    StationConfig,
+    StationState,
+    StoredProfile,
+    meter_value,
+    now_utc,
+    profile_limit_w,
+    status_notification,
+    transaction_event,
+)
+
+__all__ = [
+    "SimClock",
+    "SimStation",
+    "StationConfig",
+    "StationState",
+    "cancel_all",
+    "now_utc",
+    "profile_limit_w",
+]
 
 log = logging.getLogger(__name__)
 
-CONNECTOR_ID = 1
-# A limit in A becomes W at this voltage per phase (3 phases unless the period says).
-VOLTS_PER_PHASE = 230.0
-DEFAULT_PHASES = 3
 # Heartbeat interval when the CSMS answers 0 or none, seconds.
 FALLBACK_HEARTBEAT_S = 60.0
 # Periodic meter reports are skipped while this many messages wait to be sent (a slow CSMS):
@@ -60,70 +72,6 @@ OUTBOX_SAMPLES_MAX = 100
 # Stopping a connection's tasks takes at most CANCEL_ROUNDS x CANCEL_ROUND_S.
 CANCEL_ROUNDS = 20
 CANCEL_ROUND_S = 0.1
-
-
-def now_utc() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class SimClock:
-    """Simulated seconds since the clock was made: wall seconds x ``time_scale``."""
-
-    def __init__(self, time_scale: float, wall: Callable[[], float] = time.monotonic) -> None:
-        self.time_scale = time_scale
-        self._wall = wall
-        self._t0 = wall()
-
-    def __call__(self) -> float:
-        return (self._wall() - self._t0) * self.time_scale
-
-
-@dataclass(frozen=True)
-class StationConfig:
-    evses: int = 2
-    evse_max_w: float = 22_000.0
-    # The car a remote start brings: what it needs, and the most it draws.
-    car_need_wh: float = 40_000.0
-    car_max_w: float = 11_000.0
-    meter_interval_s: float = 1.0  # wall seconds between MeterValues / TransactionEvent Updated
-    tick_s: float = 0.02  # wall seconds between checks for full cars
-    response_timeout_s: float = 10.0
-    vendor: str = "smartgrid"
-    model: str = "loadgen-sim"
-
-
-def profile_limit_w(profile: dict[str, Any]) -> float | None:
-    """The first period's limit of a (snake_case) charging profile, in W; None if it has none.
-    Later periods are not followed: the CSMS replaces the whole profile when the limit moves."""
-    for schedule in profile.get("charging_schedule", []):
-        for period in schedule.get("charging_schedule_period", []):
-            limit = float(period["limit"])
-            if schedule.get("charging_rate_unit") == ChargingRateUnitEnumType.amps:
-                limit *= VOLTS_PER_PHASE * int(period.get("number_phases", DEFAULT_PHASES))
-            return limit
-    return None
-
-
-def _meter_value(tx: Transaction, context: ReadingContextEnumType) -> list[dict[str, Any]]:
-    return [
-        {
-            "timestamp": now_utc(),
-            "sampled_value": [
-                {
-                    "value": round(tx.meter.energy_wh, 3),
-                    "context": context,
-                    "measurand": MeasurandEnumType.energy_active_import_register,
-                    "unit_of_measure": {"unit": "Wh"},
-                },
-                {
-                    "value": round(tx.meter.power_w, 3),
-                    "context": context,
-                    "measurand": MeasurandEnumType.power_active_import,
-                    "unit_of_measure": {"unit": "W"},
-                },
-            ],
-        }
-    ]
 
 
 async def cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
@@ -141,28 +89,24 @@ async def cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
             task.exception()  # seen: no "exception never retrieved" at exit
 
 
+def _stored(profile: dict[str, Any]) -> StoredProfile:
+    return StoredProfile(
+        int(profile.get("id", 0)), int(profile.get("stack_level", 0)), profile_limit_w(profile)
+    )
+
+
 class SimStation(ChargePoint):  # type: ignore[misc]
-    def __init__(
-        self,
-        station_id: str,
-        websocket: Any,
-        config: StationConfig,
-        clock: Callable[[], float],
-        evses: list[Evse] | None = None,
-    ) -> None:
-        super().__init__(station_id, websocket, response_timeout=config.response_timeout_s)
-        self.config = config
-        self.clock = clock
-        self.evses = evses or [Evse(i, config.evse_max_w) for i in range(1, config.evses + 1)]
+    def __init__(self, state: StationState, websocket: Any) -> None:
+        super().__init__(
+            state.station_id, websocket, response_timeout=state.config.response_timeout_s
+        )
+        self.state = state
+        self.config = state.config
+        self.evses = state.evses
         self.heartbeat_s = FALLBACK_HEARTBEAT_S
         self.booted = asyncio.Event()
-        self._outbox: asyncio.Queue[Any] = asyncio.Queue()
         # Sent by the @after handler of the call being answered (after its answer).
         self._after_answer: list[Any] = []
-        # Transaction ids: unique across connections and runs, within OCPP's 36 characters
-        # whatever the station id: a random token per connection, the EVSE, a count.
-        self._tx_token = secrets.token_hex(4)
-        self._tx_numbers = itertools.count(1)
 
     # -- what the CSMS asks ---------------------------------------------------------------
 
@@ -175,7 +119,7 @@ class SimStation(ChargePoint):  # type: ignore[misc]
         charging_profile: dict[str, Any] | None = None,
         **_: Any,
     ) -> call_result.RequestStartTransaction:
-        evse = self._free_evse(evse_id)
+        evse = self.state.free_evse(evse_id)
         limit = None
         if charging_profile is not None:
             if charging_profile.get("charging_profile_purpose") != (
@@ -187,28 +131,17 @@ class SimStation(ChargePoint):  # type: ignore[misc]
             return call_result.RequestStartTransaction(
                 status=RequestStartStopStatusEnumType.rejected
             )
-        car = Car(self.config.car_need_wh, self.config.car_max_w)
-        tx_id = f"{self._tx_token}-{evse.evse_id}-{next(self._tx_numbers)}"
-        tx = evse.start(tx_id, car, self.clock(), remote_start_id=remote_start_id, limit_w=limit)
-        self._after_answer.append(
-            call.TransactionEvent(
-                event_type=TransactionEventEnumType.started,
-                timestamp=now_utc(),
-                trigger_reason=TriggerReasonEnumType.remote_start,
-                seq_no=tx.next_seq_no(),
-                transaction_info={
-                    "transaction_id": tx_id,
-                    "charging_state": ChargingStateEnumType.charging,
-                    "remote_start_id": remote_start_id,
-                },
-                meter_value=_meter_value(tx, ReadingContextEnumType.transaction_begin),
-                evse={"id": evse.evse_id, "connector_id": CONNECTOR_ID},
-                id_token=id_token,
-            )
+        tx, started = self.state.start(
+            evse,
+            Car(self.config.car_need_wh, self.config.car_max_w),
+            TriggerReasonEnumType.remote_start,
+            id_token,
+            remote_start_id=remote_start_id,
+            limit_w=limit,
         )
-        self._after_answer.append(self._status(evse))
+        self._after_answer += [started, status_notification(evse)]
         return call_result.RequestStartTransaction(
-            status=RequestStartStopStatusEnumType.accepted, transaction_id=tx_id
+            status=RequestStartStopStatusEnumType.accepted, transaction_id=tx.transaction_id
         )
 
     @on(Action.set_charging_profile)
@@ -216,21 +149,55 @@ class SimStation(ChargePoint):  # type: ignore[misc]
         self, evse_id: int, charging_profile: dict[str, Any], **_: Any
     ) -> call_result.SetChargingProfile:
         purpose = charging_profile.get("charging_profile_purpose")
+        rejected = call_result.SetChargingProfile(status=ChargingProfileStatusEnumType.rejected)
+        accepted = call_result.SetChargingProfile(status=ChargingProfileStatusEnumType.accepted)
+        if purpose == ChargingProfilePurposeEnumType.charging_station_max_profile:
+            if evse_id != 0:
+                return rejected  # K01.FR.38: a station max is for evse 0
+            self.state.set_station_max(_stored(charging_profile))
+            return accepted
+        if purpose == ChargingProfilePurposeEnumType.tx_default_profile:
+            if evse_id != 0 and self.state.evse(evse_id) is None:
+                return rejected
+            self.state.set_tx_default(evse_id, _stored(charging_profile))
+            return accepted
         if purpose != ChargingProfilePurposeEnumType.tx_profile:
-            # Station-wide and default profiles are taken, not applied (yet): the CSMS's
-            # TxProfile is what this simulator follows.
-            return call_result.SetChargingProfile(status=ChargingProfileStatusEnumType.accepted)
-        evse = self._evse(evse_id)
+            return rejected
+        evse = self.state.evse(evse_id)
         tx = evse.transaction if evse is not None else None
         wanted = charging_profile.get("transaction_id")
         if evse is None or tx is None or (wanted is not None and wanted != tx.transaction_id):
-            # K01.FR.09: a TxProfile without its transaction is rejected.
-            return call_result.SetChargingProfile(status=ChargingProfileStatusEnumType.rejected)
-        evse.set_limit(profile_limit_w(charging_profile), self.clock())
+            return rejected  # K01.FR.09: a TxProfile without its transaction
+        self.state.set_tx_limit(evse, profile_limit_w(charging_profile))
         self._after_answer.append(
-            self._tx_event(evse, tx, TransactionEventEnumType.updated, "charging_rate_changed")
+            transaction_event(
+                evse,
+                tx,
+                TransactionEventEnumType.updated,
+                TriggerReasonEnumType.charging_rate_changed,
+            )
         )
-        return call_result.SetChargingProfile(status=ChargingProfileStatusEnumType.accepted)
+        return accepted
+
+    @on(Action.clear_charging_profile)
+    def on_clear_charging_profile(
+        self,
+        charging_profile_id: int | None = None,
+        charging_profile_criteria: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> call_result.ClearChargingProfile:
+        criteria = charging_profile_criteria or {}
+        cleared = self.state.clear_profiles(
+            charging_profile_id,
+            criteria.get("evse_id"),
+            criteria.get("charging_profile_purpose"),
+            criteria.get("stack_level"),
+        )
+        return call_result.ClearChargingProfile(
+            status=ClearChargingProfileStatusEnumType.accepted
+            if cleared
+            else ClearChargingProfileStatusEnumType.unknown
+        )
 
     @on(Action.request_stop_transaction)
     def on_request_stop_transaction(
@@ -238,11 +205,59 @@ class SimStation(ChargePoint):  # type: ignore[misc]
     ) -> call_result.RequestStopTransaction:
         for evse in self.evses:
             if evse.transaction is not None and evse.transaction.transaction_id == transaction_id:
-                self._after_answer.extend(self._end(evse, ReasonEnumType.remote, "remote_stop"))
+                self._after_answer += self.state.end(
+                    evse,
+                    ReasonEnumType.remote,
+                    TriggerReasonEnumType.remote_stop,
+                    self.state.clock(),
+                )
                 return call_result.RequestStopTransaction(
                     status=RequestStartStopStatusEnumType.accepted
                 )
         return call_result.RequestStopTransaction(status=RequestStartStopStatusEnumType.rejected)
+
+    @on(Action.trigger_message)
+    def on_trigger_message(
+        self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any
+    ) -> call_result.TriggerMessage:
+        """F06: TransactionEvent, StatusNotification, MeterValues and Heartbeat are sent again;
+        BootNotification is Rejected once accepted (F06.FR.17); the rest NotImplemented."""
+        evses = self.evses
+        if evse is not None:
+            one = self.state.evse(evse.get("id"))
+            if one is None:
+                return call_result.TriggerMessage(status=TriggerMessageStatusEnumType.rejected)
+            evses = [one]
+        ongoing = [(e, e.transaction) for e in evses if e.transaction is not None]
+        msgs: list[Any]
+        if requested_message == MessageTriggerEnumType.transaction_event:
+            msgs = [
+                transaction_event(
+                    e,
+                    tx,
+                    TransactionEventEnumType.updated,
+                    TriggerReasonEnumType.trigger,
+                    with_id_token=True,
+                )
+                for e, tx in ongoing
+            ]
+        elif requested_message == MessageTriggerEnumType.meter_values:
+            msgs = [
+                call.MeterValues(
+                    evse_id=e.evse_id, meter_value=meter_value(tx, ReadingContextEnumType.trigger)
+                )
+                for e, tx in ongoing
+            ]
+        elif requested_message == MessageTriggerEnumType.status_notification:
+            msgs = [status_notification(e) for e in evses]
+        elif requested_message == MessageTriggerEnumType.heartbeat:
+            msgs = [call.Heartbeat()]
+        elif requested_message == MessageTriggerEnumType.boot_notification:
+            return call_result.TriggerMessage(status=TriggerMessageStatusEnumType.rejected)
+        else:
+            return call_result.TriggerMessage(status=TriggerMessageStatusEnumType.not_implemented)
+        self._after_answer += msgs
+        return call_result.TriggerMessage(status=TriggerMessageStatusEnumType.accepted)
 
     @after(Action.request_start_transaction)
     def after_request_start_transaction(self, **_: Any) -> None:
@@ -256,10 +271,15 @@ class SimStation(ChargePoint):  # type: ignore[misc]
     def after_request_stop_transaction(self, **_: Any) -> None:
         self._flush_after_answer()
 
+    @after(Action.trigger_message)
+    def after_trigger_message(self, **_: Any) -> None:
+        self._flush_after_answer()
+
     # -- running ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Boot, report, then heartbeat and meter until ``stop`` or the connection ends."""
+        """Boot, report, then heartbeat and meter until ``stop`` or the connection ends; the
+        outbox then keeps only its TransactionEvents (offline)."""
         stopping = asyncio.create_task(stop.wait())
         tasks = [
             asyncio.create_task(self.start(), name=f"{self.id}-read"),
@@ -271,12 +291,14 @@ class SimStation(ChargePoint):  # type: ignore[misc]
                 if task is not stopping and not task.cancelled() and task.exception():
                     raise task.exception()  # type: ignore[misc]
         finally:
+            # After the send loop ended: a message it just had answered must not be kept.
             await cancel_all([stopping, *tasks])
+            self.state.outbox.go_offline()
 
     async def _serve(self, stop: asyncio.Event) -> None:
         await self._boot(stop)
-        for evse in self.evses:
-            self._outbox.put_nowait(self._status(evse))
+        # Online: each EVSE's status, then the TransactionEvents kept while offline.
+        self.state.outbox.go_online([status_notification(e) for e in self.evses])
         await asyncio.gather(self._send_loop(), self._heartbeat_loop(), self._meter_loop())
 
     async def _boot(self, stop: asyncio.Event) -> None:
@@ -300,127 +322,50 @@ class SimStation(ChargePoint):  # type: ignore[misc]
                 await asyncio.wait_for(stop.wait(), self.heartbeat_s)
 
     async def _send_loop(self) -> None:
+        outbox = self.state.outbox
         while True:
-            payload = await self._outbox.get()
+            payload = await outbox.head()
             try:
                 await self.call(payload)
             except TimeoutError:
                 log.warning("station %s: no answer to %s", self.id, type(payload).__name__)
+            outbox.sent(payload)
 
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_s)
-            self._outbox.put_nowait(call.Heartbeat())
+            self.state.outbox.put(call.Heartbeat())
 
     async def _meter_loop(self) -> None:
-        next_report = time.monotonic() + self.config.meter_interval_s
         while True:
-            await asyncio.sleep(self.config.tick_s)
-            now = self.clock()
-            for evse in self.evses:
-                if evse.advance(now):
-                    # The car is full: its driver unplugs it.
-                    for msg in self._end(
-                        evse, ReasonEnumType.ev_disconnected, "ev_communication_lost"
-                    ):
-                        self._outbox.put_nowait(msg)
-            if time.monotonic() >= next_report:
-                next_report += self.config.meter_interval_s
-                self._report_meters()
+            await asyncio.sleep(self.config.meter_interval_s)
+            self._report_meters()
 
     def _report_meters(self) -> None:
-        if self._outbox.qsize() >= OUTBOX_SAMPLES_MAX:
+        if len(self.state.outbox) >= OUTBOX_SAMPLES_MAX:
             return
         for evse in self.evses:
             tx = evse.transaction
             if tx is None:
                 continue
-            self._outbox.put_nowait(
+            self.state.outbox.put(
                 call.MeterValues(
                     evse_id=evse.evse_id,
-                    meter_value=_meter_value(tx, ReadingContextEnumType.sample_periodic),
+                    meter_value=meter_value(tx, ReadingContextEnumType.sample_periodic),
                 )
             )
-            self._outbox.put_nowait(
-                self._tx_event(evse, tx, TransactionEventEnumType.updated, "meter_value_periodic")
+            self.state.outbox.put(
+                transaction_event(
+                    evse,
+                    tx,
+                    TransactionEventEnumType.updated,
+                    TriggerReasonEnumType.meter_value_periodic,
+                )
             )
 
     # -- helpers ------------------------------------------------------------------------
 
     def _flush_after_answer(self) -> None:
         for msg in self._after_answer:
-            self._outbox.put_nowait(msg)
+            self.state.outbox.put(msg)
         self._after_answer.clear()
-
-    def _evse(self, evse_id: int | None) -> Evse | None:
-        return next((e for e in self.evses if e.evse_id == evse_id), None)
-
-    def _free_evse(self, evse_id: int | None) -> Evse | None:
-        if evse_id is None:
-            return next((e for e in self.evses if e.status is EvseStatus.AVAILABLE), None)
-        evse = self._evse(evse_id)
-        return evse if evse is not None and evse.status is EvseStatus.AVAILABLE else None
-
-    def _status(self, evse: Evse) -> call.StatusNotification:
-        status = (
-            ConnectorStatusEnumType.available
-            if evse.status is EvseStatus.AVAILABLE
-            else ConnectorStatusEnumType.occupied
-        )
-        return call.StatusNotification(
-            timestamp=now_utc(),
-            connector_status=status,
-            evse_id=evse.evse_id,
-            connector_id=CONNECTOR_ID,
-        )
-
-    def _tx_event(
-        self,
-        evse: Evse,
-        tx: Transaction,
-        event_type: TransactionEventEnumType,
-        trigger: str,
-        stopped_reason: ReasonEnumType | None = None,
-    ) -> call.TransactionEvent:
-        ended = event_type == TransactionEventEnumType.ended
-        info: dict[str, Any] = {
-            "transaction_id": tx.transaction_id,
-            "charging_state": (
-                ChargingStateEnumType.charging
-                if tx.meter.power_w > 0
-                else ChargingStateEnumType.suspended_evse
-                if not tx.meter.full
-                else ChargingStateEnumType.suspended_ev
-            ),
-        }
-        if ended:
-            info["charging_state"] = ChargingStateEnumType.idle
-            info["stopped_reason"] = stopped_reason
-        if tx.remote_start_id is not None:
-            info["remote_start_id"] = tx.remote_start_id
-        context = (
-            ReadingContextEnumType.transaction_end
-            if ended
-            else ReadingContextEnumType.sample_periodic
-        )
-        if trigger == "charging_rate_changed":
-            context = ReadingContextEnumType.trigger
-        return call.TransactionEvent(
-            event_type=event_type,
-            timestamp=now_utc(),
-            trigger_reason=TriggerReasonEnumType[trigger],
-            seq_no=tx.next_seq_no(),
-            transaction_info=info,
-            meter_value=_meter_value(tx, context),
-            evse={"id": evse.evse_id, "connector_id": CONNECTOR_ID},
-        )
-
-    def _end(self, evse: Evse, reason: ReasonEnumType, trigger: str) -> list[Any]:
-        """End the EVSE's transaction now: its TransactionEvent Ended, then Available."""
-        tx = evse.stop(self.clock())
-        if tx is None:
-            return []
-        return [
-            self._tx_event(evse, tx, TransactionEventEnumType.ended, trigger, reason),
-            self._status(evse),
-        ]
