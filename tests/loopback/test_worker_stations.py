@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -106,6 +107,8 @@ async def grid() -> AsyncIterator[Grid]:
         run_fleet(f"ws://127.0.0.1:{port}/ocpp", fleet, CONFIG, TIME_SCALE, fleet_stop)
     )
     await wait_until(lambda: len(service.stations.free_bays()) == STATIONS * EVSES, timeout=10)
+    # Every station has its TxDefaultProfile (0 W): no EVSE may draw before the worker says.
+    await wait_until(lambda: fleet.limit_totals()[-1][1] == 0, "defaults given", timeout=10)
     yield Grid(broker, service, fleet)
     fleet_stop.set()
     await asyncio.wait_for(stations, 10)
@@ -122,6 +125,7 @@ async def test_dispatched_requests_charge_on_stations_within_the_capacity(grid: 
     granted_peak = 0.0
     book = grid.service.station_bays
     assert book is not None
+    started_at = time.monotonic()
     for r in requests:
         grid.assign(r)
 
@@ -140,11 +144,14 @@ async def test_dispatched_requests_charge_on_stations_within_the_capacity(grid: 
         assert event.outcome is SessionOutcome.FULL
         assert event.energy_kwh is not None
         assert r.energy_kwh <= event.energy_kwh <= r.energy_kwh + 0.5
-    # What the stations metered for ended transactions, summed, is what the events say.
-    metered_wh = sum(e.energy_ended_wh for evses in grid.fleet.values() for e in evses)
-    events_kwh = sum(e.energy_kwh or 0.0 for e in completed.values())
-    assert metered_wh / 1000 == pytest.approx(events_kwh, abs=1e-3)
-    # Four EVSEs of 11 kW cars under 30 kW: the sum counted never went above the capacity.
+    # Each completed event's energy is what a station metered for one ended transaction.
+    metered = sorted(round(wh / 1000, 3) for wh in grid.fleet.ended_transactions().values())
+    assert metered == sorted(round(e.energy_kwh or 0.0, 3) for e in completed.values())
+    # The limits the stations received never summed above the capacity; the worker's count
+    # of them neither; four 11 kW cars under 30 kW were limited.
+    totals = [w for t, w in grid.fleet.limit_totals() if t >= started_at]
+    assert max(totals) <= CAPACITY_KW * 1000 + 1e-6
+    assert max(totals) > 22_000
     assert 0 < granted_peak <= CAPACITY_KW + 1e-9
     assert book.profile_updates > 0  # cars leaving gave the others more
     await wait_until(lambda: grid.unacked() == 0, "every assignment acked", timeout=5)
