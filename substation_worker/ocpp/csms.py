@@ -146,6 +146,9 @@ class StationBays:
         # and report the transactions they run first, so that none is started twice.
         self._starts_from = self._t0 + settle_s
         self._callers: dict[str, Caller] = {}
+        # Stations that accepted the TxDefaultProfile on their current connection: a car that
+        # plugs in there draws DEFAULT_LIMIT_KW until the worker limits it.
+        self._defaulted: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.profile_updates = 0
 
@@ -244,6 +247,7 @@ class StationBays:
     def disconnected(self, caller: Caller) -> None:
         if self._callers.get(caller.id) is caller:
             del self._callers[caller.id]
+            self._defaulted.discard(caller.id)
             self.book.station_lost(caller.id)
 
     def booted(self, caller: Caller) -> None:
@@ -269,7 +273,12 @@ class StationBays:
             ),
         )
         trigger = call.TriggerMessage(requested_message=MessageTriggerEnumType.transaction_event)
-        for payload in (default, most, trigger):
+        answer = await self._send(caller, default)
+        if answer is None:
+            return
+        if getattr(answer, "status", None) == ACCEPTED and self._callers.get(caller.id) is caller:
+            self._defaulted.add(caller.id)
+        for payload in (most, trigger):
             if await self._send(caller, payload) is None:
                 return
         # Its sessions count again as limited by this worker once it has reported them.
@@ -289,6 +298,7 @@ class StationBays:
             if ended is None:
                 log.info("station %s: ended transaction %s is not one of ours", station_id, tx_id)
         else:
+            fresh = payload.get("event_type") == "Started" and not info.get("remote_start_id")
             session = self.book.transaction_started(
                 station_id,
                 evse.get("id"),
@@ -298,6 +308,9 @@ class StationBays:
                 token_type=token.get("type"),
                 token=token.get("id_token"),
                 reading=reading,
+                # Plugged in now at a station holding the default: it draws that. One found
+                # running (Updated) may follow a limit an earlier worker gave it: unknown.
+                limit_kw=DEFAULT_LIMIT_KW if fresh and station_id in self._defaulted else None,
             )
             if session is None:
                 log.warning(

@@ -333,10 +333,13 @@ class StationSessions:
         token_type: str | None,
         token: str | None,
         reading: Reading,
+        limit_kw: float | None = None,
     ) -> StationSession | None:
         """A TransactionEvent (Started, or Updated for a transaction not known here: one found
         after a restart). Returns the session, new or known; None when it cannot be placed
-        (no EVSE named for a transaction never seen)."""
+        (no EVSE named for a transaction never seen). ``limit_kw``: the limit the station
+        holds a transaction this worker did not start to (its TxDefaultProfile, accepted);
+        None: not known, so it counts its EVSE's maximum."""
         known = self._by_tx.get((station_id, transaction_id))
         if known is not None:
             session = self._sessions[known]
@@ -352,6 +355,8 @@ class StationSessions:
             return None
         if s is None:
             s = self._adopt(station_id, evse_id or 0, transaction_id, key, now_s)
+            if limit_kw is not None:
+                s.granted_kw = s.sent_kw = min(limit_kw, s.granted_kw)
         else:
             if key in self._waiting:
                 self._waiting.remove(key)  # found on a station before it was given an EVSE
