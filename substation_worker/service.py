@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -112,7 +111,6 @@ class WorkerService:
                     replan_s=replan_s,
                     evse_max_kw=evse_max_kw(settings),
                     walk_ins=WalkInDefaults(energy_kwh=settings.ocpp_walk_in_energy_kwh),
-                    first_remote_start_id=secrets.randbelow(2**30) + 1,
                 ),
                 self.stations,
                 time_scale=settings.time_scale,

@@ -294,7 +294,9 @@ class StationBays:
         token = payload.get("id_token") or {}
         now = self.now_s
         if payload.get("event_type") == "Ended":
-            ended = self.book.transaction_ended(station_id, tx_id, reading, now)
+            ended = self.book.transaction_ended(
+                station_id, tx_id, reading, now, remote_start_id=info.get("remote_start_id")
+            )
             if ended is None:
                 log.info("station %s: ended transaction %s is not one of ours", station_id, tx_id)
         else:
@@ -311,6 +313,7 @@ class StationBays:
                 # Plugged in now at a station holding the default: it draws that. One found
                 # running (Updated) may follow a limit an earlier worker gave it: unknown.
                 limit_kw=DEFAULT_LIMIT_KW if fresh and station_id in self._defaulted else None,
+                begins=payload.get("event_type") == "Started",
             )
             if session is None:
                 log.warning(

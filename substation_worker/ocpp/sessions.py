@@ -30,6 +30,7 @@ power then (at most the limit), and stops a car once the estimate reaches its en
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -61,6 +62,10 @@ FULL_TOLERANCE_KWH = 1e-3
 WALK_IN_NAMESPACE = uuid5(NAMESPACE_URL, "smartgrid:ocpp:walk-in")
 # TxProfile ids start here: below are the station-wide profiles sent at boot (``csms``).
 FIRST_TX_PROFILE_ID = 100
+# OCPP's integers are 32-bit signed.
+MAX_REMOTE_START_ID = 2**31 - 1
+# Ended transactions of requests not known here, kept until their request is offered again.
+MAX_ENDED_UNKNOWN = 10_000
 
 
 class Phase(Enum):
@@ -163,6 +168,17 @@ class _Outbox:
     completed: list[StationSession] = field(default_factory=list)
 
 
+def remote_start_id_of(key: str) -> int:
+    """The remoteStartId of a request's start: derived from its id, so that a worker that
+    restarted can tell which request a transaction that ended meanwhile was (its Ended event
+    names the remoteStartId, not the request)."""
+    try:
+        number = UUID(key).int
+    except ValueError:
+        number = int.from_bytes(key.encode()[:16].ljust(16, b"\0"), "big")
+    return number % MAX_REMOTE_START_ID + 1
+
+
 def walk_in_key(station_id: str, transaction_id: str) -> str:
     return str(uuid5(WALK_IN_NAMESPACE, f"{station_id}/{transaction_id}"))
 
@@ -188,7 +204,6 @@ class StationSessions:
         replan_s: float = 60.0,
         evse_max_kw: Callable[[Bay], float],
         walk_ins: WalkInDefaults | None = None,
-        first_remote_start_id: int = 1,
     ) -> None:
         if capacity_kw <= 0:
             raise ValueError("capacity_kw must be > 0")
@@ -201,7 +216,9 @@ class StationSessions:
         self._waiting: list[str] = []  # FIFO of keys
         self._by_tx: dict[tuple[str, str], str] = {}  # (station, transaction) -> key
         self._by_remote: dict[tuple[str, int], str] = {}  # (station, remote start id) -> key
-        self._next_remote = first_remote_start_id
+        # Transactions that ended on a station while this worker did not know them (it had
+        # restarted), by remote start id: their request completes when it is offered again.
+        self._ended_unknown: OrderedDict[int, tuple[str, float]] = OrderedDict()
         self._next_profile = FIRST_TX_PROFILE_ID
         self._dirty = True
         self._replan_at = -math.inf
@@ -296,6 +313,16 @@ class StationSessions:
         self._sessions[key] = s
         self._waiting.append(key)
         self._dirty = True
+        ended = self._ended_unknown.pop(remote_start_id_of(key), None)
+        if ended is not None:
+            station_id, energy_wh = ended
+            self.transaction_ended(
+                station_id,
+                "",
+                Reading(energy_wh=energy_wh),
+                now_s,
+                remote_start_id=remote_start_id_of(key),
+            )
         return s
 
     def learn_demand(
@@ -334,12 +361,14 @@ class StationSessions:
         token: str | None,
         reading: Reading,
         limit_kw: float | None = None,
+        begins: bool = True,
     ) -> StationSession | None:
         """A TransactionEvent (Started, or Updated for a transaction not known here: one found
         after a restart). Returns the session, new or known; None when it cannot be placed
         (no EVSE named for a transaction never seen). ``limit_kw``: the limit the station
         holds a transaction this worker did not start to (its TxDefaultProfile, accepted);
-        None: not known, so it counts its EVSE's maximum."""
+        None: not known, so it counts its EVSE's maximum. ``begins``: a Started event (its meter
+        value is the transaction's start)."""
         known = self._by_tx.get((station_id, transaction_id))
         if known is not None:
             session = self._sessions[known]
@@ -373,7 +402,11 @@ class StationSessions:
             s.started_at_s = now_s
             self._out.started.append(s)
         if s.register_base_wh is None:
-            s.register_base_wh = reading.energy_wh if reading.energy_wh is not None else 0.0
+            # The register at the transaction's start is its zero; for one first seen running
+            # (after a restart) that value is gone, and the register counts from 0 (as the
+            # stations that report the transaction's own energy do).
+            begin = reading.energy_wh if begins and reading.energy_wh is not None else 0.0
+            s.register_base_wh = begin
             s.metered_at_s = now_s
         self._meter(s, reading, now_s)
         self._dirty = True
@@ -465,13 +498,32 @@ class StationSessions:
             s.power_kw = s.metered_power_kw
 
     def transaction_ended(
-        self, station_id: str, transaction_id: str, reading: Reading, now_s: float
+        self,
+        station_id: str,
+        transaction_id: str,
+        reading: Reading,
+        now_s: float,
+        *,
+        remote_start_id: int | None = None,
     ) -> StationSession | None:
-        """TransactionEvent Ended: the session is completed with what was metered."""
+        """TransactionEvent Ended: the session is completed with what was metered. One not
+        known here with a remote start id (it ended while this worker restarted) completes its
+        request when that is offered, or now if it waits for an EVSE."""
         key = self._by_tx.pop((station_id, transaction_id), None)
-        s = self._sessions.pop(key, None) if key is not None else None
+        s = self._sessions.get(key) if key is not None else None
+        if s is None and remote_start_id is not None:
+            waiting = [k for k in self._waiting if remote_start_id_of(k) == remote_start_id]
+            if not waiting:
+                self._ended_unknown[remote_start_id] = (station_id, reading.energy_wh or 0.0)
+                while len(self._ended_unknown) > MAX_ENDED_UNKNOWN:
+                    self._ended_unknown.popitem(last=False)
+                return None
+            s = self._sessions[waiting[0]]
+            self._waiting.remove(s.key)
+            s.station_id = station_id
         if s is None:
             return None
+        del self._sessions[s.key]
         self._meter(s, reading, now_s)
         if s.remote_start_id is not None:
             self._by_remote.pop((station_id, s.remote_start_id), None)
@@ -645,12 +697,17 @@ class StationSessions:
             s.phase, s.station_id, s.evse_id = Phase.STARTING, bay.station_id, bay.evse_id
             s.evse_max_kw = self._evse_max_kw(bay)
             s.max_power_kw = min(s.max_power_kw, s.evse_max_kw)
-            s.remote_start_id = self._next_remote
-            self._next_remote = self._next_remote % (2**31 - 1) + 1
+            s.remote_start_id = self._free_remote_id(bay.station_id, s.key)
             self._by_remote[(bay.station_id, s.remote_start_id)] = s.key
             s.profile_id = self._profile_id()
             s.sent_kw = None
             self._dirty = True
+
+    def _free_remote_id(self, station_id: str, key: str) -> int:
+        remote = remote_start_id_of(key)
+        while (station_id, remote) in self._by_remote:  # 31 bits: a clash is rare, and local
+            remote = remote % MAX_REMOTE_START_ID + 1
+        return remote
 
     def _profile_id(self) -> int:
         self._next_profile = self._next_profile % (2**31 - 1) + 1
