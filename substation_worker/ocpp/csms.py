@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 TX_DEFAULT_PROFILE_ID = 1
 STATION_MAX_PROFILE_ID = 2
 ACCEPTED = "Accepted"
+# After a station answers the TriggerMessage, its TransactionEvents come within this long (wall
+# seconds); then a start it never reported did not happen (``StationSessions.station_back``).
+TRIGGER_GRACE_S = 1.0
 
 
 class Caller(Protocol):
@@ -281,6 +284,10 @@ class StationBays:
         for payload in (most, trigger):
             if await self._send(caller, payload) is None:
                 return
+        # The transactions it runs are reported after the trigger's answer.
+        await asyncio.sleep(TRIGGER_GRACE_S)
+        if self._callers.get(caller.id) is not caller:
+            return
         # Its sessions count again as limited by this worker once it has reported them.
         self.book.station_back(caller.id)
         self.pump()

@@ -93,7 +93,12 @@ class StationSession(ChargingSession):
     granted_kw: float = 0.0  # counted against the capacity (module docstring)
     sent_kw: float | None = None  # the last limit the station accepted or was sent (a raise)
     target_kw: float = 0.0  # what the plan gives it
-    in_flight: bool = False  # a command to its station awaits an answer
+    # The highest limit sent since the last accepted one whose answer never came: the station
+    # may be following it.
+    unsure_kw: float = 0.0
+    # The command to its station awaiting an answer; an answer to any other is stale (it
+    # was sent on a connection since lost) and changes nothing.
+    in_flight: Start | Limit | Stop | None = None
     register_base_wh: float | None = None  # the register when the transaction started
     metered_kwh: float = 0.0
     metered_at_s: float = 0.0
@@ -540,16 +545,33 @@ class StationSessions:
         return s
 
     def station_lost(self, station_id: str) -> None:
-        """The station disconnected: its sessions stay, counted at what they hold; a start
-        not answered yet may have happened, so it stays counted too."""
+        """The station disconnected: its sessions stay, counted at what they hold (the cars
+        are there, under their last limits); a start not answered may have happened, so it
+        stays counted too; a stop not known to have arrived is asked again once it is back."""
         self.offline.add(station_id)
         for s in self._sessions.values():
             if s.station_id == station_id:
-                s.in_flight = False
+                if isinstance(s.in_flight, Limit):
+                    s.unsure_kw = max(s.unsure_kw, s.in_flight.limit_kw)
+                s.in_flight = None
+                if s.phase is Phase.STOPPING:
+                    s.phase = Phase.CHARGING
 
     def station_back(self, station_id: str) -> None:
+        """The station reconnected and has reported what it runs: a start it never answered
+        and never reported did not happen, so that request waits for an EVSE again."""
         self.offline.discard(station_id)
+        for s in list(self._sessions.values()):
+            if s.station_id == station_id and s.phase is Phase.STARTING and not s.in_flight:
+                self._unplace(s)
         self._dirty = True
+
+    def _unplace(self, s: StationSession) -> None:
+        if s.station_id is not None and s.remote_start_id is not None:
+            self._by_remote.pop((s.station_id, s.remote_start_id), None)
+        s.phase, s.station_id, s.evse_id = Phase.WAITING, None, None
+        s.granted_kw, s.sent_kw = 0.0, None
+        self._waiting.insert(0, s.key)
 
     # -- answers to our commands ---------------------------------------------------------
 
@@ -557,30 +579,32 @@ class StationSessions:
         """The station's answer to ``command``: True accepted, False refused, None no answer
         (timed out, or the station went away)."""
         s = self._sessions.get(command.key)
-        if s is None:
+        if s is None or s.in_flight is not command:
             return
-        s.in_flight = False
+        s.in_flight = None
         self._dirty = True
         if isinstance(command, Start):
             if accepted is not False or s.phase is not Phase.STARTING:
                 # Accepted, or unanswered: the station may have started it, so it stays
-                # counted, as starting, until its Started event comes.
+                # counted, as starting, until its Started event comes (or it reconnects
+                # without reporting it: ``station_back``).
                 return
             # Refused: no transaction was made, so the EVSE draws nothing for it.
-            self._by_remote.pop((command.station_id, command.remote_start_id), None)
-            s.phase, s.station_id, s.evse_id = Phase.WAITING, None, None
-            s.granted_kw, s.sent_kw = 0.0, None
-            self._waiting.insert(0, s.key)
+            self._unplace(s)
         elif isinstance(command, Limit):
             if accepted:
                 s.granted_kw = s.sent_kw = command.limit_kw
+                s.unsure_kw = 0.0
             elif accepted is False and s.sent_kw is not None and command.limit_kw > s.sent_kw:
-                # A refused raise: the station keeps the limit it had. (A refused lower was
-                # never counted: the old limit still is.)
-                s.granted_kw = s.sent_kw
-            # Unanswered: a raise stays counted (it may have been applied).
-        elif accepted is not True and s.phase is Phase.STOPPING:
-            s.phase = Phase.CHARGING  # the stop is asked again at the next pass
+                # A refused raise: the station keeps the limit it had, or one unanswered.
+                # (A refused lower was never counted: the old limit still is.)
+                s.granted_kw = max(s.sent_kw, s.unsure_kw)
+            elif accepted is None:
+                s.unsure_kw = max(s.unsure_kw, command.limit_kw)  # it may have been applied
+        elif accepted is None and s.phase is Phase.STOPPING:
+            s.phase = Phase.CHARGING  # unanswered: asked again at the next pass
+        # A refused stop: the station has no such transaction running; its Ended is on the
+        # way (a station queues them while offline), so it is not asked again.
 
     # -- the plan ------------------------------------------------------------------------
 
@@ -617,20 +641,21 @@ class StationSessions:
                 assert s.station_id is not None
                 assert s.evse_id is not None
                 s.granted_kw = s.sent_kw = limit
-                s.in_flight = True
                 room -= limit
-                out.append(
-                    Start(
-                        s.key, s.station_id, s.evse_id, s.remote_start_id or 0, s.profile_id, limit
-                    )
+                start = Start(
+                    s.key, s.station_id, s.evse_id, s.remote_start_id or 0, s.profile_id, limit
                 )
+                s.in_flight = start
+                out.append(start)
                 continue
             current = s.sent_kw if s.sent_kw is not None else s.granted_kw
             limit = _floor_w(min(s.target_kw, room + s.granted_kw))
             if limit <= current + 1e-9:
                 continue  # no room yet: the lowers' answers make it
-            room -= limit - s.granted_kw
-            s.granted_kw = limit  # a raise counts from when it is sent
+            # A raise counts from when it is sent; never less than an earlier limit the
+            # station may still follow (one unanswered), until this one is accepted.
+            room -= max(0.0, limit - s.granted_kw)
+            s.granted_kw = max(s.granted_kw, limit)
             out.append(self._limit(s, limit))
         return out
 
@@ -649,10 +674,11 @@ class StationSessions:
         assert s.station_id is not None
         assert s.evse_id is not None
         assert s.transaction_id
-        s.in_flight = True
-        return Limit(
+        limit = Limit(
             s.key, s.station_id, s.evse_id, s.transaction_id, s.profile_id, _floor_w(limit_kw)
         )
+        s.in_flight = limit
+        return limit
 
     def _end_unserved(self, now_s: float) -> None:
         for key in list(self._waiting):
@@ -681,9 +707,10 @@ class StationSessions:
                 s.stop_reason = SessionOutcome.DEPARTED
             else:
                 continue
-            s.phase, s.in_flight, s.target_kw = Phase.STOPPING, True, 0.0
+            stop = Stop(s.key, s.station_id, s.transaction_id)
+            s.phase, s.in_flight, s.target_kw = Phase.STOPPING, stop, 0.0
             self._dirty = True
-            out.append(Stop(s.key, s.station_id, s.transaction_id))
+            out.append(stop)
         return out
 
     def _place(self, now_s: float, free_bays: Iterable[Bay]) -> None:
