@@ -52,6 +52,10 @@ ACCEPTED = "Accepted"
 # After a station answers the TriggerMessage, its TransactionEvents come within this long (wall
 # seconds); then a start it never reported did not happen (``StationSessions.station_back``).
 TRIGGER_GRACE_S = 1.0
+# A pump is timed for the next car due (full, leaving) when that is within MAX_WAKE_S wall
+# seconds (later ones: the service's tick pumps anyway), never sooner than MIN_WAKE_S apart.
+MIN_WAKE_S = 0.005
+MAX_WAKE_S = 0.2
 
 
 class Caller(Protocol):
@@ -153,6 +157,7 @@ class StationBays:
         # plugs in there draws DEFAULT_LIMIT_KW until the worker limits it.
         self._defaulted: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._due: asyncio.TimerHandle | None = None
         self.profile_updates = 0
 
     # -- the surface the service uses (as the simulation's) ------------------------------
@@ -374,6 +379,18 @@ class StationBays:
                 self.book.answered(command, None)
                 continue
             self._spawn(self._run(caller, command))
+        self._wake_when_due(now_s)
+
+    def _wake_when_due(self, now_s: float) -> None:
+        """Pump again when a car is due to be full or to leave: between the service's ticks
+        (0.1 wall s, minutes of simulated time at a high scale) a car would overshoot."""
+        if self._due is not None:
+            self._due.cancel()
+            self._due = None
+        due_s = self.book.next_due_s(now_s) / self.time_scale
+        if due_s < MAX_WAKE_S:
+            loop = asyncio.get_running_loop()
+            self._due = loop.call_later(max(MIN_WAKE_S, due_s), self.pump)
 
     async def _run(self, caller: Caller, command: Command) -> None:
         payload: Any
@@ -419,6 +436,8 @@ class StationBays:
             log.error("OCPP command failed", exc_info=task.exception())
 
     async def stop(self) -> None:
+        if self._due is not None:
+            self._due.cancel()
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(Exception):

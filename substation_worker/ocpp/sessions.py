@@ -107,11 +107,13 @@ class StationSession(ChargingSession):
 
     def estimated_kwh(self, now_s: float) -> float:
         """Metered energy plus what the car drew since, at its last power (at most its limit)."""
+        since_s = max(0.0, now_s - self.metered_at_s)
+        return self.metered_kwh + self.drawing_kw() * since_s / SECONDS_PER_HOUR
+
+    def drawing_kw(self) -> float:
         power = self.metered_power_kw
         limit = self.sent_kw if self.sent_kw is not None else self.granted_kw
-        drawing = limit if power is None else min(power, limit)
-        since_s = max(0.0, now_s - self.metered_at_s)
-        return self.metered_kwh + max(0.0, drawing) * since_s / SECONDS_PER_HOUR
+        return max(0.0, limit if power is None else min(power, limit))
 
     @property
     def bay(self) -> Bay | None:
@@ -284,6 +286,22 @@ class StationSessions:
         )
         kws = [self.promised_kw(s, now_s) for s in self._sessions.values()]
         return releases_of(ends, kws)
+
+    def next_due_s(self, now_s: float) -> float:
+        """Simulated seconds until something is due without a message from a station: a car
+        estimated full, a departure, a periodic re-plan (inf: nothing)."""
+        due = self._replan_at - now_s if self.sharing.periodic and self._sessions else math.inf
+        for s in self._sessions.values():
+            # Only what a pump can act on now: a stop or a limit in flight waits its answer.
+            if s.phase not in (Phase.WAITING, Phase.CHARGING) or s.in_flight:
+                continue
+            if s.departure_s is not None:
+                due = min(due, s.departure_s - now_s)
+            drawing = s.drawing_kw()
+            if s.phase is Phase.CHARGING and s.demand_known and drawing > 0:
+                left_kwh = s.energy_kwh - FULL_TOLERANCE_KWH - s.estimated_kwh(now_s)
+                due = min(due, left_kwh / drawing * SECONDS_PER_HOUR)
+        return max(0.0, due)
 
     def take_events(self) -> Step:
         """The sessions that started and ended since the last call."""
