@@ -108,7 +108,8 @@ def test_station_bays_report_a_walk_in_from_plug_in_to_the_end() -> None:
         charger_max_kw=EVSE_MAX_KW,
         metrics=OcppMetrics(metrics_registry, SID),
     )
-    free, faulted, occupied = ConnectorStatus.AVAILABLE, ConnectorStatus.FAULTED, ConnectorStatus.OCCUPIED
+    free, occupied = ConnectorStatus.AVAILABLE, ConnectorStatus.OCCUPIED
+    faulted = ConnectorStatus.FAULTED
     cs1 = booted(stations, "cs-1", [free, free])
     booted(stations, "cs-2", [faulted])
 
