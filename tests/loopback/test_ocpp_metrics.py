@@ -143,8 +143,7 @@ async def test_the_metrics_follow_sessions_from_start_to_end(worker: Worker) -> 
 
     # Three 11 kW cars under 20 kW: started, then limited as each one's share moves.
     requests = [
-        ChargeRequest(vehicle_id=f"ev-{i}", energy_kwh=6.0 + i, max_power_kw=11.0)
-        for i in range(3)
+        ChargeRequest(vehicle_id=f"ev-{i}", energy_kwh=6.0 + i, max_power_kw=11.0) for i in range(3)
     ]
     for r in requests:
         w.assign(r)
