@@ -6,12 +6,15 @@ state, walk-ins; and the station gauges back at nothing once the stations have g
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import Assignment, ChargeEvent, ChargeRequest, Topology
 from loadgen.stations.fleet import Fleet, make_fleet, run_fleet
@@ -20,7 +23,7 @@ from loadgen.stations.walkins import WalkInCar
 from substation_worker.service import WorkerService
 from substation_worker.settings import WorkerSettings
 from tests.fakes import FakeBroker
-from tests.helpers import wait_until
+from tests.helpers import DEPLOY, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 NS = "ocppmetrics"
@@ -37,6 +40,45 @@ CONFIG = StationConfig(
     meter_interval_s=0.05,
     tick_s=0.01,
 )
+
+
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "smartgrid.json"
+# Labels Prometheus adds to every series of a target (loadgen.local_prometheus, deploy/).
+TARGET_LABELS = {"namespace", "job", "instance"}
+
+
+def ocpp_queries() -> list[str]:
+    """The dashboard's queries of the OCPP metrics (with the variables still in them)."""
+    doc = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in doc["panels"] for t in p.get("targets", [])]
+    legends = [t.get("legendFormat", "") for p in doc["panels"] for t in p.get("targets", [])]
+    return [
+        f"{e} {legend}"
+        for e, legend in zip(exprs, legends, strict=True)
+        if "smartgrid_substation_ocpp_" in e
+    ]
+
+
+def assert_dashboard_served(exposition: str) -> None:
+    """Every metric an OCPP panel queries has samples here, carrying every label the query
+    groups, matches, selects or names in its legend (tests/integration/test_observability.py
+    runs the queries against a real Prometheus, whose grid serves no OCPP)."""
+    labels_of: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            labels_of.setdefault(sample.name, set()).update(sample.labels)
+    queries = ocpp_queries()
+    assert len(queries) >= 6
+    for query in queries:
+        names = set(re.findall(r"smartgrid_[a-z_]+", query))
+        missing = sorted(n for n in names if n not in labels_of)
+        assert not missing, (query, missing)
+        used = set(re.findall(r"\{\{(\w+)\}\}", query))
+        for group in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", query):
+            used |= {label.strip() for label in group.split(",")}
+        used |= set(re.findall(r"[{,](\w+)=~?\"", query))
+        have = set().union(*(labels_of[n] for n in names))
+        assert used - TARGET_LABELS <= have, (query, sorted(used - TARGET_LABELS - have))
 
 
 def free_port() -> int:
@@ -184,6 +226,7 @@ async def test_the_metrics_follow_sessions_from_start_to_end(worker: Worker) -> 
         return w.value("smartgrid_substation_ocpp_walk_ins_total") == 1 and bay in w.limits()
 
     await wait_until(walked_in, "the walk-in counted", timeout=10, poll=0.01)
+    assert_dashboard_served(generate_latest(w.metrics).decode())
     await wait_until(lambda: w.evses("free") == 0, "no EVSE free", timeout=5)
 
     def all_done() -> bool:
