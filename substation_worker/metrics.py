@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from contracts import SessionOutcome
+from substation_worker.ocpp.sessions import Command, Limit, Start
 
 KW_TO_W = 1_000.0
 KWH_TO_J = 3_600_000.0
@@ -29,6 +30,12 @@ OCPP_REFUSALS = (
     "unknown_station",
     "bad_password",
 )
+
+
+# The answer to a command sent to a station: accepted True, refused False, None no answer.
+OCPP_ANSWERS = {True: "accepted", False: "rejected", None: "unanswered"}
+# What an EVSE is doing, as counted by ``smartgrid_substation_ocpp_evses`` (docs/ocpp.md).
+OCPP_EVSE_STATES = ("free", "charging", "unavailable", "offline")
 
 
 class OcppMetrics:
@@ -61,6 +68,90 @@ class OcppMetrics:
         )
         for reason in OCPP_REFUSALS:  # each at 0 from the start, so that rate() sees the first
             self.handshakes_refused.labels(substation_id, reason)
+
+        def answers(name: str, doc: str) -> dict[bool | None, Counter]:
+            counter = Counter(name, doc, ["substation", "result"], registry=registry)
+            return {a: counter.labels(substation_id, r) for a, r in OCPP_ANSWERS.items()}
+
+        self.profile_updates = answers(
+            "smartgrid_substation_ocpp_profile_updates",
+            "SetChargingProfile TxProfile updates sent to stations, by result: accepted, "
+            "rejected (a status other than Accepted) or unanswered (a CallError, a timeout, "
+            "or the link went down).",
+        )
+        self.starts = answers(
+            "smartgrid_substation_ocpp_starts",
+            "RequestStartTransaction sent to stations, by result (as profile_updates).",
+        )
+        self.stops = answers(
+            "smartgrid_substation_ocpp_stops",
+            "RequestStopTransaction sent to stations, by result (as profile_updates).",
+        )
+        self.limit_watts = Gauge(
+            "smartgrid_substation_ocpp_limit_watts",
+            "The limit counted for each EVSE holding a session (its granted power): one series "
+            "per EVSE with a session, gone when the session ends.",
+            ["substation", "station", "evse"],
+            registry=registry,
+        )
+        self._limited: set[tuple[str, str]] = set()
+        self.limits_granted_watts = Gauge(
+            "smartgrid_substation_ocpp_limits_granted_watts",
+            "Sum of the limits counted against the capacity (never above it).",
+            ["substation"],
+            registry=registry,
+        ).labels(substation_id)
+        self.walk_ins = Counter(
+            "smartgrid_substation_ocpp_walk_ins",
+            "Walk-in sessions seen: transactions a station started by itself.",
+            ["substation"],
+            registry=registry,
+        ).labels(substation_id)
+        self._walk_ins_seen = 0
+        evses = Gauge(
+            "smartgrid_substation_ocpp_evses",
+            "EVSEs by state: free (a free bay), charging (holding a session), unavailable "
+            "(connected, neither: faulted, reserved, a car not ours), offline (holding a "
+            "session on a disconnected station).",
+            ["substation", "state"],
+            registry=registry,
+        )
+        self.evses = {state: evses.labels(substation_id, state) for state in OCPP_EVSE_STATES}
+
+    def count_command(self, command: Command, accepted: bool | None) -> None:
+        """A command's answer: True accepted, False refused, None no answer."""
+        if isinstance(command, Start):
+            counters = self.starts
+        elif isinstance(command, Limit):
+            counters = self.profile_updates
+        else:
+            counters = self.stops
+        counters[accepted].inc()
+
+    def observe(
+        self,
+        limits_kw: dict[tuple[str, int], float],
+        granted_kw: float,
+        evses: dict[str, int],
+        walk_ins_seen: int,
+    ) -> None:
+        """The gauges now: each EVSE's limit ((station, EVSE id) -> kW, only EVSEs holding a
+        session: the others' series are removed, so there are never more than EVSEs), their
+        sum, EVSEs by state (a state not given is 0), and the walk-ins seen so far."""
+        now = {(station, str(evse)) for station, evse in limits_kw}
+        for station, evse_label in self._limited - now:
+            self.limit_watts.remove(self._sid, station, evse_label)
+        self._limited = now
+        for (station, evse_id), kw in limits_kw.items():
+            self.limit_watts.labels(self._sid, station, str(evse_id)).set(kw * KW_TO_W)
+        self.limits_granted_watts.set(granted_kw * KW_TO_W)
+        if not evses.keys() <= set(OCPP_EVSE_STATES):
+            raise ValueError(f"not EVSE states: {sorted(evses.keys() - set(OCPP_EVSE_STATES))}")
+        for state, gauge in self.evses.items():
+            gauge.set(evses.get(state, 0))
+        if walk_ins_seen > self._walk_ins_seen:
+            self.walk_ins.inc(walk_ins_seen - self._walk_ins_seen)
+        self._walk_ins_seen = max(self._walk_ins_seen, walk_ins_seen)
 
     def count_message(self, action: str, result: str) -> None:
         self.messages.labels(self._sid, action, result).inc()

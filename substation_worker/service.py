@@ -104,6 +104,7 @@ class WorkerService:
         self.station_bays: StationBays | None = None
         self.sim: Bays
         if settings.ocpp_port:
+            ocpp_metrics = OcppMetrics(registry, self.sid)
             self.station_bays = StationBays(
                 StationSessions(
                     settings.capacity_kw,
@@ -116,13 +117,14 @@ class WorkerService:
                 time_scale=settings.time_scale,
                 charger_max_kw=settings.charger_max_kw,
                 settle_s=settings.ocpp_settle_s,
+                metrics=ocpp_metrics,
             )
             self.sim = self.station_bays
             self.ocpp = OcppListener(
                 settings.ocpp_host,
                 settings.ocpp_port,
                 self.stations,
-                OcppMetrics(registry, self.sid),
+                ocpp_metrics,
                 self.station_bays,
                 stations=settings.ocpp_stations,
                 ssl=settings.ocpp_ssl,

@@ -30,6 +30,7 @@ from ocpp.v201.enums import (
 )
 from websockets.exceptions import ConnectionClosed
 
+from substation_worker.metrics import OcppMetrics
 from substation_worker.ocpp.registry import StationRegistry
 from substation_worker.ocpp.sessions import (
     DEFAULT_LIMIT_KW,
@@ -142,8 +143,10 @@ class StationBays:
         charger_max_kw: float,
         settle_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        metrics: OcppMetrics | None = None,
     ) -> None:
         self.book = sessions
+        self._metrics = metrics
         self.registry = registry
         self.time_scale = time_scale
         self.charger_max_kw = charger_max_kw
@@ -234,7 +237,29 @@ class StationBays:
 
     def advance(self, sim_dt_s: float) -> Step:
         self.pump()
+        self._observe()
         return self.book.take_events()
+
+    def _observe(self) -> None:
+        """The metrics' gauges from the book and the registry (docs/ocpp.md, Metrics). An EVSE
+        holding a session is charging (offline if its station is disconnected), whatever its
+        status says; the booted stations' other EVSEs are free or unavailable."""
+        if self._metrics is None:
+            return
+        limits: dict[tuple[str, int], float] = {}
+        evses = dict.fromkeys(("free", "charging", "unavailable", "offline"), 0)
+        for s in self.book.sessions():
+            if s.station_id is not None and s.evse_id is not None:
+                limits[(s.station_id, s.evse_id)] = s.granted_kw
+                evses["offline" if s.station_id in self.book.offline else "charging"] += 1
+        for station in self.registry.stations():
+            if not station.booted:
+                continue
+            for evse_id in station.evses:
+                if (station.station_id, evse_id) in limits:
+                    continue
+                evses["free" if station.evse_free(evse_id) else "unavailable"] += 1
+        self._metrics.observe(limits, self.book.granted_kw, evses, self.book.walk_ins_seen)
 
     def take_waiting(self) -> list[ChargingSession]:
         return list(self.book.take_waiting())
@@ -414,6 +439,8 @@ class StationBays:
             payload = call.RequestStopTransaction(transaction_id=command.transaction_id)
         answer = await self._send(caller, payload)
         accepted = None if answer is None else getattr(answer, "status", None) == ACCEPTED
+        if self._metrics is not None:
+            self._metrics.count_command(command, accepted)
         self.book.answered(command, accepted)
         self.pump()
 

@@ -231,6 +231,7 @@ class StationSessions:
         self._replan_at = -math.inf
         self._out = _Outbox()
         self.offline: set[str] = set()  # stations whose sessions are held while disconnected
+        self.walk_ins_seen = 0  # walk-in sessions adopted so far (a metric counts them)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -463,6 +464,7 @@ class StationSessions:
             profile_id=self._profile_id(),
         )
         self._sessions[key] = s
+        self.walk_ins_seen += walk_in
         return s
 
     def charging_needs(

@@ -36,6 +36,8 @@ IDS = [s.id for s in SUBSTATIONS]
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "smartgrid.json"
 # Grafana's own variables, as Grafana would expand them for a 5-minute view of this run.
 GRAFANA_VARIABLES = {"$__rate_interval": "15s", "$__range": "5m", "$substation": ".*"}
+# The OCPP listener's metrics: only workers serving stations have them.
+OCPP_METRIC = "smartgrid_substation_ocpp_"
 LOAD_S = 25.0
 RATE = 30.0
 
@@ -185,6 +187,13 @@ def test_load_was_real_and_nothing_was_lost(observed: Observed) -> None:
 @pytest.mark.parametrize(("title", "query"), dashboard_queries())
 def test_every_dashboard_query_returns_series(observed: Observed, title: str, query: str) -> None:
     expanded = expand(query, observed.namespace)
+    if OCPP_METRIC in query:
+        # This grid's workers serve no OCPP (no ocpp_port), so these have no series here:
+        # Prometheus evaluated the query while the load ran (an invalid one fails the fixture);
+        # tests/loopback/test_ocpp_metrics.py checks a worker serving stations exports every
+        # name and label such a query uses.
+        assert expanded in observed.seen, f"{title}: {expanded} not evaluated"
+        return
     assert observed.seen[expanded] >= 1, f"{title}: {expanded} returned no finite series"
 
 
