@@ -459,7 +459,8 @@ def summary_lines(s: StationsSummary) -> list[str]:
         f"({len(s.mismatched)} differ)",
         f"  walk-ins: {s.walk_ins} plugged in ({s.walk_ins_turned_away} found no free EVSE), "
         f"{s.walk_ins_served} served ({s.walk_ins_ended} ended, {s.walk_ins_charging} still "
-        f"charging at the end), {s.walk_ins_kwh:.3f} kWh metered",
+        f"charging at the end), {s.walk_ins_kwh:.3f} kWh metered; their started and completed "
+        "events are not this run's requests (ignored above)",
         f"  completed events (the worker's count, requests and walk-ins): {s.worker_sessions} "
         f"sessions, {worker_kwh} kWh; the stations ended {s.ended_transactions} transactions "
         f"and metered {s.metered_kwh:.3f} kWh",
