@@ -21,6 +21,7 @@ from loadgen.bounded import BROKER_TIMEOUT_S
 from loadgen.broker import BrokerSetupError, broker_for_run, delete_namespace
 from loadgen.demo_stations import (
     FleetThread,
+    StationsError,
     StationsOptions,
     StationsSummary,
     summarize,
@@ -176,6 +177,8 @@ def _run_demo(
                     time.sleep(opts.linger_s)
     except KeyboardInterrupt:
         console.print("interrupted; stopping the grid")
+    except StationsError as exc:
+        failure = f"OCPP substation: {exc}"
     finally:
         if fleet is not None:
             fleet.stop()
@@ -183,7 +186,7 @@ def _run_demo(
         if not opts.keep_namespace:
             _cleanup(settings, topology, [s.id for s in substations], console, opts)
     interrupted = signals.exit_code if signals and signals.exit_code else EXIT_INTERRUPTED
-    if failure is not None:
+    if failure is not None and result is None:
         print_error(console, failure)
         return exit_codes.FAILURE
     if result is None:
@@ -193,6 +196,9 @@ def _run_demo(
     if summary is not None:
         for text in summary_lines(summary):
             console.print(text, highlight=False, markup=False, soft_wrap=True)
+    if failure is not None:  # the stations failed after the burst
+        print_error(console, failure)
+        return exit_codes.FAILURE
     if result.interrupted or (signals and signals.exit_code):
         console.print("[yellow]interrupted before every request completed[/]")
         return interrupted
@@ -234,15 +240,14 @@ def _start_stations(
     fleet.start()
 
     def ready() -> str | None:
-        if not fleet.alive():
-            return f"the stations stopped ({fleet.error!r})"
         snap = fleet.snapshot()
         connected = worker_counts(metrics, sid).stations_connected
         if snap.booted == snap.defaults_given == n and connected == n:
             return None
+        counted = "?" if connected is None else f"{connected:g}"
         return (
             f"{snap.booted}/{n} stations booted, {snap.defaults_given}/{n} given their "
-            f"profiles, the worker counts {connected} connected"
+            f"profiles, the worker counts {counted} connected"
         )
 
     missing = wait_for(ready, STATIONS_READY_S)

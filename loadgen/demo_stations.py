@@ -98,6 +98,10 @@ class StationsOptions:
         return WalkInConfig(per_hour=per_hour, max_count=self.walk_ins, seed=self.seed)
 
 
+class StationsError(Exception):
+    """The stations' thread is gone or does not answer: the demo fails with this message."""
+
+
 # -- what the stations saw -------------------------------------------------------------------
 
 
@@ -234,7 +238,7 @@ class FleetThread:
     def start(self, timeout_s: float = 5.0) -> None:
         self._thread.start()
         if not self._ready.wait(timeout_s) or self._loop is None:
-            raise RuntimeError(f"the stations' thread did not start: {self.error!r}")
+            raise StationsError(f"the stations' thread did not start: {self.error!r}")
 
     def alive(self) -> bool:
         return self._thread.is_alive()
@@ -242,7 +246,7 @@ class FleetThread:
     def call(self, fn: Callable[[], T], timeout_s: float = 5.0) -> T:
         """``fn()`` run on the fleet's loop (its state is only touched there)."""
         if self._loop is None or not self.alive():
-            raise RuntimeError(f"the stations are not running ({self.error!r})")
+            raise StationsError(f"the stations stopped ({self.error!r})")
 
         async def run() -> T:
             return fn()
@@ -252,7 +256,7 @@ class FleetThread:
             return future.result(timeout_s)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            raise RuntimeError(f"the stations did not answer within {timeout_s:g}s") from None
+            raise StationsError(f"the stations did not answer within {timeout_s:g}s") from None
 
     def start_walk_ins(self) -> None:
         walk = self.opts.walk_in_config()
