@@ -7,13 +7,14 @@ PY := $(VENV)/bin/python
 # Rebuilt when pyproject.toml changes (new dependency) or when .venv is missing.
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test test-unit demo lint schemas configuration env up down load prometheus bench
+.PHONY: help install test test-unit demo demo-stations lint schemas configuration env up down load prometheus bench
 
 help:
 	@echo "make install   create .venv and install smartgrid with its dev tools and bench frameworks"
 	@echo "make test      make sure RabbitMQ answers (start a local one if needed), run pytest"
 	@echo "make test-unit  the tests that need no broker (pytest -m 'not integration': unit, loopback, deploy), < 1 min"
 	@echo "make demo      local grid of three substations, a burst of 600 requests, live view"
+	@echo "make demo-stations  the same plus an OCPP substation with STATIONS (4) simulated stations and walk-ins"
 	@echo "make lint      ruff check + ruff format --check + mypy"
 	@echo "make bench     benchmarks: load-table scale, balance simulation, throughput (JSON in bench/results/)"
 	@echo "make schemas   write the messages' JSON Schemas to docs/schemas"
@@ -45,6 +46,11 @@ test-unit: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m loadgen demo
+
+# One more substation, served over OCPP 2.0.1 by simulated stations (docs/loadgen.md#the-demo).
+STATIONS ?= 4
+demo-stations: $(STAMP)
+	$(PY) -m loadgen demo --stations $(STATIONS)
 
 # Figures are ratios to baselines measured in the same run; each part prints its table and writes
 # bench/results/<part>.json. The throughput part needs the broker (and wrk for the gateway).

@@ -375,6 +375,25 @@ def demo_cmd(
         max=24 * 3600,
         help="Keep the grid up this many seconds after the burst (to look at it in Prometheus).",
     ),
+    stations: int = _option(
+        0,
+        "--stations",
+        envvar="LOADGEN_DEMO_STATIONS",
+        min=0,
+        max=100,
+        help="Add an OCPP substation served by this many simulated stations (0: none).",
+    ),
+    station_evses: int = _option(
+        2, "--station-evses", min=1, max=64, help="EVSEs per station (with --stations)."
+    ),
+    walk_ins: int = _option(
+        6,
+        "--walk-ins",
+        envvar="LOADGEN_DEMO_WALK_INS",
+        min=0,
+        max=1000,
+        help="Walk-in cars at the stations during the burst, in all (with --stations).",
+    ),
     top: int = TOP,
     broker_timeout: float = BROKER_TIMEOUT,
     amqp_url: str | None = AMQP_URL,
@@ -382,11 +401,20 @@ def demo_cmd(
 ) -> None:
     """Local grid of 150/300/600 kW substations, a burst through the gateway, live load, report.
 
-    Starts a broker if none answers, runs everything in a fresh namespace, stops every process
-    and deletes the namespace at the end. Exit 0 when every request was accepted and completed,
-    4 when some were still in the grid after --timeout (none lost), 1 otherwise.
+    With --stations N, one more substation is a worker serving OCPP 2.0.1, with N simulated
+    stations of --station-evses EVSEs (7.5 kW of capacity per 22 kW EVSE: its cars are limited)
+    and --walk-ins walk-in cars; the report compares what the stations metered with the
+    completed events. Starts a broker if none answers, runs everything in a fresh namespace,
+    stops every process and deletes the namespace at the end. Exit 0 when every request was
+    accepted and completed (and, with stations, the energy adds up), 4 when some were still in
+    the grid after --timeout (none lost), 1 otherwise.
     """
     from loadgen.demo import DemoOptions, run_demo
+    from loadgen.demo_stations import StationsOptions
+
+    if stations and (log_level or DEFAULT_LOG_LEVEL).upper() != "DEBUG":
+        # The ocpp package logs every frame of the stations at INFO; its errors still show.
+        logging.getLogger("ocpp").setLevel(logging.WARNING)
 
     console = _console()
     settings = _settings(amqp_url=amqp_url, log_level=log_level)
@@ -402,6 +430,9 @@ def demo_cmd(
         linger_s=linger,
         top=top,
         broker_timeout_s=broker_timeout,
+        stations=(
+            StationsOptions(stations, station_evses, walk_ins, seed=seed) if stations else None
+        ),
     )
     from loadgen.signals import StopSignals
 
