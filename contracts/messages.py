@@ -201,6 +201,13 @@ class Heartbeat(_Message):
     charger_max_kw: float | None = Field(
         default=None, gt=0, le=1_000_000, description="Highest power one bay delivers, kW."
     )
+    keeps_sessions: bool = Field(
+        default=False,
+        description="Its sessions run on real charging stations (OCPP) and outlive the worker "
+        "process: when it is stale or draining, a dispatcher sends it nothing new but does not "
+        "take back its queue, where an assignment may be a car charging on a station that the "
+        "worker's next process picks up again.",
+    )
     releases: tuple[Release, ...] = Field(
         default=(),
         max_length=MAX_RELEASES,

@@ -69,6 +69,8 @@ class SubstationState:
     assignments_received: int = 0
     # From the heartbeat: the worker process (None: an older worker that does not say).
     incarnation: UUID | None = None
+    # From the heartbeat: its sessions outlive the worker (OCPP stations): never taken back.
+    keeps_sessions: bool = False
     # Our assignments not yet known to have reached the worker, oldest first: (kW, estimated
     # end or None), and their kW summed. At most MAX_IN_TRANSIT: beyond, the oldest count as
     # received.
@@ -268,6 +270,7 @@ class LoadTable:
             charger_max_kw=hb.charger_max_kw,
             assignments_received=hb.assignments_received,
             incarnation=hb.incarnation,
+            keeps_sessions=hb.keeps_sessions,
         )
         if s is not None and self.count_in_transit and s.in_transit:
             # What has not arrived stays pending: the heartbeat's committed_kw lacks it.

@@ -485,10 +485,15 @@ class Dispatcher:
     def _should_reclaim(self, now: float) -> set[str]:
         if self._connected_at is None:
             return set()
+        # A substation whose sessions outlive its worker (cars on OCPP stations) keeps its
+        # queue: what waits there may be a car charging, which its next worker picks up again;
+        # taking it back would start that car a second time elsewhere.
         return {
             s.substation_id
             for s in self.table
-            if s.status != "refused" and (s.status == "draining" or self._silent(s, now))
+            if s.status != "refused"
+            and not s.keeps_sessions
+            and (s.status == "draining" or self._silent(s, now))
         }
 
     async def _sync_reclaims(self, session: BrokerSession, now: float) -> None:

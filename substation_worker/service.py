@@ -520,6 +520,7 @@ class WorkerService:
             interval_s=self.settings.heartbeat_interval_s,
             time_scale=self.settings.time_scale,
             charger_max_kw=self.sim.charger_max_kw,
+            keeps_sessions=self.station_bays is not None,
             releases=heartbeat_releases(
                 self.sim, self.settings.heartbeat_interval_s, self.settings.time_scale
             ),

@@ -8,6 +8,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -51,7 +52,15 @@ class Grid:
         self.broker.declare(TOPO.substation_queue_spec(sid))
         self.broker.bind(TOPO.substation_binding(sid))
 
-    def heartbeat(self, sid: str, capacity_kw: float, committed_kw: float = 0.0) -> None:
+    def heartbeat(
+        self,
+        sid: str,
+        capacity_kw: float,
+        committed_kw: float = 0.0,
+        *,
+        keeps_sessions: bool = False,
+        status: Literal["up", "draining"] = "up",
+    ) -> None:
         self.seqs[sid] = self.seqs.get(sid, 0) + 1
         hb = Heartbeat(
             substation_id=sid,
@@ -63,6 +72,8 @@ class Grid:
             queued=0,
             seq=self.seqs[sid],
             assignments_received=0,
+            keeps_sessions=keeps_sessions,
+            status=status,
         )
         self.broker.put(TOPO.heartbeats_exchange, "", hb.model_dump_json().encode())
 
@@ -256,6 +267,28 @@ async def test_a_silent_substations_queue_is_taken_back_and_redispatched(grid: G
     assert (moved.request.request_id, moved.attempt) == (request.request_id, 2)
     await wait_until(lambda: grid.assignments("s1") == [], timeout=2)
     assert counter(d, "smartgrid_dispatcher_reclaimed_total", substation="s1") == 1
+
+
+@pytest.mark.parametrize("status", ["up", "draining"])
+async def test_a_substation_whose_sessions_outlive_its_worker_keeps_its_queue(
+    grid: Grid, status: Literal["up", "draining"]
+) -> None:
+    """Rule: a substation whose heartbeat says its sessions outlive the worker (cars on OCPP
+    stations) gets nothing new while silent or draining, but its queue is not taken back:
+    an assignment there may be a car charging, which its next worker takes up again."""
+    d = await grid.dispatcher()
+    await serving(grid, {"s1": 150, "s2": 600}, d)
+    grid.heartbeat("s1", 150, keeps_sessions=True, status=status)
+    await wait_until(lambda: d.table.get("s1").keeps_sessions, timeout=2)  # type: ignore[union-attr]
+    _reclaimable(grid, ChargeRequest(vehicle_id="ev-9", energy_kwh=10, max_power_kw=7))
+    await _silent_s1(grid, d, 10.0)  # far beyond its window
+    await asyncio.sleep(0.1)  # a few of the dispatcher's polls (every 0.02 s)
+    assert len(grid.assignments("s1")) == 1
+    assert grid.assignments("s2") == []
+    assert counter(d, "smartgrid_dispatcher_reclaimed_total", substation="s1") == 0
+    # New requests go elsewhere.
+    grid.request()
+    await wait_until(lambda: len(grid.assignments("s2")) == 1, timeout=2)
 
 
 async def test_silence_counts_only_from_the_dispatchers_reconnect(grid: Grid) -> None:
