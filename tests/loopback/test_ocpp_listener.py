@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -19,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from loadgen.grid import free_ports
 from substation_worker.metrics import OcppMetrics
 from substation_worker.ocpp.listener import OcppListener
 from substation_worker.ocpp.registry import Bay, StationRegistry
@@ -229,9 +229,7 @@ async def test_stop_closes_every_station(listener: OcppListener) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 async def test_the_worker_serves_ocpp_beside_its_bays_and_stops_it() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import Assignment, ChargeEvent, ChargeRequest, Topology
+from loadgen.grid import free_ports
 from loadgen.stations.fleet import Fleet, make_fleet, run_fleet
 from loadgen.stations.station import StationConfig
 from loadgen.stations.walkins import WalkInCar
@@ -82,9 +82,7 @@ def assert_dashboard_served(exposition: str) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 @dataclass

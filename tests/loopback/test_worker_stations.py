@@ -6,7 +6,6 @@ TxProfiles, and each ``completed`` event carries what the station metered."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
@@ -20,6 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from contracts import Assignment, ChargeEvent, ChargeRequest, SessionOutcome, Topology
+from loadgen.grid import free_ports
 from loadgen.stations.fleet import Fleet, make_fleet, run_fleet
 from loadgen.stations.station import StationConfig
 from loadgen.stations.walkins import WalkInConfig
@@ -45,9 +45,7 @@ CONFIG = StationConfig(
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 @dataclass
