@@ -70,6 +70,9 @@ REPLAN_GAP_WALL_S = 0.05
 # Request ids completed here, remembered to ack redelivered duplicates without charging twice.
 RECENT_IDS = 100_000
 SOURCE = "substation_worker"
+# A limit a station refused is sent again after this long (wall seconds), or once the car sent
+# its charging needs: a station that refuses must not be asked again on every re-plan.
+REFUSED_RETRY_WALL_S = 5.0
 _CANCEL_TIMEOUT_S = 2.0
 
 
@@ -112,6 +115,7 @@ class WorkerService:
                     replan_s=replan_s,
                     evse_max_kw=evse_max_kw(settings),
                     walk_ins=WalkInDefaults(energy_kwh=settings.ocpp_walk_in_energy_kwh),
+                    refused_retry_s=REFUSED_RETRY_WALL_S * settings.time_scale,
                 ),
                 self.stations,
                 time_scale=settings.time_scale,

@@ -441,7 +441,7 @@ class StationBays:
         accepted = None if answer is None else getattr(answer, "status", None) == ACCEPTED
         if self._metrics is not None:
             self._metrics.count_command(command, accepted)
-        self.book.answered(command, accepted)
+        self.book.answered(command, accepted, self.now_s)
         self.pump()
 
     async def _send(self, caller: Caller, payload: Any) -> Any:

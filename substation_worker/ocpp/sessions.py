@@ -96,6 +96,9 @@ class StationSession(ChargingSession):
     # The highest limit sent since the last accepted one whose answer never came: the station
     # may be following it.
     unsure_kw: float = 0.0
+    # No new limit before this (simulated s): the station refused the last one. Some stations
+    # refuse a TxProfile until the car has sent its charging needs (errata K15.FR.17).
+    limit_after_s: float = -math.inf
     # The command to its station awaiting an answer; an answer to any other is stale (it
     # was sent on a connection since lost) and changes nothing.
     in_flight: Start | Limit | Stop | None = None
@@ -211,6 +214,7 @@ class StationSessions:
         replan_s: float = 60.0,
         evse_max_kw: Callable[[Bay], float],
         walk_ins: WalkInDefaults | None = None,
+        refused_retry_s: float = 300.0,
     ) -> None:
         if capacity_kw <= 0:
             raise ValueError("capacity_kw must be > 0")
@@ -219,6 +223,7 @@ class StationSessions:
         self.replan_s = float(replan_s)
         self._evse_max_kw = evse_max_kw
         self.walk_ins = walk_ins or WalkInDefaults()
+        self.refused_retry_s = refused_retry_s
         self._sessions: dict[str, StationSession] = {}
         self._waiting: list[str] = []  # FIFO of keys
         self._by_tx: dict[tuple[str, str], str] = {}  # (station, transaction) -> key
@@ -489,6 +494,7 @@ class StationSessions:
             s.max_power_kw = min(max_kw, s.evse_max_kw)
         if departure_s is not None and departure_s > now_s:
             s.departure_s = departure_s
+        s.limit_after_s = -math.inf  # its needs are known: a refused limit may pass now
         self._dirty = True
         return s
 
@@ -595,9 +601,10 @@ class StationSessions:
 
     # -- answers to our commands ---------------------------------------------------------
 
-    def answered(self, command: Command, accepted: bool | None) -> None:
+    def answered(self, command: Command, accepted: bool | None, now_s: float = 0.0) -> None:
         """The station's answer to ``command``: True accepted, False refused, None no answer
-        (timed out, or the station went away)."""
+        (timed out, or the station went away). A refused limit is not sent again for
+        ``refused_retry_s``, or until the car sends its charging needs."""
         s = self._sessions.get(command.key)
         if s is None or s.in_flight is not command:
             return
@@ -615,10 +622,12 @@ class StationSessions:
             if accepted:
                 s.granted_kw = s.sent_kw = command.limit_kw
                 s.unsure_kw = 0.0
-            elif accepted is False and s.sent_kw is not None and command.limit_kw > s.sent_kw:
-                # A refused raise: the station keeps the limit it had, or one unanswered.
-                # (A refused lower was never counted: the old limit still is.)
-                s.granted_kw = max(s.sent_kw, s.unsure_kw)
+            elif accepted is False:
+                s.limit_after_s = now_s + self.refused_retry_s
+                if s.sent_kw is not None and command.limit_kw > s.sent_kw:
+                    # A refused raise: the station keeps the limit it had, or one unanswered.
+                    # (A refused lower was never counted: the old limit still is.)
+                    s.granted_kw = max(s.sent_kw, s.unsure_kw)
             elif accepted is None:
                 s.unsure_kw = max(s.unsure_kw, command.limit_kw)  # it may have been applied
         elif accepted is None and s.phase is Phase.STOPPING:
@@ -644,7 +653,7 @@ class StationSessions:
             self._plan(now_s)
         room = self.capacity_kw - self.granted_kw
         raises: list[StationSession] = []
-        for s in self._controllable():
+        for s in self._controllable(now_s):
             if s.phase is Phase.STARTING:
                 raises.append(s)
                 continue
@@ -679,13 +688,14 @@ class StationSessions:
             out.append(self._limit(s, limit))
         return out
 
-    def _controllable(self) -> list[StationSession]:
+    def _controllable(self, now_s: float) -> list[StationSession]:
         return [
             s
             for s in self._sessions.values()
             if s.phase in (Phase.STARTING, Phase.CHARGING)
             and not s.in_flight
             and s.station_id not in self.offline
+            and now_s >= s.limit_after_s
             # a start not sent yet; a transaction the station has reported
             and (s.sent_kw is None if s.phase is Phase.STARTING else s.transaction_id is not None)
         ]

@@ -112,6 +112,29 @@ def test_a_refused_lower_keeps_the_old_limit_counted_and_blocks_the_raise() -> N
     assert sorted(b.session(k).granted_kw for k in first) == [11.0, 11.0]  # type: ignore[union-attr, misc]
 
 
+def test_a_refused_limit_is_asked_again_later_or_once_the_cars_needs_come() -> None:
+    b = StationSessions(CAPACITY, evse_max_kw=lambda _bay: EVSE_MAX, refused_retry_s=60.0)
+    walk_in = b.transaction_started(
+        "a", 1, "tx-1", 0.0, remote_start_id=None, token_type="Local", token="w",
+        reading=Reading(energy_wh=0.0), limit_kw=0.0,
+    )  # fmt: skip
+    assert walk_in is not None
+    (first,) = b.commands(0.0, [])
+    b.answered(first, False, 0.0)  # e.g. before its NotifyEVChargingNeeds (K15.FR.17)
+    assert b.commands(30.0, []) == []
+    assert [type(c) for c in b.commands(61.0, [])] == [Limit]
+    assert b.commands(62.0, []) == []  # that one is in flight: nothing new
+    b2 = StationSessions(CAPACITY, evse_max_kw=lambda _bay: EVSE_MAX, refused_retry_s=60.0)
+    b2.transaction_started(
+        "a", 1, "tx-1", 0.0, remote_start_id=None, token_type="Local", token="w",
+        reading=Reading(energy_wh=0.0), limit_kw=0.0,
+    )  # fmt: skip
+    (first,) = b2.commands(0.0, [])
+    b2.answered(first, False, 0.0)
+    b2.charging_needs("a", 1, 1.0, energy_kwh=10.0, max_kw=11.0, departure_s=None)
+    assert [type(c) for c in b2.commands(1.0, [])] == [Limit]
+
+
 def test_a_refused_start_waits_again_first_in_line() -> None:
     b = book()
     keys = [str(uuid4()) for _ in range(5)]
