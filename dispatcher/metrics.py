@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from messaging.node_metric import BrokerNodeGauge
+
 
 class DispatcherMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -93,4 +95,10 @@ class DispatcherMetrics:
             "smartgrid_dispatcher_broker_connected",
             "1 while connected to the broker.",
             registry=registry,
+        )
+        self.broker_node = BrokerNodeGauge(
+            "smartgrid_dispatcher_broker_node",
+            "1, labelled with the broker node (host:port) the dispatcher is connected to; no "
+            "sample while disconnected.",
+            registry,
         )

@@ -184,6 +184,7 @@ class Dispatcher:
         # While disconnected no heartbeat arrives: silence only counts from (re)connecting.
         self._connected_at: float | None = None
         self.link = BrokerLink(settings, self.instance, self._setup, self._lost, connect)
+        self.metrics.broker_node.follow(lambda: self.link.node)
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -151,6 +151,13 @@ def create_app(
     """Build the API around ``publisher`` (started and stopped by the lifespan if it has one)."""
     metrics = GatewayMetrics(registry if registry is not None else CollectorRegistry())
     metrics.broker_connected.set_function(lambda: 1.0 if publisher.connected else 0.0)
+
+    def broker_node() -> str | None:
+        """The node a publisher that knows it (``broker_node``, host:port) is connected to."""
+        node = getattr(publisher, "broker_node", None)
+        return node if publisher.connected and isinstance(node, str) else None
+
+    metrics.broker_node.follow(broker_node)
     retry_after = {"Retry-After": str(settings.retry_after_s)}
     max_body = settings.max_body_bytes
     max_key = settings.max_idempotency_key_chars
@@ -331,6 +338,9 @@ def create_app(
         responses={503: {"description": "Not connected to the broker."}},
     )
     async def healthz() -> Response:
+        node = broker_node()
+        if node is not None:
+            return _json(200, {"status": "ok", "broker": "connected", "node": node})
         if publisher.connected:
             return _json(200, {"status": "ok", "broker": "connected"})
         return _json(503, {"status": "unavailable", "broker": "disconnected"}, retry_after)

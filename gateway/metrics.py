@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from messaging.node_metric import BrokerNodeGauge
+
 # Confirms on loopback take well under a millisecond to a few ms; the tail runs to the timeout.
 PUBLISH_BUCKETS_S = (
     0.0005,
@@ -43,6 +45,12 @@ class GatewayMetrics:
             "smartgrid_gateway_broker_connected",
             "1 while the gateway holds a usable broker connection, 0 otherwise.",
             registry=registry,
+        )
+        self.broker_node = BrokerNodeGauge(
+            "smartgrid_gateway_broker_node",
+            "1, labelled with the broker node (host:port) the gateway is connected to; no "
+            "sample while disconnected.",
+            registry,
         )
         self.replays = Counter(
             "smartgrid_gateway_idempotent_replays",

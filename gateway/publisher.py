@@ -79,6 +79,11 @@ class AmqpRequestPublisher:
         return session is not None and session.is_open
 
     @property
+    def broker_node(self) -> str | None:
+        """host:port of the broker node it is connected to; None while disconnected."""
+        return self._link.node if self.connected else None
+
+    @property
     def connections_made(self) -> int:
         """Connections set up so far (more than one: it reconnected)."""
         return self._link.connects

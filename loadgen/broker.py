@@ -103,7 +103,7 @@ def choose_broker(facts: BrokerFacts) -> BrokerChoice:
 
 def gather_facts(settings: AmqpSettings) -> BrokerFacts:
     """Probe the URL, then (only when it does not answer and is loopback) this machine."""
-    url = urlparse(settings.amqp_url.get_secret_value())
+    url = urlparse(settings.amqp_addresses()[0].secret_url)
     port = url.port or DEFAULT_AMQP_PORT
     loopback = is_loopback_host(url.hostname)
     answers = broker_answers(settings)
@@ -306,7 +306,7 @@ def _start_server(
     if choice.how != "rabbitmq-server":
         how_to = HOW_TO_GET_A_BROKER.format(url=settings.redacted_url(), why=choice.detail)
         raise BrokerSetupError(how_to)
-    url = urlparse(settings.amqp_url.get_secret_value())
+    url = urlparse(settings.amqp_addresses()[0].secret_url)
     host, port = url.hostname, url.port or DEFAULT_AMQP_PORT
     assert host is not None  # loopback, checked by choose_broker
     cmd = [choice.detail, "-detached"]

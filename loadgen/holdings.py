@@ -51,15 +51,15 @@ def management_url(settings: AmqpSettings, override: str | None = None) -> str:
     given = override or os.environ.get(MANAGEMENT_URL_VARIABLE)
     if given:
         return given.rstrip("/")
-    url = urlsplit(settings.amqp_url.get_secret_value())
+    # The first broker address: of a cluster, any node's management API shows the same.
+    url = urlsplit(settings.amqp_addresses()[0].secret_url)
     host = url.hostname or "localhost"
     host = f"[{host}]" if ":" in host else host
     return f"https://{host}:15671" if url.scheme == "amqps" else f"http://{host}:15672"
 
 
 def _vhost(settings: AmqpSettings) -> str:
-    path = urlsplit(settings.amqp_url.get_secret_value()).path
-    return unquote(path[1:]) if len(path) > 1 else "/"
+    return settings.amqp_vhost()
 
 
 class _Counter:
@@ -72,7 +72,7 @@ class _Counter:
         base_url: str,
         timeout_s: float,
     ) -> None:
-        url = urlsplit(settings.amqp_url.get_secret_value())
+        url = urlsplit(settings.amqp_addresses()[0].secret_url)
         self._auth = (unquote(url.username or "guest"), unquote(url.password or "guest"))
         self._base = base_url
         self._vhost = quote(_vhost(settings), safe="")

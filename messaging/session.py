@@ -35,6 +35,7 @@ import pika.spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 
 from contracts.topology import BindingSpec, ExchangeSpec, QueueSpec
+from messaging.addresses import NodeOrder
 from messaging.errors import (
     BrokerUnavailable,
     FatalBrokerError,
@@ -177,6 +178,8 @@ class Session(BrokerSession):
         )
         self.closed = asyncio.Event()
         self.close_reason: BaseException | None = None
+        # The broker node this connection is to, host:port ("" until open() sets it).
+        self.node = ""
         self._next_tag = 1
         self._unconfirmed: dict[int, tuple[Waiter, str | None]] = {}
         self._returned: set[str] = set()
@@ -194,6 +197,30 @@ class Session(BrokerSession):
 
     @classmethod
     async def open(cls, settings: AmqpSettings, connection_name: str) -> Session:
+        """Connect to the broker of ``settings``; of several addresses, to the first that
+        answers, tried in a shuffled order (a BrokerLink keeps its own order and hands this
+        one address at a time). FatalBrokerError only if every address refused us."""
+        addresses = settings.amqp_addresses()
+        if len(addresses) == 1:
+            return await cls._open_one(settings, connection_name)
+        refused: list[FatalBrokerError] = []
+        failures: list[str] = []
+        for index in NodeOrder(len(addresses)).round():
+            address = addresses[index]
+            try:
+                return await cls._open_one(settings.for_address(address), connection_name)
+            except FatalBrokerError as exc:
+                log.error("broker node %s refused us: %s", address.node, exc)
+                refused.append(exc)
+                failures.append(f"{address.node} refused us")
+            except BrokerUnavailable as exc:
+                failures.append(f"{address.node}: {exc}")
+        if len(refused) == len(addresses):
+            raise refused[-1]
+        raise BrokerUnavailable("no broker node answered: " + "; ".join(failures))
+
+    @classmethod
+    async def _open_one(cls, settings: AmqpSettings, connection_name: str) -> Session:
         loop = asyncio.get_running_loop()
         params = pika.URLParameters(settings.amqp_url.get_secret_value())
         params.heartbeat = settings.amqp_heartbeat_s
@@ -246,6 +273,7 @@ class Session(BrokerSession):
             raise BrokerUnavailable("channel did not open in time") from exc
 
         session = cls(conn, channel)
+        session.node = settings.amqp_addresses()[0].node
         holder["s"] = session
         channel.add_on_close_callback(session._on_channel_closed)
         channel.add_on_return_callback(session._on_return)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated
-from urllib.parse import unquote, urlparse
+from typing import Annotated, Self
 
 from pydantic import Field, FilePath, PositiveFloat, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.topology import DEFAULT_NAMESPACE, NAMESPACE_PATTERN
+from messaging.addresses import AddressError, BrokerAddress, parse_addresses, redacted_list
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
 # Credentials that are fine on a developer's loopback broker and nowhere else.
@@ -41,13 +41,19 @@ def is_loopback_host(host: str | None) -> bool:
 class AmqpSettings(BaseSettings):
     """``SMARTGRID_*`` environment variables common to every smartgrid process."""
 
-    model_config = SettingsConfigDict(env_prefix="SMARTGRID_", extra="ignore")
+    # Inputs stay out of a ValidationError's text: the URL in them holds its password.
+    model_config = SettingsConfigDict(
+        env_prefix="SMARTGRID_", extra="ignore", hide_input_in_errors=True
+    )
 
     amqp_url: SecretStr = Field(
         default=SecretStr(DEFAULT_AMQP_URL),
         description="amqp:// or amqps:// (TLS) URL of the broker, user and password included; a "
         "placeholder or empty password (guest, changeme, ...) is refused unless the host is "
-        "loopback.",
+        "loopback. Several URLs separated by commas name the nodes of one cluster: each "
+        "process connects to one of them (in its own shuffled order) and to another when it "
+        "loses it; all must use the same scheme, user and vhost, and the TLS settings apply to "
+        "each.",
     )
     namespace: str = Field(
         default=DEFAULT_NAMESPACE,
@@ -102,35 +108,56 @@ class AmqpSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_off_loopback(self) -> AmqpSettings:
-        url = urlparse(self.amqp_url.get_secret_value())
-        if url.scheme not in {"amqp", "amqps"}:
-            raise ValueError("SMARTGRID_AMQP_URL must start with amqp:// or amqps://")
+        try:
+            addresses = parse_addresses(self.amqp_url.get_secret_value())
+        except AddressError as exc:
+            raise ValueError(f"SMARTGRID_AMQP_URL: {exc}") from None
+        several = len(addresses) > 1
         tls_files = (self.amqp_ca_file, self.amqp_cert_file, self.amqp_key_file)
-        if url.scheme == "amqp" and any(tls_files):
+        if any(tls_files) and any(a.scheme == "amqp" for a in addresses):
             raise ValueError("TLS files are set but SMARTGRID_AMQP_URL is amqp://, not amqps://")
         if (self.amqp_cert_file is None) != (self.amqp_key_file is None):
             raise ValueError("SMARTGRID_AMQP_CERT_FILE and SMARTGRID_AMQP_KEY_FILE go together")
-        password = unquote(url.password or "")
-        if not is_loopback_host(url.hostname) and password in _PLACEHOLDER_PASSWORDS:
-            raise ValueError(
-                f"SMARTGRID_AMQP_URL points at {url.hostname!r} with a default or empty password;"
-                " placeholder credentials are only accepted for a loopback broker"
-            )
+        for a in addresses:
+            if not is_loopback_host(a.host) and a.password in _PLACEHOLDER_PASSWORDS:
+                which = f" (in {a.redacted!r})" if several else ""
+                raise ValueError(
+                    f"SMARTGRID_AMQP_URL points at {a.host!r}{which} with a default or empty "
+                    "password; placeholder credentials are only accepted for a loopback broker"
+                )
+        if several:
+            # One process is one identity on one grid, whichever node it is on: the worker
+            # stamps its user on heartbeats (the broker refuses any other user_id), and the
+            # topology lives in one vhost. TLS settings apply to every address alike.
+            for label in ("scheme", "user", "vhost"):
+                if len({getattr(a, label) for a in addresses}) > 1:
+                    listed = ", ".join(f"{a.node}: {getattr(a, label)!r}" for a in addresses)
+                    raise ValueError(
+                        f"SMARTGRID_AMQP_URL: every address must have the same {label}; "
+                        f"they have {listed}"
+                    )
         return self
+
+    def amqp_addresses(self) -> tuple[BrokerAddress, ...]:
+        """The broker URLs of ``amqp_url``, in the order given (one, or several)."""
+        return parse_addresses(self.amqp_url.get_secret_value())
+
+    def for_address(self, address: BrokerAddress) -> Self:
+        """These settings with ``address`` as their only broker URL (itself if it already is)."""
+        if self.amqp_addresses() == (address,):
+            return self
+        return self.model_copy(update={"amqp_url": SecretStr(address.secret_url)})
 
     def amqp_user(self) -> str | None:
         """The user named in ``amqp_url`` (None if it names none, e.g. TLS client-certificate
-        login): what the broker checks a message's ``user_id`` property against."""
-        url = urlparse(self.amqp_url.get_secret_value())
-        if url.username is None or "auth_mechanism=external" in url.query.lower():
-            return None
-        return unquote(url.username)
+        login): what the broker checks a message's ``user_id`` property against. Every address
+        of a list names the same user (validated)."""
+        return self.amqp_addresses()[0].user
+
+    def amqp_vhost(self) -> str:
+        """The vhost of ``amqp_url`` ("/" if it names none); the same in every address."""
+        return self.amqp_addresses()[0].vhost
 
     def redacted_url(self) -> str:
-        url = urlparse(self.amqp_url.get_secret_value())
-        netloc = url.hostname or ""
-        if url.port:
-            netloc += f":{url.port}"
-        if url.username:
-            netloc = f"{unquote(url.username)}:***@{netloc}"
-        return url._replace(netloc=netloc).geturl()
+        """``amqp_url`` without passwords (several URLs: comma-separated), fit for a log."""
+        return redacted_list(self.amqp_addresses())

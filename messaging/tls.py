@@ -7,7 +7,6 @@ this builds the options explicitly. Verification is on unless switched off by a 
 from __future__ import annotations
 
 import ssl
-from urllib.parse import urlparse
 
 import pika
 
@@ -28,7 +27,8 @@ def ssl_context(settings: AmqpSettings) -> ssl.SSLContext:
 
 def ssl_options(settings: AmqpSettings) -> pika.SSLOptions | None:
     """pika's SSLOptions for an amqps:// URL, None for amqp://."""
-    url = urlparse(settings.amqp_url.get_secret_value())
-    if url.scheme != "amqps":
+    # The first address: a link hands each connection settings with only the one it opens.
+    address = settings.amqp_addresses()[0]
+    if address.scheme != "amqps":
         return None
-    return pika.SSLOptions(ssl_context(settings), server_hostname=url.hostname)
+    return pika.SSLOptions(ssl_context(settings), server_hostname=address.host or None)

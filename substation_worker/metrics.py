@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from contracts import SessionOutcome
+from messaging.node_metric import BrokerNodeGauge
 from substation_worker.ocpp.sessions import Command, Limit, Start
 
 KW_TO_W = 1_000.0
@@ -248,6 +249,13 @@ class WorkerMetrics:
         self.broker_connected = gauge(
             "smartgrid_substation_broker_connected", "1 while connected to the broker, 0 otherwise."
         ).labels(sid)
+        self.broker_node = BrokerNodeGauge(
+            "smartgrid_substation_broker_node",
+            "1, labelled with the broker node (host:port) the worker is connected to; no sample "
+            "while disconnected.",
+            registry,
+            {"substation": sid},
+        )
 
     def count_session(
         self, requested_kwh: float, delivered_kwh: float, outcome: SessionOutcome

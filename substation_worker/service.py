@@ -145,6 +145,7 @@ class WorkerService:
         self.link = BrokerLink(
             settings, f"smartgrid-worker-{self.sid}", self._setup, self._on_lost, connect
         )
+        self.metrics.broker_node.follow(lambda: self.link.node)
         self.assignments_received = 0
         self.seq = 0
         # This process: its heartbeats are ordered by seq; another incarnation is a restart.

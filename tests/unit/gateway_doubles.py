@@ -23,6 +23,7 @@ class FakePublisher:
 
     def __init__(self) -> None:
         self.connected = True
+        self.broker_node: str | None = "broker.test:5672"
         self.error: Exception | None = None
         self.hang = False
         self.release = asyncio.Event()  # with hang: publishes wait until this is set

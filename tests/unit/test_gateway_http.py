@@ -352,11 +352,23 @@ async def test_healthz_follows_the_broker_connection(
 ) -> None:
     resp = await client.get("/healthz")
     assert resp.status_code == 200
-    assert resp.json() == {"status": "ok", "broker": "connected"}
+    assert resp.json() == {"status": "ok", "broker": "connected", "node": "broker.test:5672"}
     fake.connected = False
     resp = await client.get("/healthz")
     assert resp.status_code == 503
-    assert resp.json()["broker"] == "disconnected"
+    assert resp.json() == {"status": "unavailable", "broker": "disconnected"}
+
+
+async def test_metrics_name_the_broker_node_only_while_connected(
+    client: httpx.AsyncClient, fake: FakePublisher
+) -> None:
+    text = (await client.get("/metrics")).text
+    assert 'smartgrid_gateway_broker_node{node="broker.test:5672"} 1.0' in text
+    assert "smartgrid_gateway_broker_connected 1.0" in text
+    fake.connected = False
+    text = (await client.get("/metrics")).text
+    assert "smartgrid_gateway_broker_node{" not in text
+    assert "smartgrid_gateway_broker_connected 0.0" in text
 
 
 async def test_metrics_count_answers_by_status(
