@@ -272,7 +272,7 @@ async def test_a_restarted_worker_rebuilds_its_sessions_from_the_stations(grid: 
     await grid.worker.end()
     # Not acked: the broker gives the assignments to the next worker, which must not start
     # them again: the stations report them (TriggerMessage) within its settle time.
-    grid.worker = await start_worker(grid.broker, grid.port, settle_s=3.0)
+    grid.worker = await start_worker(grid.broker, grid.port, settle_s=8.0)
     grid.service = grid.worker.service
     await wait_until(
         lambda: {e.request_id for e in grid.events("completed")} == {r.request_id for r in sent},
