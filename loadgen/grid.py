@@ -407,6 +407,26 @@ class LocalGrid:
             self.targets_dir, self.namespace, self.prometheus_targets() if running else {}
         )
 
+    def restart(self, name: str) -> None:
+        """Start one process again (e.g. "worker-s150") once its last run has exited (reaped:
+        the caller killed it), with the same environment, port and log; ``stop`` stops it."""
+        (p,) = [p for p in self.processes if p.name == name]
+        if p.popen is not None:
+            if p.popen.poll() is None:
+                raise RuntimeError(f"{name} is still running")
+            p.popen.wait()
+        if p.log_file is None:
+            p.log_file = p.log_path.open("ab")
+        p.popen = subprocess.Popen(
+            [self.python, "-m", p.module],
+            env=p.env,
+            stdin=subprocess.DEVNULL,
+            stdout=p.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=pdeathsig(),
+        )
+
     def send_signal(self, name: str, sig: signal.Signals) -> None:
         """Send ``sig`` to one process (e.g. "worker-s150") and its group; it is not restarted."""
         (p,) = [p for p in self.processes if p.name == name]

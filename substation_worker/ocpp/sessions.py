@@ -236,7 +236,8 @@ class StationSessions:
         self._replan_at = -math.inf
         self._out = _Outbox()
         self.offline: set[str] = set()  # stations whose sessions are held while disconnected
-        self.walk_ins_seen = 0  # walk-in sessions adopted so far (a metric counts them)
+        # Walk-ins plugged in (a Started event) while this worker ran (a metric counts them).
+        self.walk_ins_seen = 0
 
     # -- state ---------------------------------------------------------------------------
 
@@ -401,6 +402,11 @@ class StationSessions:
         known = self._by_tx.get((station_id, transaction_id))
         if known is not None:
             session = self._sessions[known]
+            request = request_id_of(token_type, token)
+            if session.walk_in and request is not None and request != session.key:
+                # Taken for a walk-in from an event without its token (after a restart, one
+                # the station had not sent yet): its token says which request it is.
+                session = self._rekey(session, request)
             self._meter(session, reading, now_s)
             return session
         key = None
@@ -413,6 +419,8 @@ class StationSessions:
             return None
         if s is None:
             s = self._adopt(station_id, evse_id or 0, transaction_id, key, now_s)
+            # A car plugged in now; one found running may be a request not told yet.
+            self.walk_ins_seen += s.walk_in and begins
             if limit_kw is not None:
                 s.granted_kw = s.sent_kw = min(limit_kw, s.granted_kw)
         else:
@@ -438,6 +446,32 @@ class StationSessions:
             s.register_base_wh = begin
             s.metered_at_s = now_s
         self._meter(s, reading, now_s)
+        self._dirty = True
+        return s
+
+    def _rekey(self, s: StationSession, key: str) -> StationSession:
+        """``s`` is the transaction of request ``key``: it takes that key and, if the request
+        is held here (its assignment came back), its demand; that waiting copy goes."""
+        del self._sessions[s.key]
+        held = self._sessions.pop(key, None)
+        if held is not None:
+            if key in self._waiting:
+                self._waiting.remove(key)
+            if held.station_id is not None and held.remote_start_id is not None:
+                self._by_remote.pop((held.station_id, held.remote_start_id), None)
+            s.energy_kwh, s.departure_s, s.priority = (
+                held.energy_kwh,
+                held.departure_s,
+                held.priority,
+            )
+            s.max_power_kw = min(held.max_power_kw, s.evse_max_kw or held.max_power_kw)
+            s.offered_at_s = held.offered_at_s
+        s.key, s.walk_in, s.demand_known = key, False, held is not None
+        self._sessions[key] = s
+        assert s.station_id is not None
+        assert s.transaction_id is not None
+        self._by_tx[(s.station_id, s.transaction_id)] = key
+        self._out.started.append(s)  # its start, under its request
         self._dirty = True
         return s
 
@@ -469,7 +503,6 @@ class StationSessions:
             profile_id=self._profile_id(),
         )
         self._sessions[key] = s
-        self.walk_ins_seen += walk_in
         return s
 
     def charging_needs(

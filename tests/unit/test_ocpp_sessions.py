@@ -234,6 +234,30 @@ def test_a_transaction_found_running_counts_its_evse_max_until_limited() -> None
     assert [type(c) for c in b.commands(10.0, [])] == [Stop]
 
 
+def test_a_running_transaction_first_seen_without_its_token_is_its_request_once_told() -> None:
+    """After a restart a station may send an Updated without its id token before the one the
+    worker's TriggerMessage asked for: taken for a walk-in first, it must become its request,
+    never leave that request to be started a second time."""
+    b = book()
+    key = str(uuid4())
+    b.offer(key, 10.0, 11.0, 0.0)  # the redelivered assignment, waiting for an EVSE
+    first = b.transaction_started(
+        "a", 1, "tx-7", 1.0, remote_start_id=None, token_type=None, token=None,
+        reading=Reading(energy_wh=2_000.0), begins=False,
+    )  # fmt: skip
+    assert first is not None
+    assert first.walk_in
+    again = b.transaction_started(
+        "a", 1, "tx-7", 2.0, remote_start_id=None, token_type="Central", token=key,
+        reading=Reading(energy_wh=2_500.0), begins=False,
+    )  # fmt: skip
+    assert again is first
+    assert (again.key, again.walk_in, again.energy_kwh) == (key, False, 10.0)
+    assert [s.key for s in b.sessions()] == [key]
+    assert b.waiting_count == 0
+    assert not [c for c in b.commands(2.0, BAYS) if isinstance(c, Start)]
+
+
 def test_a_transaction_that_ended_unseen_completes_its_request_when_offered() -> None:
     b = book()
     key = str(uuid4())
