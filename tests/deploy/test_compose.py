@@ -181,8 +181,9 @@ def test_no_file_in_the_repo_holds_a_password() -> None:
         text = path.read_text(errors="replace")
         for m in URL_WITH_PASSWORD.finditer(text):
             pw = m.group(1)
-            # guest, placeholders, ${VAR} from the environment, *** of a redacted URL
-            if pw not in ("guest", "pass", "PASSWORD", "***") and not pw.startswith("${"):
+            # guest, placeholders, ${VAR} from the environment (compose) or $(VAR) from a
+            # Secret (Kubernetes), *** of a redacted URL
+            if pw not in ("guest", "pass", "PASSWORD", "***") and not pw.startswith(("${", "$(")):
                 findings.append(f"{rel}: {m.group(0)}")
         for m in SECRET_ASSIGNMENT.finditer(text):
             if path.suffix in (".yaml", ".yml", ".env", ".example", ".conf", ".json", ".toml"):
