@@ -17,6 +17,8 @@ from contracts.messages import EventKind
 DEFAULT_NAMESPACE = "smartgrid"
 NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
 
+# The most replicas a quorum queue is given (RabbitMQ advises odd numbers: 3 or 5).
+MAX_REPLICAS = 9
 # A quorum queue hands a message back this many times (crash, requeue) before dead-lettering it;
 # RabbitMQ 4.x defaults to 20 and drops the message when no dead-letter exchange is set.
 DELIVERY_LIMIT = 20
@@ -66,10 +68,21 @@ class Topology:
     """Names under one namespace; tests use a fresh namespace each run."""
 
     namespace: str = DEFAULT_NAMESPACE
+    # Replicas of each quorum queue, placed when it is declared (x-quorum-initial-group-size);
+    # None: the broker's default. RabbitMQ refuses to redeclare a queue with another value
+    # (or with one where it had none), so every process of a grid must say the same.
+    quorum_replicas: int | None = None
 
     def __post_init__(self) -> None:
         if not NAMESPACE_PATTERN.match(self.namespace):
             raise ValueError(f"namespace {self.namespace!r} must match {NAMESPACE_PATTERN.pattern}")
+        if self.quorum_replicas is not None and not 1 <= self.quorum_replicas <= MAX_REPLICAS:
+            raise ValueError(f"quorum_replicas must be 1..{MAX_REPLICAS}")
+
+    def _quorum(self, args: dict[str, Any]) -> dict[str, Any]:
+        if self.quorum_replicas is not None:
+            args["x-quorum-initial-group-size"] = self.quorum_replicas
+        return args
 
     def _n(self, suffix: str) -> str:
         return f"{self.namespace}.{suffix}"
@@ -130,7 +143,7 @@ class Topology:
         }
         if single_active_consumer:
             args["x-single-active-consumer"] = True
-        return args
+        return self._quorum(args)
 
     def exchanges(self) -> list[ExchangeSpec]:
         return [
@@ -163,13 +176,15 @@ class Topology:
         only ever announced, never charged)."""
         return QueueSpec(
             self.dead_watch_queue,
-            {
-                "x-queue-type": "quorum",
-                "x-single-active-consumer": True,
-                "x-max-length": DEAD_WATCH_MAX_MESSAGES,
-                "x-max-length-bytes": DEAD_WATCH_MAX_BYTES,
-                "x-overflow": "drop-head",
-            },
+            self._quorum(
+                {
+                    "x-queue-type": "quorum",
+                    "x-single-active-consumer": True,
+                    "x-max-length": DEAD_WATCH_MAX_MESSAGES,
+                    "x-max-length-bytes": DEAD_WATCH_MAX_BYTES,
+                    "x-overflow": "drop-head",
+                }
+            ),
         )
 
     def dead_watch_binding(self) -> BindingSpec:

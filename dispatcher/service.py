@@ -54,7 +54,6 @@ from contracts import (
     DispatchIntent,
     EventKind,
     Heartbeat,
-    Topology,
 )
 from contracts.messages import (
     MAX_INTENT_ROUTES,
@@ -141,7 +140,7 @@ class Dispatcher:
         self.metrics = metrics
         self.clock = clock
         self.wall_clock = wall_clock
-        self.topology = Topology(settings.namespace)
+        self.topology = settings.topology()
         # Predicted releases hold only while no substation shares power: with promises beyond
         # capacity (hold factor above 1), what is assigned later slows the sessions predicted,
         # and freeing their power on time would promise more still (bench.balance measures it).

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from contracts import ChargeEvent, ChargeRequest, EventKind, Topology
+from contracts import ChargeEvent, ChargeRequest, EventKind
 from gateway.settings import GatewaySettings
 from messaging import BrokerLink, BrokerUnavailable, ConfirmTimeout, Session
 from messaging.publishing import publish_event
@@ -65,7 +65,7 @@ class AmqpRequestPublisher:
         on_fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._settings = settings
-        self.topology = Topology(settings.namespace)
+        self.topology = settings.topology()
         self._link = BrokerLink(settings, connection_name, self._setup)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

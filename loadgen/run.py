@@ -182,7 +182,7 @@ async def run_load(
     Raises IngressUnreachable / BrokerUnavailable (with a clear message) if the gateway or the
     broker does not answer at the start.
     """
-    topology = Topology(settings.namespace)
+    topology = settings.topology()
     schedule = plan(options)
     if result is None:
         result = new_result(options, state)

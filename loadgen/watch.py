@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
-from contracts import Topology
 from loadgen.bounded import BROKER_TIMEOUT_S
 from loadgen.observe import GridObserver
 from loadgen.state import DEFAULT_TOP
@@ -27,7 +26,7 @@ async def watch(
 ) -> None:
     """Until ``stop`` is set (Ctrl-C), or for ``duration_s`` seconds; at most ``top``
     substations on screen (the busiest) and a count of the others."""
-    topology = Topology(settings.namespace)
+    topology = settings.topology()
     observer = GridObserver(settings, topology, events=False, call_timeout_s=broker_timeout_s)
     async with observer:
         state = observer.state

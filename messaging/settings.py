@@ -8,7 +8,7 @@ from typing import Annotated, Self
 from pydantic import Field, FilePath, PositiveFloat, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.topology import DEFAULT_NAMESPACE, NAMESPACE_PATTERN
+from contracts.topology import DEFAULT_NAMESPACE, MAX_REPLICAS, NAMESPACE_PATTERN, Topology
 from messaging.addresses import AddressError, BrokerAddress, parse_addresses, redacted_list
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
@@ -59,6 +59,15 @@ class AmqpSettings(BaseSettings):
         default=DEFAULT_NAMESPACE,
         description="Prefix of every exchange and queue name: a letter or digit, then up to 100 "
         "letters, digits, '_', '.' or '-'.",
+    )
+    quorum_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_REPLICAS,
+        description="Replicas of each quorum queue the grid declares (x-quorum-initial-group-"
+        "size), e.g. 3 on a three-node cluster; unset: the broker's default. Every process of "
+        "a grid must have the same value: RabbitMQ refuses to redeclare a queue with another "
+        "one (PRECONDITION_FAILED), also where the queue was declared without it.",
     )
     amqp_heartbeat_s: int = Field(
         default=30,
@@ -157,6 +166,10 @@ class AmqpSettings(BaseSettings):
     def amqp_vhost(self) -> str:
         """The vhost of ``amqp_url`` ("/" if it names none); the same in every address."""
         return self.amqp_addresses()[0].vhost
+
+    def topology(self) -> Topology:
+        """The grid's names and queue arguments under this namespace."""
+        return Topology(self.namespace, self.quorum_replicas)
 
     def redacted_url(self) -> str:
         """``amqp_url`` without passwords (several URLs: comma-separated), fit for a log."""

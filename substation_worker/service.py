@@ -36,7 +36,7 @@ from uuid import UUID, uuid4
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from contracts import Assignment, ChargeEvent, EventKind, Heartbeat, SessionOutcome, Topology
+from contracts import Assignment, ChargeEvent, EventKind, Heartbeat, SessionOutcome
 from contracts.messages import MAX_ENERGY_KWH, MIN_VEHICLE_POWER_KW, readable_request_id
 from contracts.topology import CONSUMER_TIMEOUT_MS, HEARTBEAT_TTL_MS
 from contracts.validation import summary
@@ -93,7 +93,7 @@ class WorkerService:
     ) -> None:
         self.settings = settings
         self.sid = settings.substation_id
-        self.topology = Topology(settings.namespace)
+        self.topology = settings.topology()
         self.queue = self.topology.substation_queue(self.sid)
         self.metrics = WorkerMetrics(registry, self.sid)
         replan_s = max(DEFAULT_FIRST_STEP_S, REPLAN_WALL_S * settings.time_scale)
