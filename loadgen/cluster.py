@@ -535,9 +535,10 @@ def _ensure_cookie() -> None:
 
 
 def load(target: ClusterInfo | Path | str) -> ClusterInfo | None:
-    """The cluster recorded in ``target`` (a ClusterInfo, its folder or its state file)."""
+    """The cluster recorded in ``target`` (a ClusterInfo, its folder or its state file); None
+    once ``down`` removed its state file."""
     if isinstance(target, ClusterInfo):
-        return target
+        return target if (target.dir / STATE_FILE).is_file() else None
     path = Path(target)
     if path.is_dir():
         path = path / STATE_FILE
@@ -608,6 +609,12 @@ def up(
 
 def _quiet(_: str) -> None:
     pass
+
+
+def ctl(info: ClusterInfo, which: int | str, *args: str, timeout: float = CTL_TIMEOUT_S) -> str:
+    """``rabbitmqctl -n <node> args`` for one node of ``info`` (its stdout); ClusterError if it
+    fails."""
+    return _Driver(info, find_tools()).ctl(info.node(which), *args, timeout=timeout)
 
 
 def stop_node(info: ClusterInfo, which: int | str, timeout: float = STOP_TIMEOUT_S) -> None:
