@@ -42,6 +42,7 @@ MIN_NODES, MAX_NODES = 1, 5
 PLUGINS = ("rabbitmq_management", "rabbitmq_prometheus")
 STATE_FILE = "cluster.json"
 STATE_TMP = "cluster.json.tmp"
+CONSOLE_LOG = "console.log"
 HOST = "127.0.0.1"
 # Bounds of every wait, per node: a node boots in ~6 s here, a join (stop_app, join_cluster,
 # start_app) takes ~7 s; a CLI call that hangs longer than CTL_TIMEOUT_S is a broken node.
@@ -383,19 +384,26 @@ def pid_alive(pid: int, node_name: str) -> bool:
     return f"RABBITMQ_NODENAME={node_name}".encode() in environ.split(b"\0")
 
 
-def pids_of(node_name: str) -> list[int]:
-    """The VMs on this machine started as ``node_name`` (from /proc: the scripts export
-    RABBITMQ_NODENAME to the VM they exec): for a node whose pid file was never written."""
+def pids_of(node_name: str, vm_only: bool = True) -> list[int]:
+    """The processes on this machine started for ``node_name`` (from /proc: the scripts pass
+    RABBITMQ_NODENAME on to the VM they run): its VM (for a node whose pid file was never
+    written), or with ``vm_only=False`` the wrapper scripts too."""
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError, ValueError):
-            if "beam" in (proc / "comm").read_text() and pid_alive(int(proc.name), node_name):
+            vm = "beam" in (proc / "comm").read_text()
+            # Only a process whose environment says so: one we cannot read is not counted.
+            mine = f"RABBITMQ_NODENAME={node_name}".encode() in (
+                proc / "environ"
+            ).read_bytes().split(b"\0")
+            if (vm or not vm_only) and mine and pid_alive(int(proc.name), node_name):
                 found.append(int(proc.name))
     return found
 
 
 def log_tail(spec: NodeSpec, chars: int = LOG_TAIL_CHARS) -> str:
     logs = sorted(spec.log_dir.glob("*.log")) if spec.log_dir.is_dir() else []
+    logs.append(spec.dir / CONSOLE_LOG)
     parts = []
     for p in logs:
         with contextlib.suppress(OSError):
@@ -403,6 +411,11 @@ def log_tail(spec: NodeSpec, chars: int = LOG_TAIL_CHARS) -> str:
             if text.strip():
                 parts.append(f"--- {p} (last {chars} chars)\n{text[-chars:]}")
     return "\n".join(parts) or f"(no log in {spec.log_dir})"
+
+
+# The server processes this process launched (the Debian wrapper, or the VM itself), by node:
+# ``down`` reaps them so that none is left a zombie of a long-lived caller (a test session).
+_LAUNCHED: dict[str, subprocess.Popen[bytes]] = {}
 
 
 class _Driver:
@@ -451,21 +464,18 @@ class _Driver:
             _ensure_cookie()
 
     def start(self, spec: NodeSpec) -> None:
-        try:
-            done = subprocess.run(
-                [self.tools.server, "-detached"],
+        """The node in the foreground of a process of its own session (it outlives this one),
+        its console in console.log: what a node prints before its log is set up (a config
+        error) would be lost with -detached, and a node that exits is seen at once."""
+        with (spec.dir / CONSOLE_LOG).open("wb") as console:
+            _LAUNCHED[spec.name] = subprocess.Popen(
+                [self.tools.server],
                 env=self.env(spec),
-                capture_output=True,
-                text=True,
-                timeout=CTL_TIMEOUT_S,
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
                 cwd=spec.dir,
-            )
-        except subprocess.TimeoutExpired:
-            raise ClusterError(f"rabbitmq-server -detached for {spec.name} hung") from None
-        if done.returncode != 0:
-            raise ClusterError(
-                f"rabbitmq-server -detached for {spec.name} exited {done.returncode}:\n"
-                f"{done.stdout}{done.stderr}\n{log_tail(spec)}"
+                start_new_session=True,
             )
 
     def wait(self, spec: NodeSpec, ready: Callable[[], bool], what: str, timeout: float) -> None:
@@ -480,6 +490,9 @@ class _Driver:
             time.sleep(POLL_S)
 
     def boot_failed(self, spec: NodeSpec) -> bool:
+        launched = _LAUNCHED.get(spec.name)
+        if launched is not None and launched.poll() is not None:
+            return True
         pid = self.info.pids.get(spec.name)
         if pid is not None and not pid_alive(pid, spec.name):
             return True
@@ -684,6 +697,11 @@ def down(target: ClusterInfo | Path | str) -> bool:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(info.pids[spec.name], sig)
         stuck = _wait_gone([(s, info.pids[s.name]) for s in stuck], KILL_TIMEOUT_S)
+    for spec in info.nodes:
+        launched = _LAUNCHED.pop(spec.name, None)
+        if launched is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                launched.wait(KILL_TIMEOUT_S)
     if stuck:
         raise ClusterError(
             "still running, not removed: "

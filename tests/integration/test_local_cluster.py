@@ -124,7 +124,8 @@ def test_three_nodes_replicate_a_quorum_queue_and_survive_one_stopping(
     assert cluster.down(info) is True
     for spec in info.nodes:
         assert not cluster.pid_alive(info.pids[spec.name], spec.name), spec.name
-        assert cluster.pids_of(spec.name) == [], spec.name
+        # Neither its VM nor the wrapper scripts that launched it.
+        assert cluster.pids_of(spec.name, vm_only=False) == [], spec.name
     assert not info.dir.exists()
     assert cluster.down(info) is False
     assert cluster.down(info.dir) is False
