@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # Rebuilt when pyproject.toml changes (new dependency) or when .venv is missing.
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test test-unit demo demo-stations lint schemas configuration env up down load prometheus bench
+.PHONY: help install test test-unit demo demo-stations lint schemas configuration env up down load prometheus bench cluster-up cluster-down
 
 help:
 	@echo "make install   create .venv and install smartgrid with its dev tools and bench frameworks"
@@ -24,6 +24,8 @@ help:
 	@echo "make load      rush-hour load against the Docker stack for 60 s"
 	@echo "make down      stop the Docker stack (volumes kept; down -v removes them)"
 	@echo "make prometheus  local Prometheus (Debian package) scraping the grid make demo starts"
+	@echo "make cluster-up   a RabbitMQ cluster of NODES (3) nodes on this machine; prints SMARTGRID_AMQP_URL"
+	@echo "make cluster-down  stop that cluster and remove its folder"
 
 install:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -98,3 +100,15 @@ down:
 
 prometheus: $(STAMP)
 	$(PY) -m loadgen prometheus
+
+# -- a RabbitMQ cluster on this machine (Debian's rabbitmq-server; docs/operations.md) -----------
+# Its folder is <tmp>/smartgrid-cluster unless CLUSTER_DIR is given; cluster-down finds it there.
+NODES ?= 3
+CLUSTER_DIR ?=
+CLUSTER_ARGS := $(if $(CLUSTER_DIR),--dir $(CLUSTER_DIR))
+
+cluster-up: $(STAMP)
+	$(PY) -m loadgen cluster up --nodes $(NODES) $(CLUSTER_ARGS)
+
+cluster-down: $(STAMP)
+	$(PY) -m loadgen cluster down $(CLUSTER_ARGS)

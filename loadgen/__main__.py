@@ -3,7 +3,8 @@
 Commands: ``run`` (a demand profile, followed to the end, with a report), ``watch`` (live
 substation table from heartbeats), ``demo`` (the whole grid locally, under a burst),
 ``stations`` (simulated OCPP 2.0.1 charging stations against a CSMS),
-``ensure-broker`` (start a local RabbitMQ if none answers).
+``ensure-broker`` (start a local RabbitMQ if none answers), ``cluster up`` / ``cluster down``
+(a RabbitMQ cluster of 1 to 5 nodes on this machine, ``loadgen.cluster``).
 Exit codes (``messaging.exit_codes``, the same for every smartgrid process): 0 ok (every
 accepted request finished), 1 the run lost requests (the grid no longer holds them) or could not
 reach the grid, 2 invalid options or settings, 4 requests unfinished (still in the grid when the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +27,7 @@ import typer
 from rich.console import Console
 
 from dispatcher.policies import PolicyName
-from loadgen.choices import Profile, Via
+from loadgen.choices import ClusterAction, Profile, Via
 from loadgen.settings import LoadgenSettings
 from messaging.cli import env_var, new_app, option_label, settings_option
 
@@ -635,6 +637,71 @@ def ensure_broker_cmd(amqp_url: str | None = AMQP_URL) -> None:
     with _friendly_errors(console):
         how = ensure_broker(settings, say=console.print)
     console.print(f"RabbitMQ at {settings.redacted_url()}: {how}")
+
+
+@app.command("cluster")
+def cluster_cmd(
+    action: ClusterAction = typer.Argument(
+        ..., help="up: start and join the nodes; down: stop and remove them."
+    ),
+    nodes: int = _option(
+        3, "--nodes", envvar="LOADGEN_CLUSTER_NODES", min=1, max=5, help="How many nodes (up)."
+    ),
+    directory: Path | None = _option(
+        None,
+        "--dir",
+        envvar="LOADGEN_CLUSTER_DIR",
+        file_okay=False,
+        help="The cluster's folder: data, logs, config and cluster.json. "
+        "[default: <tmp>/smartgrid-cluster]",
+        show_default=False,
+    ),
+    base_port: int | None = _option(
+        None,
+        "--base-port",
+        envvar="LOADGEN_CLUSTER_BASE_PORT",
+        min=1024,
+        max=65500,
+        help="Node i's AMQP port is base+i-1, management +10, Prometheus +20, distribution "
+        "+30 (up). [default: free ports, printed]",
+        show_default=False,
+    ),
+) -> None:
+    """A RabbitMQ cluster on this machine (Debian's rabbitmq-server): `up` starts the nodes on
+    127.0.0.1 with the management and Prometheus plugins, joins them and prints the URL list for
+    SMARTGRID_AMQP_URL on stdout (the rest on stderr); `down` stops those nodes and removes
+    their folder. Exit 1 when it could not."""
+    from loadgen import cluster
+    from loadgen.view import print_error
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    where = directory or cluster.default_dir()
+    started = time.monotonic()
+    try:
+        if action == "down":
+            gone = cluster.down(where)
+            err.print(
+                f"cluster in {where} stopped and removed in {time.monotonic() - started:.1f}s"
+                if gone
+                else f"no cluster recorded in {where}: nothing to do"
+            )
+            return
+        info = cluster.up(nodes, where, base_port, say=err.print)
+    except cluster.ClusterError as exc:
+        print_error(err, str(exc))
+        raise typer.Exit(EXIT_FAILED) from None
+    err.print(
+        f"{nodes} node(s) up in {time.monotonic() - started:.1f}s, cluster {info.cluster_name}"
+    )
+    for n in info.nodes:
+        p = n.ports
+        err.print(
+            f"  {n.name}  amqp {p.amqp}  management {n.management_url}  "
+            f"prometheus {n.prometheus_url}  distribution {p.dist}  pid {info.pids[n.name]}"
+        )
+    err.print(f"stop it with: smartgrid-loadgen cluster down --dir {info.dir}")
+    err.print("SMARTGRID_AMQP_URL (user guest, from 127.0.0.1 only):")
+    print(info.url_list, flush=True)
 
 
 def main() -> None:

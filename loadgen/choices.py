@@ -10,3 +10,5 @@ Via = Literal["http", "amqp"]
 # How requests arrive over the run (loadgen.profiles).
 Profile = Literal["steady", "rush-hour", "spike", "replay"]
 PROFILES: tuple[Profile, ...] = get_args(Profile)
+# smartgrid-loadgen cluster <action> (loadgen.cluster).
+ClusterAction = Literal["up", "down"]
