@@ -150,9 +150,12 @@ def test_an_ocpp_substation_charges_gateway_requests_and_walk_ins_within_its_cap
     assert sum(outcomes.values()) == REQUESTS + WALK_INS
     assert len(metered) == REQUESTS + WALK_INS
     # The limits the stations received never summed above the capacity, and the cars were
-    # limited: their EVSEs alone would take 440 kW.
+    # limited (their EVSEs alone would take 440 kW): the capacity was handed out, in shares
+    # below an EVSE's 22 kW.
     assert max(totals) <= CAPACITY_KW * 1000 + 1e-6
-    assert max(totals) >= 0.9 * CAPACITY_KW * 1000
+    assert max(totals) >= 0.75 * CAPACITY_KW * 1000
+    shares = [c.limit_w for c in fleet.limit_changes() if c.evse_id and c.limit_w]
+    assert any(w < EVSE_KW * 1000 * 0.9 for w in shares)
     # Each completed event's energy is what its station metered: loadgen's completions are
     # among the stations' ended transactions, and the worker's total is theirs.
     pool = Counter(round(wh / 1000, 3) for wh in metered.values())
