@@ -366,6 +366,16 @@ class SimStation(ChargePoint):  # type: ignore[misc]
     # -- helpers ------------------------------------------------------------------------
 
     def _flush_after_answer(self) -> None:
+        """Queue what follows the answer just sent. An Updated event made for a transaction
+        that ended meanwhile (its car filled up while the answer went out) is dropped: a
+        station never reports a transaction after its Ended."""
+        running = {e.transaction.transaction_id for e in self.state.evses if e.transaction}
         for msg in self._after_answer:
+            if (
+                isinstance(msg, call.TransactionEvent)
+                and msg.event_type == TransactionEventEnumType.updated
+                and msg.transaction_info["transaction_id"] not in running
+            ):
+                continue
             self.state.outbox.put(msg)
         self._after_answer.clear()

@@ -330,7 +330,14 @@ class StationBays:
         evse = payload.get("evse") or {}
         token = payload.get("id_token") or {}
         now = self.now_s
-        if payload.get("event_type") == "Ended":
+        if self.book.has_ended(station_id, tx_id):
+            log.info(
+                "station %s: %s event of transaction %s after its end: ignored",
+                station_id,
+                payload.get("event_type"),
+                tx_id,
+            )
+        elif payload.get("event_type") == "Ended":
             ended = self.book.transaction_ended(
                 station_id, tx_id, reading, now, remote_start_id=info.get("remote_start_id")
             )
@@ -338,6 +345,7 @@ class StationBays:
                 log.info("station %s: ended transaction %s is not one of ours", station_id, tx_id)
         else:
             fresh = payload.get("event_type") == "Started" and not info.get("remote_start_id")
+            new = not self.book.knows_transaction(station_id, tx_id)
             session = self.book.transaction_started(
                 station_id,
                 evse.get("id"),
@@ -355,6 +363,16 @@ class StationBays:
             if session is None:
                 log.warning(
                     "station %s: transaction %s names no EVSE: not counted", station_id, tx_id
+                )
+            elif new and (session.walk_in or not session.demand_known):
+                log.info(
+                    "station %s: transaction %s on EVSE %s (%s, %s) is %s",
+                    station_id,
+                    tx_id,
+                    session.evse_id,
+                    payload.get("event_type"),
+                    payload.get("trigger_reason"),
+                    "a walk-in" if session.walk_in else f"request {session.key}, found running",
                 )
         self.pump()
 

@@ -66,6 +66,8 @@ FIRST_TX_PROFILE_ID = 100
 MAX_REMOTE_START_ID = 2**31 - 1
 # Ended transactions of requests not known here, kept until their request is offered again.
 MAX_ENDED_UNKNOWN = 10_000
+# Transactions remembered as ended, to drop a station's events of them that come late.
+MAX_ENDED_KEPT = 10_000
 
 
 class Phase(Enum):
@@ -231,6 +233,9 @@ class StationSessions:
         # Transactions that ended on a station while this worker did not know them (it had
         # restarted), by remote start id: their request completes when it is offered again.
         self._ended_unknown: OrderedDict[int, tuple[str, float]] = OrderedDict()
+        # Transactions that ended here, most recent last (bounded): what a station sends of
+        # them later is out of order.
+        self._ended: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._next_profile = FIRST_TX_PROFILE_ID
         self._dirty = True
         self._replan_at = -math.inf
@@ -309,6 +314,14 @@ class StationSessions:
                 left_kwh = s.energy_kwh - FULL_TOLERANCE_KWH - s.estimated_kwh(now_s)
                 due = min(due, left_kwh / drawing * SECONDS_PER_HOUR)
         return max(0.0, due)
+
+    def knows_transaction(self, station_id: str, transaction_id: str) -> bool:
+        return (station_id, transaction_id) in self._by_tx
+
+    def has_ended(self, station_id: str, transaction_id: str) -> bool:
+        """The transaction ended here (its Ended event came): a later event of it is out of
+        order and must not make a session again."""
+        return (station_id, transaction_id) in self._ended
 
     def take_events(self) -> Step:
         """The sessions that started and ended since the last call."""
@@ -575,6 +588,10 @@ class StationSessions:
         request when that is offered, or now if it waits for an EVSE."""
         key = self._by_tx.pop((station_id, transaction_id), None)
         s = self._sessions.get(key) if key is not None else None
+        if s is not None:
+            self._ended[(station_id, transaction_id)] = None
+            while len(self._ended) > MAX_ENDED_KEPT:
+                self._ended.popitem(last=False)
         if s is None and remote_start_id is not None:
             waiting = [k for k in self._waiting if remote_start_id_of(k) == remote_start_id]
             if not waiting:

@@ -258,6 +258,21 @@ def test_a_running_transaction_first_seen_without_its_token_is_its_request_once_
     assert not [c for c in b.commands(2.0, BAYS) if isinstance(c, Start)]
 
 
+def test_an_event_of_a_transaction_after_its_end_makes_no_session() -> None:
+    """Out of order: a station's Updated of a transaction that has ended (sent after its Ended)
+    must not come back as a walk-in holding power forever."""
+    b = book()
+    s = b.transaction_started(
+        "a", 1, "tx-1", 0.0, remote_start_id=None, token_type="Local", token="w",
+        reading=Reading(energy_wh=0.0), limit_kw=0.0,
+    )  # fmt: skip
+    assert s is not None
+    assert not b.has_ended("a", "tx-1")
+    b.transaction_ended("a", "tx-1", Reading(energy_wh=5_000.0), 10.0)
+    assert b.has_ended("a", "tx-1")
+    assert not b.has_ended("b", "tx-1")  # another station's id space
+
+
 def test_a_transaction_that_ended_unseen_completes_its_request_when_offered() -> None:
     b = book()
     key = str(uuid4())
