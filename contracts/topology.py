@@ -166,8 +166,13 @@ class Topology:
         )
 
     def dead_queue_spec(self) -> QueueSpec:
-        # Classic and durable: nothing consumes it automatically, operators inspect it.
-        return QueueSpec(self.dead_queue)
+        """Durable; nothing consumes it automatically, operators inspect it. Classic on one
+        node; replicated (quorum) when the grid's queues are: a classic queue lives on one
+        node, and while that node is down every process that declares it on reconnecting (the
+        gateway, the dispatchers) is refused (404 "process is stopped by supervisor")."""
+        if self.quorum_replicas is None:
+            return QueueSpec(self.dead_queue)
+        return QueueSpec(self.dead_queue, self._quorum({"x-queue-type": "quorum"}))
 
     def dead_watch_queue_spec(self) -> QueueSpec:
         """The dispatchers' copy of every dead letter, so that what the broker dead-lettered

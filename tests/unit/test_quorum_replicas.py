@@ -29,9 +29,16 @@ def test_with_it_every_quorum_queue_is_declared_with_that_many_replicas() -> Non
     t = AmqpSettings(quorum_replicas=3, namespace="grid").topology()
     assert (t.namespace, t.quorum_replicas) == ("grid", 3)
     assert {a[GROUP_SIZE] for a in quorum_specs(t)} == {3}
-    # Exclusive per-process queues and the classic dead-letter queue are not replicated.
+    # Exclusive per-process queues are not replicated.
     assert GROUP_SIZE not in t.heartbeat_queue_spec("hb").arguments
-    assert GROUP_SIZE not in t.dead_queue_spec().arguments
+
+
+def test_the_dead_letter_queue_is_classic_unless_replicated() -> None:
+    # On a cluster a classic queue on a lost node refuses every redeclaration until it is back.
+    assert AmqpSettings().topology().dead_queue_spec().arguments == {}
+    replicated = AmqpSettings(quorum_replicas=3).topology().dead_queue_spec()
+    assert replicated.arguments == {"x-queue-type": "quorum", GROUP_SIZE: 3}
+    assert replicated.durable
 
 
 @pytest.mark.parametrize("replicas", [0, 10])
