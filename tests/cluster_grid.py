@@ -88,3 +88,15 @@ def leader_index(info: ClusterInfo, via: int, name: str) -> int:
     doc = queue(info, via, name)
     leader = doc.get("leader") or doc.get("node")
     return info.node(str(leader)).index
+
+
+def make_whole(info: ClusterInfo) -> list[int]:
+    """Start every node of ``info`` that is not running (stopped or killed by an earlier test),
+    so that each test begins on the whole cluster; the nodes it started."""
+    started = []
+    for spec in info.nodes:
+        pid = info.pids.get(spec.name)
+        if pid is None or not cluster.pid_alive(pid, spec.name):
+            cluster.start_node(info, spec.index)
+            started.append(spec.index)
+    return started

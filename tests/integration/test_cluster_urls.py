@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from contracts import Topology
@@ -34,8 +36,39 @@ RECONNECT_TIMEOUT_S = 60.0
 
 
 @pytest.fixture(scope="module")
-def three_nodes() -> Iterator[ClusterInfo]:
+def cluster3() -> Iterator[ClusterInfo]:
     yield from cluster_grid.cluster_for_module(3)
+
+
+@pytest.fixture
+def three_nodes(cluster3: ClusterInfo) -> ClusterInfo:
+    """The module's cluster, every node running (what an earlier test stopped is started)."""
+    cluster_grid.make_whole(cluster3)
+    return cluster3
+
+
+@pytest.mark.timeout(180)
+def test_a_node_killed_9_starts_again_into_its_cluster(three_nodes: ClusterInfo) -> None:
+    info = three_nodes
+    spec = info.node(2)
+    old = info.pids[spec.name]
+    cluster.kill_node(info, 2)
+    assert not cluster.pid_alive(old, spec.name)
+    cluster.start_node(info, 2)
+    new = info.pids[spec.name]
+    assert new != old
+    assert cluster.pid_alive(new, spec.name)
+    # Its own name, ports and data: node 1 sees it running, its own API says it is it
+    status = json.loads(cluster.ctl(info, 1, "cluster_status", "--formatter", "json"))
+    assert sorted(status["running_nodes"]) == sorted(info.node_names)
+    overview = httpx.get(spec.management_url + "api/overview", auth=("guest", "guest"), timeout=10)
+    assert overview.json()["node"] == spec.name
+    # And the state file, read by `down` from another process, has its new pid
+    recorded = cluster.load(info.dir)
+    assert recorded is not None
+    assert recorded.pids[spec.name] == new
+    with pytest.raises(cluster.ClusterError, match="still running"):
+        cluster.start_node(info, 2)
 
 
 @pytest.mark.timeout(300)
