@@ -41,6 +41,13 @@ def test_the_dead_letter_queue_is_classic_unless_replicated() -> None:
     assert replicated.durable
 
 
+def test_an_event_follower_queue_is_replicated_with_the_grid() -> None:
+    expires = Topology().event_follower_queue_spec("f").arguments["x-expires"]
+    assert Topology().event_follower_queue_spec("f").arguments == {"x-expires": expires}
+    replicated = Topology("grid", 3).event_follower_queue_spec("f").arguments
+    assert replicated == {"x-queue-type": "quorum", GROUP_SIZE: 3, "x-expires": expires}
+
+
 @pytest.mark.parametrize("replicas", [0, 10])
 def test_a_replica_count_out_of_range_is_refused(replicas: int) -> None:
     with pytest.raises(ValidationError, match="quorum_replicas"):
