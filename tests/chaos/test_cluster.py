@@ -11,6 +11,7 @@ node it stopped, so the next one begins on the whole cluster."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -43,7 +44,8 @@ from tests.helpers import wait_until
 
 REPLICAS = 3
 RATE = 20.0
-REQUESTS = 100
+# 10 s of load, the fault at 3 s: 7 s after it to see the 503s end (the target is under 5 s).
+REQUESTS = 200
 # Refusals further apart than this are two outages (a rolling restart has three).
 OUTAGE_GAP_S = 1.0
 RECONNECT_TIMEOUT_S = 60.0
@@ -160,6 +162,14 @@ def refused_s(result: RunResult) -> list[float]:
     return [(last - first).total_seconds() + step for first, last, _ in refusals(result)]
 
 
+def refused_until_the_end(result: RunResult) -> bool:
+    """Whether the last send was refused: the last stretch was cut short by the load's end."""
+    state = result.state
+    return bool(state.sent_at) and max(state.sent_at, key=state.sent_at.__getitem__) not in (
+        state.accepted
+    )
+
+
 def dispatch_resumed_s(result: RunResult, at: datetime) -> float | None:
     """From ``at`` to the first dispatch decided after it (as the dispatched event is stamped);
     None if nothing was dispatched after it."""
@@ -177,8 +187,9 @@ def figures(result: RunResult, report: Report, faults: Faults) -> str:
     outages = refused_s(result)
     resumed = [dispatch_resumed_s(result, at) for at in faults.at]
     codes = ",".join(f"{k}x{v}" for k, v in sorted(report.rejected_at_ingress.items())) or "none"
+    cut = ">=" if refused_until_the_end(result) else ""
     return (
-        f"to reconnect all; 503 for {'+'.join(f'{s:.2f}' for s in outages) or '0'}s "
+        f"to reconnect all; 503 for {cut}{'+'.join(f'{s:.2f}' for s in outages) or '0'}s "
         f"(refused: {codes}), dispatch resumed after "
         f"{'/'.join('-' if r is None else f'{r:.2f}' for r in resumed)}s"
     )
@@ -295,17 +306,19 @@ async def test_kill_9_the_node_of_the_active_dispatcher(whole: ClusterInfo, tmp_
             assert nodes[standby] not in (None, victim), nodes
             faults.at.append(datetime.now(UTC))
             await asyncio.to_thread(cluster.kill_node, info, victim)
-            # The killed dispatcher has no other URL: every other process moves off.
-            faults.reconnected_s.append(
-                await wait_until(
-                    lambda: metric_sum(grid, standby, decisions) > 0,
-                    f"{standby} (the standby, on node {nodes[standby]}) to decide",
-                    timeout=RECONNECT_TIMEOUT_S,
-                    poll=0.05,
-                    blocking=True,
-                )
-            )
             victims.append(victim)
+            # The killed dispatcher has no other URL: it waits for its node. A standby that
+            # never decides is scored (no time) and then fails the test, after the row.
+            with contextlib.suppress(AssertionError):
+                faults.reconnected_s.append(
+                    await wait_until(
+                        lambda: metric_sum(grid, standby, decisions) > 0,
+                        f"{standby} (the standby, on node {nodes[standby]}) to decide",
+                        timeout=RECONNECT_TIMEOUT_S,
+                        poll=0.05,
+                        blocking=True,
+                    )
+                )
 
         result = await load_with_fault(
             grid,
@@ -318,13 +331,10 @@ async def test_kill_9_the_node_of_the_active_dispatcher(whole: ClusterInfo, tmp_
         await asyncio.to_thread(cluster.start_node, info, victims[0])
         # The killed dispatcher reconnects by itself once its node is back
         await reconnected(grid, info, "every process connected with the whole cluster back")
-    report = score(
-        "cluster: kill -9 the active dispatcher's node",
-        result,
-        faults.reconnected_s[0],
-        "",
-    )
+    takeover = faults.reconnected_s[0] if faults.reconnected_s else None
+    report = score("cluster: kill -9 the active dispatcher's node", result, takeover, "")
     _annotate(figures(result, report, faults).replace("to reconnect all", "standby takeover"))
+    assert takeover is not None, "the standby never decided"
     assert_nothing_lost(result, report)
 
 
