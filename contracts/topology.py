@@ -166,8 +166,13 @@ class Topology:
         )
 
     def dead_queue_spec(self) -> QueueSpec:
-        # Classic and durable: nothing consumes it automatically, operators inspect it.
-        return QueueSpec(self.dead_queue)
+        """Durable; nothing consumes it automatically, operators inspect it. Classic on one
+        node; replicated (quorum) when the grid's queues are: a classic queue lives on one
+        node, and while that node is down every process that declares it on reconnecting (the
+        gateway, the dispatchers) is refused (404 "process is stopped by supervisor")."""
+        if self.quorum_replicas is None:
+            return QueueSpec(self.dead_queue)
+        return QueueSpec(self.dead_queue, self._quorum({"x-queue-type": "quorum"}))
 
     def dead_watch_queue_spec(self) -> QueueSpec:
         """The dispatchers' copy of every dead letter, so that what the broker dead-lettered
@@ -201,12 +206,16 @@ class Topology:
             auto_delete=True,
         )
 
-    @staticmethod
-    def event_follower_queue_spec(name: str) -> QueueSpec:
+    def event_follower_queue_spec(self, name: str) -> QueueSpec:
         """A follower's (loadgen, tests) copy of the events: durable, so that events published
         while the follower reconnects (or the broker restarts) wait for it; it expires once
-        unused for a while, should the follower die without deleting it."""
-        return QueueSpec(name, {"x-expires": FOLLOWER_EXPIRES_MS})
+        unused for a while, should the follower die without deleting it. Replicated (quorum)
+        when the grid's queues are, so that it outlives the loss of the node it was declared on
+        (a classic queue there would drop the events meant for it, and refuse redeclaring)."""
+        args: dict[str, Any] = {"x-expires": FOLLOWER_EXPIRES_MS}
+        if self.quorum_replicas is not None:
+            args = self._quorum({"x-queue-type": "quorum", **args})
+        return QueueSpec(name, args)
 
     def core_queues(self) -> list[QueueSpec]:
         return [self.requests_queue_spec(), self.dead_queue_spec()]

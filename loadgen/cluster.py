@@ -641,6 +641,46 @@ def stop_node(info: ClusterInfo, which: int | str, timeout: float = STOP_TIMEOUT
         _wait_gone([(spec, pid)], timeout)
 
 
+def start_node(info: ClusterInfo, which: int | str, timeout: float = JOIN_TIMEOUT_S) -> None:
+    """Start a stopped (or killed) node of ``info`` again, with its name, ports and folder: it
+    rejoins its cluster from its data. Returns once it serves AMQP, management and Prometheus
+    and another running node sees it running (a node that is alone waits for nobody)."""
+    spec = info.node(which)
+    old = info.pids.get(spec.name)
+    if old is not None and pid_alive(old, spec.name):
+        raise ClusterError(f"{spec.name} is still running (pid {old})")
+    driver = _Driver(info, find_tools())
+    launched = _LAUNCHED.pop(spec.name, None)
+    if launched is not None:  # reaped, so that no zombie stays behind its last run
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            launched.wait(KILL_TIMEOUT_S)
+    # A VM killed -9 leaves its pid file: the new pid is read only once the new VM writes it.
+    info.pids.pop(spec.name, None)
+    spec.pid_file.unlink(missing_ok=True)
+    driver.save()
+    driver.start(spec)
+    driver.wait_booted(spec)
+    peers = [n for n in info.nodes if n.name != spec.name and _maybe_running(info, n)]
+    deadline = time.monotonic() + timeout
+    while peers and spec.name not in driver.cluster_running(peers[0]):
+        if time.monotonic() >= deadline:
+            raise ClusterError(
+                f"{peers[0].name} does not see {spec.name} running\n{log_tail(spec)}"
+            )
+        time.sleep(POLL_S)
+
+
+def kill_node(info: ClusterInfo, which: int | str, timeout: float = KILL_TIMEOUT_S) -> None:
+    """SIGKILL one node's VM (a crash: no goodbye to its clients or peers) and return once it
+    has exited. Its data stays, for ``start_node``."""
+    spec = info.node(which)
+    pid = info.pids[spec.name]
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, 9)
+    if _wait_gone([(spec, pid)], timeout):
+        raise ClusterError(f"{spec.name} (pid {pid}) still runs {timeout:g}s after SIGKILL")
+
+
 def _wait_gone(procs: Iterable[tuple[NodeSpec, int]], timeout: float) -> list[NodeSpec]:
     """Wait until these VMs have exited; return the nodes whose VM still runs after ``timeout``."""
     left = list(procs)

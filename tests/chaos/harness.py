@@ -136,9 +136,12 @@ async def load_with_fault(
     requests: int = 200,
     via: str = "http",
     settle_s: float = 90.0,
+    settings: LoadgenSettings | None = None,
+    management_url: str | None = None,
 ) -> RunResult:
     """Steady load; ``fault()`` runs ``after_s`` into it. Waits until every accepted request
-    finished (or ``settle_s``)."""
+    finished (or ``settle_s``). ``settings``: loadgen's own (default: the grid's URL and
+    namespace)."""
 
     async def inject() -> None:
         # When the fault strikes is part of the scenario: a time into the load, not a condition.
@@ -153,9 +156,10 @@ async def load_with_fault(
         seed=7,
         settle_s=settle_s,
         gateway_url=grid.gateway_url,
+        management_url=management_url,
     )
     try:
-        return await run_load(loadgen_settings(grid), options)
+        return await run_load(settings or loadgen_settings(grid), options)
     finally:
         await injector
 

@@ -29,9 +29,23 @@ def test_with_it_every_quorum_queue_is_declared_with_that_many_replicas() -> Non
     t = AmqpSettings(quorum_replicas=3, namespace="grid").topology()
     assert (t.namespace, t.quorum_replicas) == ("grid", 3)
     assert {a[GROUP_SIZE] for a in quorum_specs(t)} == {3}
-    # Exclusive per-process queues and the classic dead-letter queue are not replicated.
+    # Exclusive per-process queues are not replicated.
     assert GROUP_SIZE not in t.heartbeat_queue_spec("hb").arguments
-    assert GROUP_SIZE not in t.dead_queue_spec().arguments
+
+
+def test_the_dead_letter_queue_is_classic_unless_replicated() -> None:
+    # On a cluster a classic queue on a lost node refuses every redeclaration until it is back.
+    assert AmqpSettings().topology().dead_queue_spec().arguments == {}
+    replicated = AmqpSettings(quorum_replicas=3).topology().dead_queue_spec()
+    assert replicated.arguments == {"x-queue-type": "quorum", GROUP_SIZE: 3}
+    assert replicated.durable
+
+
+def test_an_event_follower_queue_is_replicated_with_the_grid() -> None:
+    expires = Topology().event_follower_queue_spec("f").arguments["x-expires"]
+    assert Topology().event_follower_queue_spec("f").arguments == {"x-expires": expires}
+    replicated = Topology("grid", 3).event_follower_queue_spec("f").arguments
+    assert replicated == {"x-queue-type": "quorum", GROUP_SIZE: 3, "x-expires": expires}
 
 
 @pytest.mark.parametrize("replicas", [0, 10])
