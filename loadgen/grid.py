@@ -312,18 +312,8 @@ class LocalGrid:
         self.processes = self._plan()
         _RUNNING.add(self)
         try:
-            preexec = pdeathsig()
             for p in self.processes:
-                p.log_file = p.log_path.open("ab")
-                p.popen = subprocess.Popen(
-                    [self.python, "-m", p.module],
-                    env=p.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=p.log_file,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=preexec,  # only a prctl call, see pdeathsig
-                )
+                self._launch(p)
             self._wait_ready()
             self._write_targets(running=True)
         except BaseException:
@@ -415,6 +405,9 @@ class LocalGrid:
             if p.popen.poll() is None:
                 raise RuntimeError(f"{name} is still running")
             p.popen.wait()
+        self._launch(p)
+
+    def _launch(self, p: GridProcess) -> None:
         if p.log_file is None:
             p.log_file = p.log_path.open("ab")
         p.popen = subprocess.Popen(
@@ -424,7 +417,7 @@ class LocalGrid:
             stdout=p.log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=pdeathsig(),
+            preexec_fn=pdeathsig(),  # only a prctl call, see pdeathsig
         )
 
     def send_signal(self, name: str, sig: signal.Signals) -> None:
