@@ -108,7 +108,6 @@ class StationSession(ChargingSession):
     metered_kwh: float = 0.0
     metered_at_s: float = 0.0
     metered_power_kw: float | None = None
-    stop_reason: SessionOutcome | None = None  # why the worker asked the station to stop
 
     def estimated_kwh(self, now_s: float) -> float:
         """Metered energy plus what the car drew since, at its last power (at most its limit)."""
@@ -535,7 +534,7 @@ class StationSessions:
         if s is None:
             return None
         if energy_kwh is not None and energy_kwh > 0:
-            s.energy_kwh = max(energy_kwh, s.metered_kwh) if s.metered_kwh else energy_kwh
+            s.energy_kwh = max(energy_kwh, s.metered_kwh)
         if max_kw is not None and max_kw > 0:
             s.max_power_kw = min(max_kw, s.evse_max_kw)
         if departure_s is not None and departure_s > now_s:
@@ -781,12 +780,10 @@ class StationSessions:
                 or not s.demand_known
             ):
                 continue
-            if s.estimated_kwh(now_s) >= s.energy_kwh - FULL_TOLERANCE_KWH:
-                s.stop_reason = SessionOutcome.FULL
-            elif s.departure_s is not None and s.departure_s <= now_s:
-                s.stop_reason = SessionOutcome.DEPARTED
-            else:
-                continue
+            full = s.estimated_kwh(now_s) >= s.energy_kwh - FULL_TOLERANCE_KWH
+            leaving = s.departure_s is not None and s.departure_s <= now_s
+            if not (full or leaving):
+                continue  # the outcome is told by the Ended event's meter value
             stop = Stop(s.key, s.station_id, s.transaction_id)
             s.phase, s.in_flight, s.target_kw = Phase.STOPPING, stop, 0.0
             self._dirty = True
