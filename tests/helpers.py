@@ -20,16 +20,19 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
-from contracts import ChargeEvent, ChargeRequest, EventKind, Heartbeat, Topology
+from contracts import Assignment, ChargeEvent, ChargeRequest, EventKind, Heartbeat, Topology
 from loadgen.choices import Via
 from loadgen.run import RunOptions, RunResult, new_result
 from loadgen.state import CONFIRMED
 from messaging import Delivery, Session
+
+if TYPE_CHECKING:
+    from tests.fakes import FakeBroker
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -294,3 +297,33 @@ def refuse_connections(
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+
+
+def assignment_of(
+    request: ChargeRequest, substation_id: str = "s1", capacity_kw: float = 100.0
+) -> Assignment:
+    """An assignment of ``request`` to ``substation_id``, as a dispatcher makes one."""
+    return Assignment.model_validate(
+        {
+            "request": request,
+            "substation_id": substation_id,
+            "snapshot": {
+                "load_kw": 0,
+                "capacity_kw": capacity_kw,
+                "committed_kw": 0,
+                "pending_kw": 0,
+                "heartbeat_seq": 1,
+                "heartbeat_age_s": 0,
+            },
+            "policy": "headroom",
+        }
+    )
+
+
+def events_of(broker: FakeBroker, topology: Topology, kind: str) -> list[ChargeEvent]:
+    """The ``kind`` events published on the in-memory broker, in order."""
+    return [
+        ChargeEvent.model_validate_json(p.body)
+        for p in broker.published_to(topology.events_exchange)
+        if p.routing_key == f"event.{kind}"
+    ]

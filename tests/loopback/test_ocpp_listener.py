@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -18,17 +18,17 @@ from prometheus_client import CollectorRegistry
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from loadgen.grid import free_ports
 from substation_worker.metrics import OcppMetrics
 from substation_worker.ocpp.listener import OcppListener
 from substation_worker.ocpp.registry import Bay, StationRegistry
 from substation_worker.service import WorkerService
 from substation_worker.settings import WorkerSettings
 from tests.fakes import FakeBroker
+from tests.loopback.ocpp_client import DEADLINE_S, boot, charge_point, free_port
+from tests.loopback.ocpp_client import station_url as url
 
 pytestmark = pytest.mark.timeout(30)
 SID = "s1"
-DEADLINE_S = 5.0
 
 
 @pytest.fixture
@@ -44,31 +44,8 @@ async def listener(metrics_registry: CollectorRegistry) -> AsyncIterator[OcppLis
     await lis.stop()
 
 
-def url(lis: OcppListener, station_id: str) -> str:
-    return f"ws://127.0.0.1:{lis.port}/ocpp/{station_id}"
-
-
-@asynccontextmanager
-async def station(lis: OcppListener, station_id: str) -> AsyncIterator[ChargePoint]:
-    """A connected ocpp.v201.ChargePoint client, its receive loop running."""
-    async with connect(url(lis, station_id), subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
-        assert ws.subprotocol == "ocpp2.0.1"
-        cp = ChargePoint(station_id, ws, response_timeout=DEADLINE_S)
-        reading = asyncio.create_task(cp.start())
-        try:
-            yield cp
-        finally:
-            reading.cancel()
-            with suppress(asyncio.CancelledError, Exception):
-                await reading
-
-
-async def boot(cp: ChargePoint) -> Any:
-    return await cp.call(
-        call.BootNotification(
-            charging_station={"model": "Wallbox", "vendor_name": "Acme"}, reason="PowerUp"
-        )
-    )
+def station(lis: OcppListener, station_id: str) -> AbstractAsyncContextManager[ChargePoint]:
+    return charge_point(url(lis, station_id), station_id)
 
 
 async def report(cp: ChargePoint, evse_id: int, status: str) -> None:
@@ -226,10 +203,6 @@ async def test_stop_closes_every_station(listener: OcppListener) -> None:
         await listener.stop()
         assert listener.registry.connected_count == 0
         await eventually(lambda: cp._connection.state.name == "CLOSED")
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
 
 
 async def test_the_worker_serves_ocpp_beside_its_bays_and_stops_it() -> None:

@@ -15,15 +15,15 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from contracts import Assignment, ChargeEvent, ChargeRequest, Topology
-from loadgen.grid import free_ports
+from contracts import ChargeEvent, ChargeRequest, Topology
 from loadgen.stations.fleet import Fleet, make_fleet, run_fleet
 from loadgen.stations.station import StationConfig
 from loadgen.stations.walkins import WalkInCar
 from substation_worker.service import WorkerService
 from substation_worker.settings import WorkerSettings
 from tests.fakes import FakeBroker
-from tests.helpers import DEPLOY, wait_until
+from tests.helpers import DEPLOY, assignment_of, events_of, wait_until
+from tests.loopback.ocpp_client import free_port
 
 pytestmark = pytest.mark.timeout(60)
 NS = "ocppmetrics"
@@ -81,10 +81,6 @@ def assert_dashboard_served(exposition: str) -> None:
         assert used - TARGET_LABELS <= have, (query, sorted(used - TARGET_LABELS - have))
 
 
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
 @dataclass
 class Worker:
     broker: FakeBroker
@@ -112,29 +108,11 @@ class Worker:
         return self.value(f"smartgrid_substation_ocpp_{command}_total", result=result)
 
     def assign(self, request: ChargeRequest) -> None:
-        body = Assignment.model_validate(
-            {
-                "request": request,
-                "substation_id": SID,
-                "snapshot": {
-                    "load_kw": 0,
-                    "capacity_kw": CAPACITY_KW,
-                    "committed_kw": 0,
-                    "pending_kw": 0,
-                    "heartbeat_seq": 1,
-                    "heartbeat_age_s": 0,
-                },
-                "policy": "headroom",
-            }
-        )
-        self.broker.put(TOPO.substations_exchange, SID, body.model_dump_json().encode())
+        body = assignment_of(request, SID, CAPACITY_KW).model_dump_json().encode()
+        self.broker.put(TOPO.substations_exchange, SID, body)
 
     def completed(self) -> list[ChargeEvent]:
-        return [
-            ChargeEvent.model_validate_json(p.body)
-            for p in self.broker.published_to(TOPO.events_exchange)
-            if p.routing_key == "event.completed"
-        ]
+        return events_of(self.broker, TOPO, "completed")
 
 
 @pytest.fixture

@@ -3,19 +3,18 @@ stations file; the station is the ``ocpp`` package's own ocpp.v201.ChargePoint."
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import ssl
 import threading
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
-from ocpp.v201 import ChargePoint, call
+from ocpp.v201 import ChargePoint
 from ocpp.v201.enums import RegistrationStatusEnumType
 from prometheus_client import CollectorRegistry
 from websockets.asyncio.client import connect
@@ -35,10 +34,11 @@ from substation_worker.ocpp.registry import StationRegistry
 from substation_worker.service import WorkerService
 from substation_worker.settings import WorkerSettings
 from tests.fakes import FakeBroker
+from tests.loopback.ocpp_client import boot, charge_point
+from tests.loopback.ocpp_client import station_url as url
 
 pytestmark = pytest.mark.timeout(30)
 SID = "s1"
-DEADLINE_S = 5.0
 PASSWORD = "correct-horse-42"
 OTHER_PASSWORD = "a-much-longer-password-of-32-chr"
 REFUSED = "smartgrid_substation_ocpp_handshakes_refused_total"
@@ -105,36 +105,10 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
-def url(lis: OcppListener, station_id: str) -> str:
-    return f"{lis.scheme}://127.0.0.1:{lis.port}/ocpp/{station_id}"
-
-
-@asynccontextmanager
-async def station(
+def station(
     lis: OcppListener, station_id: str, headers: dict[str, str], **kwargs: Any
-) -> AsyncIterator[ChargePoint]:
-    async with connect(
-        url(lis, station_id),
-        subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
-        additional_headers=headers,
-        **kwargs,
-    ) as ws:
-        cp = ChargePoint(station_id, ws, response_timeout=DEADLINE_S)
-        reading = asyncio.create_task(cp.start())
-        try:
-            yield cp
-        finally:
-            reading.cancel()
-            with suppress(asyncio.CancelledError, Exception):
-                await reading
-
-
-async def boot(cp: ChargePoint) -> Any:
-    return await cp.call(
-        call.BootNotification(
-            charging_station={"model": "Wallbox", "vendor_name": "Acme"}, reason="PowerUp"
-        )
-    )
+) -> AbstractAsyncContextManager[ChargePoint]:
+    return charge_point(url(lis, station_id), station_id, additional_headers=headers, **kwargs)
 
 
 def refused(reg: CollectorRegistry, reason: str) -> float:

@@ -18,15 +18,15 @@ from prometheus_client import CollectorRegistry
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
-from contracts import Assignment, ChargeEvent, ChargeRequest, SessionOutcome, Topology
-from loadgen.grid import free_ports
+from contracts import ChargeEvent, ChargeRequest, SessionOutcome, Topology
 from loadgen.stations.fleet import Fleet, make_fleet, run_fleet
 from loadgen.stations.station import StationConfig
 from loadgen.stations.walkins import WalkInConfig
 from substation_worker.service import WorkerService
 from substation_worker.settings import WorkerSettings
 from tests.fakes import FakeBroker
-from tests.helpers import wait_until
+from tests.helpers import assignment_of, events_of, wait_until
+from tests.loopback.ocpp_client import free_port
 
 pytestmark = pytest.mark.timeout(60)
 NS = "ocppmem"
@@ -42,10 +42,6 @@ CONFIG = StationConfig(
     meter_interval_s=0.05,
     tick_s=0.01,
 )
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
 
 
 @dataclass
@@ -69,29 +65,11 @@ class Grid:
         return max(totals)
 
     def assign(self, request: ChargeRequest) -> None:
-        body = Assignment.model_validate(
-            {
-                "request": request,
-                "substation_id": "s1",
-                "snapshot": {
-                    "load_kw": 0,
-                    "capacity_kw": CAPACITY_KW,
-                    "committed_kw": 0,
-                    "pending_kw": 0,
-                    "heartbeat_seq": 1,
-                    "heartbeat_age_s": 0,
-                },
-                "policy": "headroom",
-            }
-        )
-        self.broker.put(TOPO.substations_exchange, "s1", body.model_dump_json().encode())
+        body = assignment_of(request, "s1", CAPACITY_KW).model_dump_json().encode()
+        self.broker.put(TOPO.substations_exchange, "s1", body)
 
     def events(self, kind: str) -> list[ChargeEvent]:
-        return [
-            ChargeEvent.model_validate_json(p.body)
-            for p in self.broker.published_to(TOPO.events_exchange)
-            if p.routing_key == f"event.{kind}"
-        ]
+        return events_of(self.broker, TOPO, kind)
 
     def unacked(self) -> int:
         queue = self.broker.queue(TOPO.substation_queue("s1"))

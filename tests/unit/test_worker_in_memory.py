@@ -15,7 +15,7 @@ from contracts import Assignment, ChargeEvent, ChargeRequest, SessionOutcome, To
 from substation_worker.service import WorkerService
 from substation_worker.settings import WorkerSettings
 from tests.fakes import FakeBroker, FakeSession
-from tests.helpers import leaving_request, wait_until
+from tests.helpers import assignment_of, events_of, leaving_request, wait_until
 
 NS = "mem"
 TOPO = Topology(NS)
@@ -39,11 +39,7 @@ class Worker:
         return body
 
     def events(self, kind: str) -> list[ChargeEvent]:
-        return [
-            ChargeEvent.model_validate_json(p.body)
-            for p in self.broker.published_to(TOPO.events_exchange)
-            if p.routing_key == f"event.{kind}"
-        ]
+        return events_of(self.broker, TOPO, kind)
 
     def metric(self, name: str) -> float:
         value = self.registry.get_sample_value(name, {"substation": "s1"})
@@ -56,21 +52,7 @@ class Worker:
 
 
 def assignment(request: ChargeRequest, substation_id: str = "s1") -> Assignment:
-    return Assignment.model_validate(
-        {
-            "request": request,
-            "substation_id": substation_id,
-            "snapshot": {
-                "load_kw": 0,
-                "capacity_kw": 100,
-                "committed_kw": 0,
-                "pending_kw": 0,
-                "heartbeat_seq": 1,
-                "heartbeat_age_s": 0,
-            },
-            "policy": "headroom",
-        }
-    )
+    return assignment_of(request, substation_id)
 
 
 def charge_request(energy_kwh: float = 10.0) -> ChargeRequest:
