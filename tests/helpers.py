@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import inspect
 import os
+import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -327,3 +329,8 @@ def events_of(broker: FakeBroker, topology: Topology, kind: str) -> list[ChargeE
         for p in broker.published_to(topology.events_exchange)
         if p.routing_key == f"event.{kind}"
     ]
+
+
+def filled_env(example: str) -> str:
+    """What `make env` writes from deploy/.env.example: every empty value made random."""
+    return re.sub(r"(?m)^([A-Z_]+)=$", lambda m: f"{m.group(1)}={secrets.token_hex(24)}", example)

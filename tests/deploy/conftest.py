@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, missing
+from tests.helpers import DEPLOY, REPO, missing
 
 
 def _works(cmd: list[str]) -> bool:
@@ -32,3 +33,11 @@ def compose() -> list[str]:
         "the docker CLI's compose plugin, or a docker-compose v2 binary on PATH",
     )
     raise AssertionError("unreachable")
+
+
+@pytest.fixture
+def deploy_copy(tmp_path: Path) -> Path:
+    """deploy/ without the developer's own .env, so that only the files under test count."""
+    target = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, target, ignore=shutil.ignore_patterns(".env"))
+    return target

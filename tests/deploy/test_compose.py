@@ -5,33 +5,17 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from contracts.definitions import password_env_var, roles
 from contracts.topology import Topology
-from tests.helpers import DEPLOY, REPO
+from tests.helpers import DEPLOY, REPO, filled_env
 
 SMARTGRID_COMMANDS = ("smartgrid-gateway", "smartgrid-dispatcher", "smartgrid-worker")
-
-
-def filled_env(example: str) -> str:
-    """What `make env` writes: every empty value replaced by a random one."""
-    return re.sub(r"(?m)^([A-Z_]+)=$", lambda m: f"{m.group(1)}={secrets.token_hex(24)}", example)
-
-
-@pytest.fixture
-def deploy_copy(tmp_path: Path) -> Path:
-    """deploy/ without the developer's own .env, so that only the files under test count."""
-    target = tmp_path / "deploy"
-    shutil.copytree(DEPLOY, target, ignore=shutil.ignore_patterns(".env"))
-    return target
 
 
 def run_config(

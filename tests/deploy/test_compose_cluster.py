@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from tests.helpers import DEPLOY
+from tests.helpers import DEPLOY, filled_env
 
 NODES = ["rabbitmq", "rabbitmq-2", "rabbitmq-3"]
 SMARTGRID_COMMANDS = ("smartgrid-gateway", "smartgrid-dispatcher", "smartgrid-worker")
@@ -104,17 +101,6 @@ def test_only_loopback_ports_are_published() -> None:
 
 
 # -- Compose itself (skipped without Docker Compose v2, as in test_compose.py) -----------------
-
-
-def filled_env(example: str) -> str:
-    return re.sub(r"(?m)^([A-Z_]+)=$", lambda m: f"{m.group(1)}={secrets.token_hex(24)}", example)
-
-
-@pytest.fixture
-def deploy_copy(tmp_path: Path) -> Path:
-    target = tmp_path / "deploy"
-    shutil.copytree(DEPLOY, target, ignore=shutil.ignore_patterns(".env"))
-    return target
 
 
 def run_config(
