@@ -233,8 +233,12 @@ class Dispatcher:
         await session.declare_queue(t.dead_watch_queue_spec())
         await session.bind(t.dead_watch_binding())
         await session.consume(t.dead_watch_queue, self._on_dead_letter)
-        # Before the first request: silence counts from here (_may_resend_to, reclaims).
-        self._connected_at = self.clock()
+        # Before the first request: silence counts from here (_may_resend_to, reclaims). After
+        # a reconnect the workers are reconnecting too, each waiting out its own backoff (up to
+        # the reconnect cap): silence counts only once that is over, else a healthy worker
+        # that reconnects a little later than this dispatcher has its queue taken back.
+        grace = self.settings.reconnect_max_s if self.link.connects else 0.0
+        self._connected_at = self.clock() + grace
         self._requests_consumer = await session.consume(t.requests_queue, self._on_request)
         self.metrics.connected.set(1)
 
