@@ -213,8 +213,12 @@ def node_env(spec: NodeSpec) -> dict[str, str]:
         "RABBITMQ_LOG_BASE": str(spec.log_dir),
         "RABBITMQ_ENABLED_PLUGINS_FILE": str(spec.plugins_file),
         "RABBITMQ_PID_FILE": str(spec.pid_file),
-        # The distribution listener on loopback, like every other one.
-        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        # The distribution listener on loopback, like every other one; schedulers that sleep
+        # when idle instead of spinning (RabbitMQ's advice for shared hosts): several nodes
+        # share this machine's cores with the grid they serve.
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": (
+            "-kernel inet_dist_use_interface {127,0,0,1} +sbwt none +sbwtdcpu none +sbwtdio none"
+        ),
     }
 
 

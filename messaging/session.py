@@ -21,6 +21,7 @@ import asyncio
 import itertools
 import logging
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from messaging.errors import (
     PublishReturned,
 )
 from messaging.frames import PublishFrames
+from messaging.nack_streak import NackStreaks
 from messaging.session_protocol import (
     BrokerSession,
     MessageProperties,
@@ -181,8 +183,10 @@ class Session(BrokerSession):
         # The broker node this connection is to, host:port ("" until open() sets it).
         self.node = ""
         self._next_tag = 1
-        self._unconfirmed: dict[int, tuple[Waiter, str | None]] = {}
+        # Delivery tag -> the waiter, message id and destination (exchange/routing key).
+        self._unconfirmed: dict[int, tuple[Waiter, str | None, str]] = {}
         self._returned: set[str] = set()
+        self._nacks = NackStreaks()
         # Manual-ack deliveries not yet settled on the wire, in delivery order; those settled
         # out of order (sent on their own); acks waiting for the end of this loop turn.
         self._unsettled: deque[int] = deque()
@@ -318,7 +322,7 @@ class Session(BrokerSession):
         self.closed.set()
         failure = BrokerUnavailable(f"connection lost before the broker confirmed: {exc}")
         pending, self._unconfirmed = self._unconfirmed, {}
-        for waiter, _ in pending.values():
+        for waiter, _, _ in pending.values():
             resolve(waiter, failure)
             if isinstance(waiter, asyncio.Future) and not waiter.cancelled():
                 waiter.exception()  # a caller that gave up must not leave it "never retrieved"
@@ -356,7 +360,7 @@ class Session(BrokerSession):
             )
         tag = self._next_tag
         self._next_tag += 1
-        self._unconfirmed[tag] = (waiter, message_id)
+        self._unconfirmed[tag] = (waiter, message_id, f"{exchange}/{routing_key}")
         if frames is not None:
             self.connection.emit_frames(frames, 3)
             return
@@ -385,15 +389,31 @@ class Session(BrokerSession):
             tags = list(itertools.takewhile(lambda t: t <= tag, self._unconfirmed))
         else:
             tags = [tag] if tag in self._unconfirmed else []
+        nacked_to: dict[str, int] = {}
         for t in tags:
-            waiter, message_id = self._unconfirmed.pop(t)
+            waiter, message_id, destination = self._unconfirmed.pop(t)
             if nacked:
+                nacked_to[destination] = nacked_to.get(destination, 0) + 1
                 resolve(waiter, PublishNacked(f"broker nacked delivery tag {t}"))
-            elif message_id is not None and message_id in self._returned:
+                continue
+            if self._nacks:
+                self._nacks.acked(destination)
+            if message_id is not None and message_id in self._returned:
                 self._returned.discard(message_id)
                 resolve(waiter, PublishReturned(f"message {message_id} was unroutable"))
             else:
                 resolve(waiter, None)
+        now = time.monotonic()
+        for destination, count in nacked_to.items():
+            if self._nacks.nacked(destination, count, now) and self.connection.is_open:
+                # The callers of the nacked publishes retry; on this channel they never would
+                # succeed (messaging.nack_streak). Closing ends the session: the link reconnects.
+                reason = f"{self._nacks.describe(destination, now)}: giving up this channel"
+                log.warning("%s (reconnecting)", reason)
+                self.close_reason = BrokerUnavailable(reason)
+                self._flush_acks()  # what was settled meanwhile, not redelivered for nothing
+                self.connection.close()
+                return
 
     # -- settling deliveries ---------------------------------------------------------------
 

@@ -22,9 +22,9 @@ NODE_GAUGES = (
 )
 
 
-def cluster_for_module(nodes: int = 3) -> Iterator[ClusterInfo]:
-    """The body of a module-scoped fixture: ``nodes`` nodes of this module's own, removed after
-    (never the machine's broker)."""
+def cluster_of(nodes: int = 3) -> Iterator[ClusterInfo]:
+    """The body of a fixture: ``nodes`` nodes of its own, removed after (never the machine's
+    broker)."""
     try:
         cluster.find_tools()
     except cluster.ClusterError:
@@ -33,7 +33,15 @@ def cluster_for_module(nodes: int = 3) -> Iterator[ClusterInfo]:
     try:
         yield info
     finally:
-        cluster.down(info)
+        assert cluster.down(info) is True
+    # `down` leaves nothing behind: no node's VM, no wrapper script that launched it, no folder;
+    # a second `down` finds nothing to do (checked here, where every test of the cluster is over).
+    for spec in info.nodes:
+        assert not cluster.pid_alive(info.pids[spec.name], spec.name), spec.name
+        assert cluster.pids_of(spec.name, vm_only=False) == [], spec.name
+    assert not info.dir.exists()
+    assert cluster.down(info) is False
+    assert cluster.down(info.dir) is False
 
 
 def node_index(info: ClusterInfo, node: str) -> int:

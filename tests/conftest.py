@@ -23,8 +23,10 @@ import pytest
 
 from contracts import Topology
 from loadgen.broker import delete_namespace
+from loadgen.cluster import ClusterInfo
 from messaging import AmqpSettings, Session
 from messaging.errors import MessagingError
+from tests import cluster_grid
 from tests.helpers import SUBSTATIONS
 
 TESTS = Path(__file__).resolve().parent
@@ -59,6 +61,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         for name in tier_markers(item.path):
             item.add_marker(getattr(pytest.mark, name))
+    # The tests on the local cluster run last, one after another: its three nodes start once
+    # for all of them and stop at the end of the session, never idling beside other tests.
+    items.sort(key=lambda item: CLUSTER_FIXTURE in getattr(item, "fixturenames", ()))
+
+
+CLUSTER_FIXTURE = "cluster3"
+
+
+@pytest.fixture(scope="session")
+def cluster3() -> Iterator[ClusterInfo]:
+    """A three-node RabbitMQ cluster of the session's own (loadgen.cluster; never the machine's
+    broker), shared by every test that names it; removed at the end."""
+    yield from cluster_grid.cluster_of(3)
+
+
+@pytest.fixture
+def whole_cluster(cluster3: ClusterInfo) -> ClusterInfo:
+    """The session's cluster with every node running: what an earlier test stopped or killed
+    is started again, so that each test begins on the whole cluster."""
+    cluster_grid.make_whole(cluster3)
+    return cluster3
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ import asyncio
 import collections
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -35,21 +34,9 @@ REPLICAS = 3
 RECONNECT_TIMEOUT_S = 60.0
 
 
-@pytest.fixture(scope="module")
-def cluster3() -> Iterator[ClusterInfo]:
-    yield from cluster_grid.cluster_for_module(3)
-
-
-@pytest.fixture
-def three_nodes(cluster3: ClusterInfo) -> ClusterInfo:
-    """The module's cluster, every node running (what an earlier test stopped is started)."""
-    cluster_grid.make_whole(cluster3)
-    return cluster3
-
-
 @pytest.mark.timeout(180)
-def test_a_node_killed_9_starts_again_into_its_cluster(three_nodes: ClusterInfo) -> None:
-    info = three_nodes
+def test_a_node_killed_9_starts_again_into_its_cluster(whole_cluster: ClusterInfo) -> None:
+    info = whole_cluster
     spec = info.node(2)
     old = info.pids[spec.name]
     cluster.kill_node(info, 2)
@@ -73,9 +60,9 @@ def test_a_node_killed_9_starts_again_into_its_cluster(three_nodes: ClusterInfo)
 
 @pytest.mark.timeout(300)
 def test_processes_spread_over_the_nodes_and_move_off_a_stopped_one(
-    three_nodes: ClusterInfo, tmp_path: Path
+    whole_cluster: ClusterInfo, tmp_path: Path
 ) -> None:
-    info = three_nodes
+    info = whole_cluster
     namespace = f"cluster-urls-{uuid.uuid4().hex[:6]}"
     settings = AmqpSettings(amqp_url=info.url_list, namespace=namespace)
     topology = Topology(namespace, REPLICAS)
