@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 
 help:
 	@echo "make install   create .venv and install smartgrid with its dev tools and bench frameworks"
-	@echo "make test      make sure RabbitMQ answers (start a local one if needed), run pytest"
+	@echo "make test      make sure RabbitMQ answers (start a local one if needed), run pytest: the unit tier on every core, then the rest"
 	@echo "make test-unit  the tests that need no broker (pytest -m 'not integration': unit, loopback, deploy), < 1 min"
 	@echo "make demo      local grid of three substations, a burst of 600 requests, live view"
 	@echo "make demo-stations  the same plus an OCPP substation with STATIONS (4) simulated stations and walk-ins"
@@ -35,9 +35,12 @@ install:
 $(STAMP): pyproject.toml
 	$(MAKE) install
 
+# Two runs: what needs no broker on every core (nothing there shares state), then the tests of
+# the real broker one after another (they time real processes, so they share no core).
 test: $(STAMP)
 	$(PY) -m loadgen ensure-broker
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "not integration" -n auto
+	$(VENV)/bin/pytest -m integration
 
 # The fast loop: everything not marked integration (tests/integration and tests/chaos are, by
 # directory), with the broker URL on a closed port so that nothing here can lean on a broker.
