@@ -30,7 +30,7 @@ from tests.chaos.harness import (
 from tests.helpers import register_substations, wait_until
 
 SIM, OCPP = "s300", "oc60"
-TIME_SCALE = 600.0  # a session of ~20 kWh lasts about 10 wall seconds at 7.5 kW
+TIME_SCALE = 1200.0  # a session of ~20 kWh lasts about 8 wall seconds at 7.5 kW
 STATIONS, EVSES = 4, 2
 CONFIG = StationConfig(
     evses=EVSES,

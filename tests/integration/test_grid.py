@@ -29,7 +29,7 @@ SUBSTATIONS = (
 )
 REQUESTS = 600
 RATE_PER_S = 300.0
-TIME_SCALE = 3600.0
+TIME_SCALE = 7200.0
 SEED = 20261124
 SETTLE_TIMEOUT_S = 240.0
 # The balance target: each substation's share of the energy within +-35% of its capacity share.
