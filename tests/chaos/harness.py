@@ -33,8 +33,8 @@ SUBSTATIONS = (
     SubstationSpec("s600", 600.0, 32),
 )
 IDS = [s.id for s in SUBSTATIONS]
-# Sessions last seconds at x7200 (about 1-4 s wall), so a fault finds some charging and some
-# waiting.
+# Sessions last at most about 4 wall seconds at x7200 (60 kWh at 7 kW), so a fault finds some
+# charging and some waiting.
 TIME_SCALE = 7200.0
 HEARTBEAT_S = 0.5
 # Reconnects in the tests should not wait out the default 15 s cap.
