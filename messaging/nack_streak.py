@@ -21,21 +21,11 @@ STREAK_S = 0.5
 
 
 @dataclass
-class NackStreak:
-    """The confirms of one destination's publishes, in order."""
+class _Streak:
+    """One destination's nacks since its last ack: how many, from when (monotonic s)."""
 
-    nacks: int = STREAK_NACKS
-    span_s: float = STREAK_S
-    count: int = 0
-    since: float = 0.0
-
-    def nacked(self, count: int, now: float) -> bool:
-        """``count`` publishes nacked at ``now`` (monotonic s): True once there have been only
-        nacks, at least ``nacks`` of them, for at least ``span_s``."""
-        if self.count == 0:
-            self.since = now
-        self.count += count
-        return self.count >= self.nacks and now - self.since >= self.span_s
+    count: int
+    since: float
 
 
 @dataclass
@@ -44,7 +34,7 @@ class NackStreaks:
 
     nacks: int = STREAK_NACKS
     span_s: float = STREAK_S
-    _by_destination: dict[str, NackStreak] = field(default_factory=dict)
+    _by_destination: dict[str, _Streak] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         """Whether any destination has a streak (acks then have one to end)."""
@@ -54,13 +44,14 @@ class NackStreaks:
         self._by_destination.pop(destination, None)
 
     def nacked(self, destination: str, count: int, now: float) -> bool:
-        streak = self._by_destination.get(destination)
-        if streak is None:
-            streak = self._by_destination[destination] = NackStreak(self.nacks, self.span_s)
-        return streak.nacked(count, now)
+        """``count`` publishes to ``destination`` nacked at ``now`` (monotonic s): True once
+        it has had only nacks, at least ``nacks`` of them, for at least ``span_s``."""
+        streak = self._by_destination.setdefault(destination, _Streak(0, now))
+        streak.count += count
+        return streak.count >= self.nacks and now - streak.since >= self.span_s
 
     def describe(self, destination: str, now: float) -> str:
-        streak = self._by_destination.get(destination, NackStreak())
+        streak = self._by_destination.get(destination, _Streak(0, now))
         return (
             f"{streak.count} publishes to {destination} nacked in a row over "
             f"{now - streak.since:.1f}s, none acked"

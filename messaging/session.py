@@ -403,6 +403,8 @@ class Session(BrokerSession):
                 resolve(waiter, PublishReturned(f"message {message_id} was unroutable"))
             else:
                 resolve(waiter, None)
+        if not nacked_to:
+            return
         now = time.monotonic()
         for destination, count in nacked_to.items():
             if self._nacks.nacked(destination, count, now) and self.connection.is_open:

@@ -1,4 +1,4 @@
-"""The URL list on a real three-node cluster (loadgen.cluster, nodes of this module's own):
+"""The URL list on a real three-node cluster (loadgen.cluster, the session's own nodes):
 the grid's processes spread over the nodes, its quorum queues have a replica on each, and when
 the node most of them are on stops, each of those reconnects to a surviving node by itself and
 requests through the gateway still complete."""

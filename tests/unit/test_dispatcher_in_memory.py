@@ -19,7 +19,7 @@ from dispatcher.policies import make_policy
 from dispatcher.service import Dispatcher
 from dispatcher.settings import DispatcherSettings
 from tests.fakes import FakeBroker, FakeSession
-from tests.helpers import leaving_request, wait_until
+from tests.helpers import assignment_of, leaving_request, wait_until
 
 NS = "mem"
 TOPO = Topology(NS)
@@ -224,22 +224,8 @@ async def test_redelivery_after_a_crash_between_confirm_and_ack_goes_to_the_same
 
 def _reclaimable(g: Grid, request: ChargeRequest) -> None:
     """An assignment waiting in s1's queue, as a dispatcher left it there."""
-    a = Assignment.model_validate(
-        {
-            "request": request,
-            "substation_id": "s1",
-            "snapshot": {
-                "load_kw": 0,
-                "capacity_kw": 150,
-                "committed_kw": 0,
-                "pending_kw": 0,
-                "heartbeat_seq": 1,
-                "heartbeat_age_s": 0,
-            },
-            "policy": "headroom",
-        }
-    )
-    g.broker.put(TOPO.substations_exchange, "s1", a.model_dump_json().encode())
+    body = assignment_of(request, "s1", capacity_kw=150).model_dump_json().encode()
+    g.broker.put(TOPO.substations_exchange, "s1", body)
 
 
 async def _silent_s1(g: Grid, d: Dispatcher, advance_s: float) -> None:
