@@ -33,11 +33,14 @@ maximum. Within that spread (online plans only):
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from dataclasses import dataclass
 
+import highspy
 import numpy as np
 import numpy.typing as npt
-from scipy import optimize, sparse
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -133,27 +136,12 @@ def plan(
         early = 1.0 - np.minimum((bounds[step_of + 1] - now_s) / longest, 1.0)
         weight += EARLINESS_SPREAD * spread * urgency[car_of] * early
 
-    # Rows 0..n-1: each car's total; rows n..: each step's total. Two entries per column.
-    columns = np.arange(m)
-    a_ub = sparse.csr_array(
-        (
-            np.ones(2 * m),
-            (np.concatenate([car_of, n + step_of]), np.concatenate([columns, columns])),
-        ),
-        shape=(n + len(lengths_h), m),
-    )
+    # Rows 0..n-1: each car's total; rows n..: each step's total. Two entries per column, the
+    # car's row first (rows ascending within a column, as HiGHS's column-wise format wants).
+    index = np.column_stack([car_of, n + step_of]).ravel().astype(np.int32)
     b_ub = np.concatenate([need_kwh, capacity_kw * lengths_h])
     upper = np.asarray(max_kw)[car_of] * lengths_h[step_of]
-    result = optimize.linprog(
-        -weight,
-        A_ub=a_ub,
-        b_ub=b_ub,
-        bounds=np.column_stack([np.zeros(m), upper]),
-        method="highs",
-    )
-    if result.status != 0:
-        raise RuntimeError(f"HiGHS found no optimal plan: {result.message}")
-    x = np.clip(result.x, 0.0, upper)
+    x = np.clip(_maximise(weight, upper, index, b_ub), 0.0, upper)
     energy[car_of, step_of] = x
     # HiGHS meets the rows to its feasibility tolerance: scale each car down to its need, each
     # step down to its capacity, so the plan is feasible exactly, not to 1e-7.
@@ -165,3 +153,73 @@ def plan(
     full = step_totals > step_caps
     energy[:, full] *= step_caps[full] / step_totals[full]
     return Plan(bounds, energy)
+
+
+_solvers = threading.local()
+_first_solver = threading.Lock()
+_banner_shown = False
+
+
+def quiet_highs() -> highspy.Highs:
+    """A new HiGHS instance that prints nothing. HiGHS prints a banner on stdout when the first
+    instance of a process is built, whatever ``output_flag`` says: that one is built with stdout
+    pointed at /dev/null, so a worker's or bench's output holds only its own lines."""
+    with _first_solver:
+        global _banner_shown
+        if _banner_shown:
+            found = highspy.Highs()
+        else:
+            sys.stdout.flush()
+            saved = os.dup(1)
+            try:
+                with open(os.devnull, "w") as null:
+                    os.dup2(null.fileno(), 1)
+                    found = highspy.Highs()
+            finally:
+                os.dup2(saved, 1)
+                os.close(saved)
+            _banner_shown = True
+    found.setOptionValue("output_flag", False)
+    return found
+
+
+def _solver() -> highspy.Highs:
+    """This thread's HiGHS instance for plans (``quiet_highs``), set up once."""
+    found: highspy.Highs | None = getattr(_solvers, "highs", None)
+    if found is not None:
+        return found
+    found = quiet_highs()
+    # Dual simplex without presolve: on these flow LPs (a few thousand columns, two entries
+    # each) it is the fastest of HiGHS's methods, about 2.5x the default's time at 60 cars.
+    found.setOptionValue("presolve", "off")
+    found.setOptionValue("solver", "simplex")
+    found.setOptionValue("simplex_strategy", 1)
+    _solvers.highs = found
+    return found
+
+
+def _maximise(
+    weight: FloatArray, upper: FloatArray, index: npt.NDArray[np.int32], b_ub: FloatArray
+) -> FloatArray:
+    """Maximise ``weight @ x`` with ``0 <= x <= upper`` and every row's sum at most ``b_ub``;
+    column k has a 1 in rows ``index[2k]`` and ``index[2k + 1]``."""
+    m = len(weight)
+    lp = highspy.HighsLp()
+    lp.num_col_ = m
+    lp.num_row_ = len(b_ub)
+    lp.col_cost_ = -weight
+    lp.col_lower_ = np.zeros(m)
+    lp.col_upper_ = upper
+    lp.row_lower_ = np.full(len(b_ub), -highspy.kHighsInf)
+    lp.row_upper_ = b_ub
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = np.arange(0, 2 * m + 1, 2, dtype=np.int32)
+    lp.a_matrix_.index_ = index
+    lp.a_matrix_.value_ = np.ones(2 * m)
+    highs = _solver()
+    highs.passModel(lp)
+    highs.run()
+    status = highs.getModelStatus()
+    if status != highspy.HighsModelStatus.kOptimal:
+        raise RuntimeError(f"HiGHS found no optimal plan: {highs.modelStatusToString(status)}")
+    return np.asarray(highs.getSolution().col_value, dtype=np.float64)

@@ -12,9 +12,16 @@ latency). Two grids:
 - **headroom + fair**: the dispatch without deadlines (each car promised its max power, held
   in arrival order while no substation has room for it) and max-min fair sharing.
 
-Cars leave at their true departure in both (a car still held then leaves unserved). The pooled
-optimum is the offline optimum of one substation with all the capacity: an upper bound on what
-any dispatch and sharing of the three could deliver.
+Cars leave at their true departure in both (a car still held then leaves unserved). Two
+references, both offline (knowing every car in advance):
+
+- the **pooled optimum**: one substation with all the capacity, an upper bound on what any
+  dispatch and sharing of the three could deliver;
+- the **split optimum**: the three substations, each car on one of them (as every dispatch
+  here places it) chosen with every car known, and the most energy any sharing could then
+  deliver: a mixed-integer programme (HiGHS). It is what any dispatch and sharing of these
+  substations could deliver at most, online or not; where it is below the pooled optimum, no
+  dispatch reaches the pooled figure.
 """
 
 from __future__ import annotations
@@ -25,9 +32,13 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import highspy
+import numpy as np
+
 from contracts.promises import promised_kw
 from dispatcher.load_table import SubstationState, promised_ratio
 from dispatcher.policies import Headroom
+from substation_worker.planning import quiet_highs
 from substation_worker.sharing import Car, Fair, Smartgrid, offline_optimum
 from substation_worker.simulation import Substation
 
@@ -160,3 +171,103 @@ def pooled_optimum(total_capacity_kw: float, cars: Sequence[Car]) -> float:
     """The most any dispatch and sharing could deliver: one substation with all the capacity,
     knowing every car in advance."""
     return math.fsum(offline_optimum(total_capacity_kw, cars).values())
+
+
+@dataclass(frozen=True)
+class SplitOptimum:
+    """The split optimum (module docstring), kWh: ``bound`` is at least what any split could
+    deliver; ``best`` what the best placement found delivers; equal when ``proven``."""
+
+    best_kwh: float
+    bound_kwh: float
+    proven: bool
+
+
+def split_optimum(
+    total_capacity_kw: float,
+    cars: Sequence[Car],
+    *,
+    split: Sequence[float] = SPLIT,
+    time_limit_s: float = 60.0,
+) -> SplitOptimum:
+    """The most energy the substations holding ``split`` of ``total_capacity_kw`` could deliver,
+    each car placed on one of them with every car known in advance (module docstring).
+
+    A mixed-integer programme: ``y[i, s]`` places car *i* on substation *s* (at most one);
+    ``x[i, s, t]`` is its energy there in step *t* of its window (steps cut at every arrival and
+    departure, exact as in ``sharing.offline_optimum``), at most ``min(max_kw, capacity_s)``
+    times the step while placed, at most its need over all steps; each substation's cars take at
+    most its capacity in each step. Stopped at ``time_limit_s``, HiGHS's bound still holds.
+    A car without a departure charges until full wherever it is: counted in full, as there."""
+    free = math.fsum(c.remaining_kwh for c in cars if c.departure_s is None)
+    windowed = [
+        c
+        for c in cars
+        if c.departure_s is not None
+        and c.departure_s > c.arrival_s
+        and c.remaining_kwh > 0
+        and c.max_kw > 0
+    ]
+    if not windowed or total_capacity_kw <= 0:
+        return SplitOptimum(free, free, True)
+    starts = np.array([c.arrival_s for c in windowed])
+    ends = np.array([c.departure_s for c in windowed], dtype=np.float64)
+    bounds = np.unique(np.concatenate([starts, ends]))
+    lengths_h = np.diff(bounds) / 3600.0
+    first = np.searchsorted(bounds, starts)
+    last = np.searchsorted(bounds, ends)
+    caps = np.asarray(split, dtype=np.float64) * total_capacity_kw
+    n, subs, steps = len(windowed), len(caps), len(lengths_h)
+    # Columns: y[i, s] at i * subs + s, then every x[i, s, t]. Rows: each car placed at most
+    # once (n), each x within its bound while placed (one per x), each car's need per
+    # substation (n * subs), each substation's capacity per step (subs * steps).
+    car_of = np.repeat(np.arange(n), (last - first) * subs)
+    sub_of = np.concatenate([np.repeat(np.arange(subs), last[i] - first[i]) for i in range(n)])
+    step_of = np.concatenate([np.tile(np.arange(first[i], last[i]), subs) for i in range(n)])
+    m = len(car_of)
+    y_col = car_of * subs + sub_of
+    x_col = n * subs + np.arange(m)
+    upper = np.minimum(np.array([c.max_kw for c in windowed])[car_of], caps[sub_of])
+    upper = upper * lengths_h[step_of]
+    need = np.array([c.remaining_kwh for c in windowed])
+    x_row = n + np.arange(m)
+    need_row = n + m + y_col
+    cap_row = n + m + n * subs + sub_of * steps + step_of
+    y_all = np.arange(n * subs)
+    rows = np.concatenate([y_all // subs, x_row, x_row, need_row, n + m + y_all, cap_row])
+    cols = np.concatenate([y_all, x_col, y_col, x_col, y_all, x_col])
+    values = np.concatenate(
+        [np.ones(n * subs), np.ones(m), -upper, np.ones(m), -np.repeat(need, subs), np.ones(m)]
+    )
+    order = np.lexsort((rows, cols))
+    lp = highspy.HighsLp()
+    lp.num_col_ = n * subs + m
+    lp.num_row_ = n + m + n * subs + subs * steps
+    lp.sense_ = highspy.ObjSense.kMaximize
+    lp.col_cost_ = np.concatenate([np.zeros(n * subs), np.ones(m)])
+    lp.col_lower_ = np.zeros(lp.num_col_)
+    lp.col_upper_ = np.concatenate([np.ones(n * subs), upper])
+    lp.row_lower_ = np.full(lp.num_row_, -highspy.kHighsInf)
+    lp.row_upper_ = np.concatenate(
+        [np.ones(n), np.zeros(m + n * subs), np.repeat(caps, steps) * np.tile(lengths_h, subs)]
+    )
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = np.searchsorted(cols[order], np.arange(lp.num_col_ + 1)).astype(np.int32)
+    lp.a_matrix_.index_ = rows[order].astype(np.int32)
+    lp.a_matrix_.value_ = values[order]
+    lp.integrality_ = [highspy.HighsVarType.kInteger] * (n * subs) + [
+        highspy.HighsVarType.kContinuous
+    ] * m
+    highs = quiet_highs()
+    highs.setOptionValue("time_limit", float(time_limit_s))
+    highs.passModel(lp)
+    highs.run()
+    status = highs.getModelStatus()
+    info = highs.getInfo()
+    if status not in (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kTimeLimit):
+        raise RuntimeError(f"HiGHS: no split optimum: {highs.modelStatusToString(status)}")
+    best = float(info.objective_function_value)
+    # Optimal means within HiGHS's gap tolerance of the bound, not equal to it: the bound is
+    # the figure that holds.
+    bound = max(best, float(info.mip_dual_bound))
+    return SplitOptimum(free + best, free + bound, status == highspy.HighsModelStatus.kOptimal)

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import loadgen
-from bench.charging.grid import GRIDS, pooled_optimum, run_grid
+from bench.charging.grid import GRIDS, pooled_optimum, run_grid, split_optimum
 from bench.output import Target
 from bench.processes import run_each
 from loadgen.acn import read_index
@@ -312,9 +312,12 @@ def replan_target(medians_ms: dict[int, float]) -> Target:
 # -- three substations -------------------------------------------------------------------------
 
 POOLED = "pooled optimum"
-GRID_COLUMNS = (POOLED, *GRIDS)
+SPLIT = "split optimum"
+GRID_COLUMNS = (POOLED, SPLIT, *GRIDS)
 # smartgrid's dispatch and sharing against the pooled optimum's energy.
 POOLED_RATIO_TARGET = 0.95
+# The split optimum's search stops here; its bound (the figure used) holds all the same.
+SPLIT_TIME_LIMIT_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -332,6 +335,9 @@ def run_grid_task(task: GridTask) -> float:
     requested = math.fsum(c.remaining_kwh for c in cars)
     if task.grid == POOLED:
         return pooled_optimum(task.capacity_kw, cars) / requested
+    if task.grid == SPLIT:
+        found = split_optimum(task.capacity_kw, cars, time_limit_s=SPLIT_TIME_LIMIT_S)
+        return found.bound_kwh / requested
     return run_grid(task.capacity_kw, cars, task.grid, step_s=STEP_S).energy() / requested
 
 
@@ -354,7 +360,7 @@ def run_grids(
         for share in shares
         for g in GRID_COLUMNS
     ]
-    figures = run_each(run_grid_task, todo, jobs, lambda t: t.grid == SMARTGRID)
+    figures = run_each(run_grid_task, todo, jobs, lambda t: t.grid in (SMARTGRID, SPLIT))
     found = dict(zip(todo, figures, strict=True))
     return [
         GridRow(
@@ -370,7 +376,9 @@ def run_grids(
 
 def grid_targets(rows: Sequence[GridRow]) -> list[Target]:
     """smartgrid's dispatch + sharing >= 0.95 x the pooled optimum and >= headroom + fair at
-    every capacity; nothing above the pooled optimum."""
+    every capacity; nothing above the pooled optimum or the split optimum. Where the split
+    optimum itself is below 0.95 x the pooled one, no dispatch reaches the target: the figure
+    says where."""
     if not rows:
         return [Target("three substations", False, "no rows")]
 
@@ -385,13 +393,21 @@ def grid_targets(rows: Sequence[GridRow]) -> list[Target]:
 
     worst = min(rows, key=ratio)
     below = sum(ratio(r) < POOLED_RATIO_TARGET - TOLERANCE for r in rows)
+    unreachable = [
+        r for r in rows if r.energy[SPLIT] < POOLED_RATIO_TARGET * r.energy[POOLED] - TOLERANCE
+    ]
+    hardest = min(rows, key=lambda r: r.energy[SPLIT] / r.energy[POOLED])
+    reachable_below = sum(
+        ratio(r) < POOLED_RATIO_TARGET - TOLERANCE for r in rows if r not in unreachable
+    )
     behind = min(rows, key=margin)
     lagging = sum(margin(r) < -TOLERANCE for r in rows)
     above = [
-        f"{g} {r.energy[g]:.6f} ({where(r)})"
+        f"{g} {r.energy[g]:.6f} > {ref} ({where(r)})"
         for r in rows
-        for g in GRIDS
-        if r.energy[g] > r.energy[POOLED] + TOLERANCE
+        for ref, grids in ((POOLED, (SPLIT, *GRIDS)), (SPLIT, GRIDS))
+        for g in grids
+        if r.energy[g] > r.energy[ref] + TOLERANCE
     ]
     return [
         Target(
@@ -400,7 +416,10 @@ def grid_targets(rows: Sequence[GridRow]) -> list[Target]:
             below == 0,
             f"worst {ratio(worst):.3f} x ({where(worst)}: smartgrid "
             f"{worst.energy[SMARTGRID]:.3f}, pooled {worst.energy[POOLED]:.3f}); below at "
-            f"{below} of {len(rows)} capacities",
+            f"{below} of {len(rows)} capacities; unreachable by any dispatch at "
+            f"{len(unreachable)} of them (the split optimum below {POOLED_RATIO_TARGET:g} x "
+            f"pooled; least {hardest.energy[SPLIT] / hardest.energy[POOLED]:.3f} x at "
+            f"{where(hardest)}), below where reachable at {reachable_below}",
         ),
         Target(
             "three substations: smartgrid >= headroom + fair at every capacity",
@@ -409,7 +428,8 @@ def grid_targets(rows: Sequence[GridRow]) -> list[Target]:
             f"({where(behind)})",
         ),
         Target(
-            "three substations: nothing above the pooled optimum (else a bug)",
+            "three substations: nothing above the pooled optimum, no grid above the split "
+            "optimum (else a bug)",
             not above,
             f"{len(above)} above it" + (": " + "; ".join(above[:3]) if above else ""),
         ),

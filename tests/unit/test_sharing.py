@@ -195,7 +195,10 @@ def test_offline_optimum_and_what_fair_and_edf_deliver() -> None:
 def test_offline_optimum_steps_do_not_change_it() -> None:
     cars = [car(f"c{i}", 4.0 + i, 1.0 + i / 3, arrival_h=i / 7, kw=3.0 + i % 4) for i in range(12)]
     exact = offline_optimum(9.0, cars)
-    assert offline_optimum(9.0, cars, step_s=60.0) == pytest.approx(exact)
+    stepped = offline_optimum(9.0, cars, step_s=60.0)
+    # The most energy is one figure; how an optimum splits it among the cars is not unique.
+    assert math.fsum(stepped.values()) == pytest.approx(math.fsum(exact.values()), rel=1e-9)
+    assert all(stepped[c.key] <= c.remaining_kwh + 1e-9 for c in cars)
 
 
 def test_offline_optimum_cars_without_departure_get_everything() -> None:
