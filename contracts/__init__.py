@@ -12,6 +12,7 @@ from contracts.messages import (
     Release,
     Route,
     SessionOutcome,
+    Spare,
 )
 from contracts.topology import DEFAULT_NAMESPACE, Topology
 
@@ -28,5 +29,6 @@ __all__ = [
     "Release",
     "Route",
     "SessionOutcome",
+    "Spare",
     "Topology",
 ]

@@ -108,6 +108,10 @@ class ChargeRequest(_Message):
 # At most this many predicted releases ride on one heartbeat (a worker merges beyond it).
 MAX_RELEASES = 64
 MAX_RELEASE_IN_S = 3600.0
+# At most this many pieces of spare power ride on one heartbeat (a worker merges beyond it),
+# stated at most this far ahead (a week of wall time: a real substation's plan spans a day).
+MAX_SPARE = 32
+MAX_SPARE_UNTIL_S = 7 * 24 * 3600.0
 
 
 # A ChargeRequest published without a request_id gets one derived from what a redelivery keeps.
@@ -159,6 +163,22 @@ class Release(BaseModel):
         "Heartbeat.committed_kw), summed, kW.",
     )
     sessions: int = Field(default=1, ge=1, le=100_000, description="How many sessions end.")
+
+
+class Spare(BaseModel):
+    """Power a substation's plan leaves unused: ``kw`` from the previous piece's end (``sent_at``
+    for the first) until ``until_s``."""
+
+    model_config = _WIRE
+
+    until_s: float = Field(
+        gt=0, le=MAX_SPARE_UNTIL_S, description="Wall seconds after sent_at this piece ends."
+    )
+    kw: float = Field(
+        ge=0,
+        description="Power left unused by the cars it holds, as planned: what one more car "
+        "could draw there without taking from them, kW.",
+    )
 
 
 class Heartbeat(_Message):
@@ -214,6 +234,15 @@ class Heartbeat(_Message):
         description="Charging sessions predicted to end within the next few intervals, in time "
         "order, assuming no further assignment: the dispatcher may count their committed power "
         "as free from then on. Empty when unknown (e.g. an older worker).",
+    )
+    spare: tuple[Spare, ...] | None = Field(
+        default=None,
+        max_length=MAX_SPARE,
+        description="What its plan leaves of its capacity over time (the smartgrid sharing): "
+        "pieces in time order, each the least spare power over its stretch; the last one "
+        "lasts. The dispatcher reads it to place a car with a departure where it can get the "
+        "most energy by then. None: no plan (another sharing or an older worker), read as "
+        "capacity less committed_kw throughout.",
     )
 
 

@@ -71,6 +71,9 @@ class SubstationState:
     incarnation: UUID | None = None
     # From the heartbeat: its sessions outlive the worker (OCPP stations): never taken back.
     keeps_sessions: bool = False
+    # From the heartbeat: its plan's spare power, (wall s after it was sent, kW) pieces in
+    # time order, the last lasting (None: not stated; ``dispatcher.spare``).
+    spare: tuple[tuple[float, float], ...] | None = None
     # Our assignments not yet known to have reached the worker, oldest first: (kW, estimated
     # end or None), and their kW summed. At most MAX_IN_TRANSIT: beyond, the oldest count as
     # received.
@@ -271,6 +274,7 @@ class LoadTable:
             assignments_received=hb.assignments_received,
             incarnation=hb.incarnation,
             keeps_sessions=hb.keeps_sessions,
+            spare=None if hb.spare is None else tuple((p.until_s, p.kw) for p in hb.spare),
         )
         if s is not None and self.count_in_transit and s.in_transit:
             # What has not arrived stays pending: the heartbeat's committed_kw lacks it.
@@ -398,6 +402,11 @@ class LoadTable:
     def index(self) -> PromiseIndex:
         """Substations by what is promised to them (what ``least_promised`` reads)."""
         return self._index
+
+    def tops(self, now: float) -> list[SubstationState]:
+        """The least promised eligible substation of each capacity (``PromiseIndex.tops``)."""
+        self.release_due(now)
+        return self._index.tops(now, self.stale_after_intervals)
 
     def least_promised(
         self, now: float, request_kw: float, whole: bool = False

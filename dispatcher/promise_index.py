@@ -102,6 +102,18 @@ class PromiseIndex:
             return self._exhaustive(request_kw, now, stale_after_intervals, whole)
         return None
 
+    def tops(self, now: float, stale_after_intervals: float) -> list[SubstationState]:
+        """The least promised usable substation of each capacity (dead or unusable tops are
+        popped on the way, as ``least_promised`` does): a short list, one per rating."""
+        found = []
+        for heap in list(self._heaps.values()):
+            while heap:
+                _, _, number, s = heap[0]
+                if self._live(heap, number, s, now, stale_after_intervals):
+                    found.append(s)
+                    break
+        return found
+
     def _live(
         self,
         heap: list[_Entry],

@@ -72,6 +72,7 @@ from dispatcher.load_table import LoadTable, SubstationState
 from dispatcher.metrics import DispatcherMetrics
 from dispatcher.policies import Policy, decider, make_policy
 from dispatcher.settings import DispatcherSettings
+from dispatcher.spare import most_energy
 from messaging import (
     BrokerLink,
     BrokerSession,
@@ -619,7 +620,7 @@ class Dispatcher:
                 deferred.append(self.held.popleft())
                 continue
             elif dated:
-                target = self._choose_dated(choose, kw, now)
+                target = self._choose_dated(choose, kw, now, head.request, dispatched_at)
             elif self._decisions % DECISION_SAMPLE:
                 self._decisions += 1
                 target = choose(kw)
@@ -649,19 +650,39 @@ class Dispatcher:
             self._wake_at_next_release(now)
 
     def _choose_dated(
-        self, choose: Callable[[float], str | None], kw: float, now: float
+        self,
+        choose: Callable[[float], str | None],
+        kw: float,
+        now: float,
+        request: ChargeRequest,
+        dispatched_at: datetime,
     ) -> str | None:
         """Where a car with a departure goes, promised ``kw`` (``dispatcher.deadlines``): under
-        headroom, the substation least promised counting that need in full (a smaller one
-        cannot meet more than its capacity), which can meet it if any can; under another
-        policy, its pick. Never held: holding it would only run its time out, so where none
-        can meet it, it goes where it is least short (the least promised)."""
+        headroom, of the least promised substation of each capacity and the least promised
+        counting the need in full (a smaller one cannot meet more than its capacity), the one
+        where it can count on the most energy by its departure from what the plans leave
+        spare (``dispatcher.spare``), ties to the least promised; under another policy, its
+        pick. Never held: holding it would only run its time out."""
         if self.policy.name != "headroom":
             target = choose(kw)
             if target is not None:
                 return target
         found = self.table.least_promised(now, kw, whole=True)
-        return None if found is None else found[0].substation_id
+        if found is None:
+            return None
+        assert request.departure is not None
+        candidates = {s.substation_id: s for s in self.table.tops(now)}
+        candidates[found[0].substation_id] = found[0]
+        best = most_energy(
+            list(candidates.values()),
+            request.energy_kwh,
+            request.max_power_kw,
+            kw,
+            (request.departure - dispatched_at).total_seconds(),
+            now,
+            self.table.slowest_time_scale,
+        )
+        return found[0].substation_id if best is None else best.substation_id
 
     def _resend_rule(self, substation_id: str, now: float) -> Step:
         """Where a copy of the request may wait (``substation_id``): send it there again,

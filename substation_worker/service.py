@@ -58,6 +58,7 @@ from substation_worker.simulation import (
     Substation,
     heartbeat_releases,
 )
+from substation_worker.spare import spare_profile, spare_to_wire
 
 log = logging.getLogger(__name__)
 
@@ -529,6 +530,11 @@ class WorkerService:
             releases=heartbeat_releases(
                 self.sim, self.settings.heartbeat_interval_s, self.settings.time_scale
             ),
+            # Simulated bays only: over OCPP each station's EVSE limits what one more car
+            # draws, which a substation-wide profile does not tell.
+            spare=spare_to_wire(spare_profile(self.sim), self.settings.time_scale)
+            if isinstance(self.sim, Substation)
+            else None,
         )
         session.publish_and_forget(
             self.topology.heartbeats_exchange,

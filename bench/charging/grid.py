@@ -7,8 +7,9 @@ substations' state at that moment (a dispatcher with fresh heartbeats: no stalen
 latency). Two grids:
 
 - **smartgrid**: the dispatch with deadlines (a car is promised the power that fills it by its
-  departure, ``contracts.promises``, in full; the least promised, never held) and
-  the ``smartgrid`` sharing;
+  departure, ``contracts.promises``, and goes where it can count on the most energy by then
+  from what the substations' plans leave spare, ``dispatcher.spare``; never held) and the
+  ``smartgrid`` sharing;
 - **headroom + fair**: the dispatch without deadlines (each car promised its max power, held
   in arrival order while no substation has room for it) and max-min fair sharing.
 
@@ -38,9 +39,11 @@ import numpy as np
 from contracts.promises import promised_kw
 from dispatcher.load_table import SubstationState, promised_ratio
 from dispatcher.policies import Headroom
+from dispatcher.spare import most_energy
 from substation_worker.planning import quiet_highs
 from substation_worker.sharing import Car, Fair, Smartgrid, offline_optimum
 from substation_worker.simulation import Substation
+from substation_worker.spare import spare_profile, spare_to_wire
 
 SPLIT = (0.2, 0.3, 0.5)
 GRIDS = ("smartgrid", "headroom+fair")
@@ -63,7 +66,10 @@ class GridOutcome:
         return math.fsum(self.delivered_kwh.values())
 
 
-def _state(i: int, sub: Substation, committed_kw: float) -> SubstationState:
+def _state(
+    i: int, sub: Substation, committed_kw: float, now: float, deadlines: bool
+) -> SubstationState:
+    pieces = spare_to_wire(spare_profile(sub), 1.0) if deadlines else None
     return SubstationState(
         substation_id=str(i),
         capacity_kw=sub.capacity_kw,
@@ -75,8 +81,9 @@ def _state(i: int, sub: Substation, committed_kw: float) -> SubstationState:
         status="up",
         seq=0,
         interval_s=1.0,
-        last_seen=0.0,
+        last_seen=now,
         sent_at_ts=0.0,
+        spare=None if pieces is None else tuple((p.until_s, p.kw) for p in pieces),
     )
 
 
@@ -125,12 +132,15 @@ def run_grid(
             car = held[0]
             left = None if car.departure_s is None else car.departure_s - now
             kw = promised_kw(car.remaining_kwh, car.max_kw, left) if deadlines else car.max_kw
-            states = [_state(i, s, committed(s)) for i, s in enumerate(subs)]
+            states = [_state(i, s, committed(s), now, deadlines) for i, s in enumerate(subs)]
             if deadlines and car.departure_s is not None:
-                # As the dispatcher: the least promised counting the need in full, never held.
-                target: str | None = min(
-                    states, key=lambda s: promised_ratio(s, kw, 1)
-                ).substation_id
+                # As the dispatcher (``DispatcherService._choose_dated``): of the least promised
+                # per capacity (here every substation: their capacities differ) and the least
+                # promised counting the need in full, where the car can count on the most
+                # energy by its departure from what the plans leave spare; never held.
+                least = min(states, key=lambda s: promised_ratio(s, kw, 1))
+                best = most_energy(states, car.remaining_kwh, car.max_kw, kw, left or 0.0, now, 1.0)
+                target: str | None = (least if best is None else best).substation_id
             else:
                 target = policy.choose(states, kw)
             if target is None:

@@ -60,6 +60,7 @@ class Grid:
         *,
         keeps_sessions: bool = False,
         status: Literal["up", "draining"] = "up",
+        spare: list[dict[str, float]] | None = None,
     ) -> None:
         self.seqs[sid] = self.seqs.get(sid, 0) + 1
         hb = Heartbeat(
@@ -74,6 +75,7 @@ class Grid:
             assignments_received=0,
             keeps_sessions=keeps_sessions,
             status=status,
+            spare=spare,  # type: ignore[arg-type]
         )
         self.broker.put(TOPO.heartbeats_exchange, "", hb.model_dump_json().encode())
 
@@ -369,6 +371,24 @@ async def test_a_car_no_substation_can_meet_is_sent_where_it_is_least_short(grid
     await wait_until(lambda: len(grid.assignments("s2")) == 1, timeout=2)
     assert grid.assignments("s2")[0].request.request_id == short.request_id
     assert not d.held
+
+
+async def test_a_car_with_a_departure_goes_where_the_plans_leave_it_the_most(
+    grid: Grid,
+) -> None:
+    """Rule: of the least promised substation of each capacity, a car with a departure goes
+    where it can count on the most energy by then from what the substations' plans leave
+    spare (Heartbeat.spare): not to the least promised one when its plan leaves nothing."""
+    d = await grid.dispatcher()
+    await serving(grid, {"big": 100, "small": 50}, d)
+    grid.heartbeat("big", 100, committed_kw=50, spare=[{"until_s": 86_400, "kw": 0.0}])
+    grid.heartbeat("small", 50, committed_kw=40, spare=[{"until_s": 86_400, "kw": 10.0}])
+    await wait_until(lambda: d.table.get("small").spare is not None, timeout=2)  # type: ignore[union-attr]
+    await wait_until(lambda: d.table.get("big").spare is not None, timeout=2)  # type: ignore[union-attr]
+    met = grid.request(leaving_request(36_000))
+    await wait_until(lambda: len(grid.assignments("small")) == 1, timeout=2)
+    assert grid.assignments("small")[0].request.request_id == met.request_id
+    assert grid.assignments("big") == []
 
 
 async def test_past_a_held_request_only_cars_with_a_departure_go_on(grid: Grid) -> None:

@@ -206,3 +206,23 @@ def test_policies_without_an_index_get_the_eligible_list_once_per_round() -> Non
     assert choose(7.0) == "a"
     assert choose(7.0) == "a"
     assert decider(Headroom(random.Random(0)), table, 0.0)(7.0) == "a"
+
+
+@settings(max_examples=200, deadline=None)
+@given(specs=st.lists(substations(), max_size=30), seed=st.integers(0, 2**16))
+def test_tops_are_the_least_promised_eligible_substation_of_each_capacity(
+    specs: list[dict[str, object]], seed: int
+) -> None:
+    now = 100.0
+    table = build(specs, now, seed)
+    eligible = table.eligible(now)
+    least: dict[float, float] = {}
+    for s in eligible:
+        kw = s.committed_kw + s.pending_kw
+        least[s.capacity_kw] = min(least.get(s.capacity_kw, kw), kw)
+    tops = table.tops(now)
+    # One per capacity that has an eligible substation, each the least promised of its capacity
+    assert sorted(s.capacity_kw for s in tops) == sorted(least)
+    for s in tops:
+        assert s in eligible
+        assert s.committed_kw + s.pending_kw == least[s.capacity_kw]
