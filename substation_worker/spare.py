@@ -57,7 +57,12 @@ def spare_profile(sub: Substation, max_pieces: int = MAX_SPARE) -> list[SparePie
     cars = [
         Car(s.key, s.max_power_kw, s.remaining_kwh, s.departure_s, s.priority, now) for s in dated
     ]
-    found = online_plan(sub.capacity_kw, cars, now, first_step_s=sub.replan_s)
+    try:
+        found = online_plan(sub.capacity_kw, cars, now, first_step_s=sub.replan_s)
+    except RuntimeError:
+        # The solver found no plan (the substation shares fairly until its next re-plan):
+        # no profile to state, which the dispatcher reads as capacity less committed.
+        return None
     lengths = [float(b - a) for a, b in zip(found.bounds_s[:-1], found.bounds_s[1:], strict=True)]
     planned = found.energy_kwh.sum(axis=0)
     pieces = [

@@ -178,3 +178,16 @@ def test_the_load_table_keeps_a_heartbeats_spare() -> None:
     found = table.get("s1")
     assert found is not None
     assert found.spare == ((5.0, 40.0),)
+
+
+def test_no_profile_when_the_solver_finds_no_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    import substation_worker.spare as spare_module
+
+    def failing(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("HiGHS found no optimal plan: test")
+
+    sub = smartgrid_sub()
+    sub.offer("a", 6.0, 6.0, departure_s=2 * H)
+    sub.advance(0.0)
+    monkeypatch.setattr(spare_module, "online_plan", failing)
+    assert spare_profile(sub) is None
