@@ -273,6 +273,19 @@ def online_plan(
     )
 
 
+def windowed_cars(cars: Sequence[Car]) -> list[Car]:
+    """The cars an offline plan places: with a departure after the arrival, needing energy,
+    able to take power (a car without a departure charges until full, outside any plan)."""
+    return [
+        c
+        for c in cars
+        if c.departure_s is not None
+        and c.departure_s > c.arrival_s
+        and c.remaining_kwh > 0
+        and c.max_kw > 0
+    ]
+
+
 def offline_optimum(
     capacity_kw: float, cars: Sequence[Car], step_s: float | None = None
 ) -> dict[str, float]:
@@ -290,14 +303,7 @@ def offline_optimum(
     if len(set(keys)) != len(keys):
         raise ValueError("car keys must be unique")
     result = {c.key: (c.remaining_kwh if c.departure_s is None else 0.0) for c in cars}
-    windowed = [
-        c
-        for c in cars
-        if c.departure_s is not None
-        and c.departure_s > c.arrival_s
-        and c.remaining_kwh > 0
-        and c.max_kw > 0
-    ]
+    windowed = windowed_cars(cars)
     if not windowed:
         return result
     starts = np.array([c.arrival_s for c in windowed])

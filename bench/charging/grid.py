@@ -41,7 +41,7 @@ from dispatcher.load_table import SubstationState, promised_ratio
 from dispatcher.policies import Headroom
 from dispatcher.spare import most_energy
 from substation_worker.planning import quiet_highs
-from substation_worker.sharing import Car, Fair, Smartgrid, offline_optimum
+from substation_worker.sharing import Car, Fair, Smartgrid, offline_optimum, windowed_cars
 from substation_worker.simulation import Substation
 from substation_worker.spare import spare_profile, spare_to_wire
 
@@ -210,14 +210,7 @@ def split_optimum(
     most its capacity in each step. Stopped at ``time_limit_s``, HiGHS's bound still holds.
     A car without a departure charges until full wherever it is: counted in full, as there."""
     free = math.fsum(c.remaining_kwh for c in cars if c.departure_s is None)
-    windowed = [
-        c
-        for c in cars
-        if c.departure_s is not None
-        and c.departure_s > c.arrival_s
-        and c.remaining_kwh > 0
-        and c.max_kw > 0
-    ]
+    windowed = windowed_cars(cars)
     if not windowed or total_capacity_kw <= 0:
         return SplitOptimum(free, free, True)
     starts = np.array([c.arrival_s for c in windowed])
