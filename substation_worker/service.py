@@ -58,7 +58,7 @@ from substation_worker.simulation import (
     Substation,
     heartbeat_releases,
 )
-from substation_worker.spare import spare_profile, spare_to_wire
+from substation_worker.spare import SpareCache, spare_to_wire
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,7 @@ class WorkerService:
         )
         self.metrics.broker_node.follow(lambda: self.link.node)
         self.assignments_received = 0
+        self._spare = SpareCache()  # what the heartbeats state of the plan's spare power
         self.seq = 0
         # This process: its heartbeats are ordered by seq; another incarnation is a restart.
         self.incarnation = uuid4()
@@ -532,7 +533,7 @@ class WorkerService:
             ),
             # Simulated bays only: over OCPP each station's EVSE limits what one more car
             # draws, which a substation-wide profile does not tell.
-            spare=spare_to_wire(spare_profile(self.sim), self.settings.time_scale)
+            spare=spare_to_wire(self._spare.profile(self.sim), self.settings.time_scale)
             if isinstance(self.sim, Substation)
             else None,
         )

@@ -129,6 +129,11 @@ class Substation:
         return sum(s.power_kw for s in self._active)
 
     @property
+    def planned_at_s(self) -> float:
+        """When the sharing last shared the power (re-planned), on this clock; -inf: never."""
+        return self._planned_at
+
+    @property
     def committed_kw(self) -> float:
         """What has been promised: ``promised_kw`` summed over active + waiting."""
         return sum(self.promised_kw(s) for s in self._active) + sum(

@@ -76,6 +76,27 @@ def spare_profile(sub: Substation, max_pieces: int = MAX_SPARE) -> list[SparePie
     return merged(pieces, max_pieces)
 
 
+class SpareCache:
+    """``spare_profile`` solved at most once per re-plan of the substation (or change of what
+    waits), shifted in time in between: a heartbeat every wall second would otherwise solve a
+    plan every second, where the substation re-plans every minute of its time (at time scale 1)."""
+
+    def __init__(self) -> None:
+        self._key: tuple[float, int, int] | None = None
+        self._at_s = 0.0
+        self._pieces: list[SparePiece] | None = None
+
+    def profile(self, sub: Substation) -> list[SparePiece] | None:
+        key = (sub.planned_at_s, sub.active_count, sub.waiting_count)
+        if key != self._key:
+            self._key, self._at_s, self._pieces = key, sub.now_s, spare_profile(sub)
+            return self._pieces
+        if self._pieces is None:
+            return None
+        shift = sub.now_s - self._at_s
+        return [SparePiece(p.until_s - shift, p.kw) for p in self._pieces if p.until_s > shift]
+
+
 def merged(pieces: Sequence[SparePiece], max_pieces: int) -> list[SparePiece]:
     """At most ``max_pieces``: consecutive pieces with the same power joined, then neighbours
     grouped into near-equal runs, each stating the least power of its run (never more spare

@@ -191,3 +191,34 @@ def test_no_profile_when_the_solver_finds_no_plan(monkeypatch: pytest.MonkeyPatc
     sub.advance(0.0)
     monkeypatch.setattr(spare_module, "online_plan", failing)
     assert spare_profile(sub) is None
+
+
+def test_the_cache_solves_once_per_re_plan_and_shifts_in_between(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import substation_worker.spare as spare_module
+
+    solved: list[float] = []
+    real = spare_module.online_plan
+
+    def counting(*args: object, **kwargs: object) -> object:
+        solved.append(1.0)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(spare_module, "online_plan", counting)
+    sub = Substation(10.0, 4, 11.0, sharing=Smartgrid(), replan_s=600.0)
+    sub.offer("a", 6.0, 6.0, departure_s=2 * H)
+    sub.advance(0.0)
+    cache = spare_module.SpareCache()
+    fresh = cache.profile(sub)
+    assert fresh is not None
+    assert len(solved) == 1
+    # Between re-plans (every 600 s) the same profile, 60 s nearer
+    sub.advance(60.0)
+    shifted = cache.profile(sub)
+    assert len(solved) == 1
+    assert shifted == [SparePiece(p.until_s - 60.0, p.kw) for p in fresh]
+    # At the re-plan, solved anew
+    sub.advance(600.0)
+    assert cache.profile(sub) is not None
+    assert len(solved) == 2

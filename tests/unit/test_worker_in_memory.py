@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 from prometheus_client import CollectorRegistry
 
-from contracts import Assignment, ChargeEvent, ChargeRequest, SessionOutcome, Topology
+from contracts import Assignment, ChargeEvent, ChargeRequest, Heartbeat, SessionOutcome, Topology
 from substation_worker.service import WorkerService
 from substation_worker.settings import WorkerSettings
 from tests.fakes import FakeBroker, FakeSession
@@ -203,3 +203,32 @@ async def test_a_car_full_before_its_departure_meets_its_demand(worker: Worker) 
     assert (done.outcome, done.demand_met) == (SessionOutcome.FULL, True)
     assert done.energy_kwh == pytest.approx(5.0)
     assert worker.demands("full") == 1
+
+
+async def test_heartbeats_state_what_the_plan_leaves_spare(worker: Worker) -> None:
+    """Rule: under the smartgrid sharing (the default) a heartbeat states the plan's spare power
+    (Heartbeat.spare): all of the capacity with nothing held; less while a car with a
+    departure draws; in wall seconds after it was sent, the last piece lasting."""
+
+    def beats() -> list[Heartbeat]:
+        return [
+            Heartbeat.model_validate_json(p.body)
+            for p in worker.broker.published_to(TOPO.heartbeats_exchange)
+        ]
+
+    await wait_until(lambda: len(beats()) >= 1, timeout=2)
+    first = beats()[-1].spare
+    assert first is not None
+    assert [p.kw for p in first] == [100.0]
+    # A car of 11 kW needing 50 kWh, leaving in 10 wall s (10 h at x3600): the plan gives it
+    # its 11 kW first (energy early), so 89 kW are spare then
+    worker.assign(leaving_request(10.0, energy_kwh=50.0))
+    await wait_until(lambda: worker.service.sim.active_count == 1, timeout=2)
+    seen = len(beats())
+    await wait_until(lambda: len(beats()) > seen, timeout=2)
+    spare = beats()[-1].spare
+    assert spare is not None
+    assert spare[0].kw == pytest.approx(89.0)
+    assert spare[-1].kw == pytest.approx(100.0)
+    assert all(p.until_s > 0 for p in spare)
+    assert [p.until_s for p in spare] == sorted(p.until_s for p in spare)
