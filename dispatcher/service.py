@@ -659,10 +659,11 @@ class Dispatcher:
     ) -> str | None:
         """Where a car with a departure goes, promised ``kw`` (``dispatcher.deadlines``): under
         headroom, of the least promised substation of each capacity and the least promised
-        counting the need in full (a smaller one cannot meet more than its capacity), the one
-        where it can count on the most energy by its departure from what the plans leave
-        spare (``dispatcher.spare``), ties to the least promised; under another policy, its
-        pick. Never held: holding it would only run its time out."""
+        counting the need in full (a smaller one cannot meet more than its capacity), those
+        where that need still fits if any, the one where it can count on the most energy by
+        its departure from what the plans leave spare (``dispatcher.spare.most_energy``), ties
+        to the least promised; under another policy, its pick. Never held: holding it would
+        only run its time out."""
         if self.policy.name != "headroom":
             target = choose(kw)
             if target is not None:

@@ -3,9 +3,10 @@
 A heartbeat may carry what its substation's plan leaves unused over time
 (``Heartbeat.spare``). A car placed there can draw that much, up to its own maximum, without
 taking from the cars already promised: summed over its stay, that is the energy it can count on
-there (at most its need). Of the substations it is asked about, the dispatcher sends the car to
-the one where it can count on the most; where several can give it all it needs (or equally
-much), to the least promised of them, as without this rule.
+there (at most its need). Of the substations it is asked about where the car's promise still
+fits (no over-commitment while another has room; of all where it fits nowhere), the dispatcher
+sends the car to the one where it can count on the most; where several can give it all it needs
+(or equally much), to the least promised of them, as without this rule.
 
 Counting only spare power, not what a plan could move between cars, keeps the estimate a lower
 bound for the car and cheap: a few pieces per substation. What the dispatcher assigned since
@@ -75,11 +76,13 @@ def most_energy(
     now: float,
     time_scale: float,
 ) -> SubstationState | None:
-    """Of ``candidates``, where the car can count on the most energy by its departure; ties
-    (within float rounding) to the least promised counting ``promised`` kW in full."""
+    """Of ``candidates`` where ``promised`` kW (counted in full) still fits, if any does, else of
+    all: where the car can count on the most energy by its departure; ties (within float
+    rounding) to the least promised."""
+    fitting = [s for s in candidates if promised_ratio(s, promised, 1) <= 1.0]
     best: SubstationState | None = None
     best_key = (-math.inf, -math.inf)
-    for s in candidates:
+    for s in fitting or candidates:
         got = counted_kwh(s, energy_kwh, max_kw, leaves_in_s, now, time_scale)
         key = (round(got, 9), -promised_ratio(s, promised, 1))
         if best is None or key > best_key:

@@ -136,8 +136,9 @@ def run_grid(
             if deadlines and car.departure_s is not None:
                 # As the dispatcher (``DispatcherService._choose_dated``): of the least promised
                 # per capacity (here every substation: their capacities differ) and the least
-                # promised counting the need in full, where the car can count on the most
-                # energy by its departure from what the plans leave spare; never held.
+                # promised counting the need in full, of those where that fits if any, where the
+                # car can count on the most energy by its departure from what the plans leave
+                # spare; never held.
                 least = min(states, key=lambda s: promised_ratio(s, kw, 1))
                 best = most_energy(states, car.remaining_kwh, car.max_kw, kw, left or 0.0, now, 1.0)
                 target: str | None = (least if best is None else best).substation_id

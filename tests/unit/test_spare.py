@@ -222,3 +222,14 @@ def test_the_cache_solves_once_per_re_plan_and_shifts_in_between(
     sub.advance(600.0)
     assert cache.profile(sub) is not None
     assert len(solved) == 2
+
+
+def test_where_its_promise_fits_it_goes_there_though_another_counts_more() -> None:
+    """No over-commitment: a substation where the car's promise (2 kW) still fits is taken
+    before one promised beyond its capacity, however much spare the latter's plan states."""
+    fits = state("fits", 100.0, committed_kw=90.0, spare=((10 * H, 1.0),))
+    over = state("over", 100.0, committed_kw=120.0, spare=((10 * H, 50.0),))
+    assert most_energy([over, fits], 20.0, 11.0, 2.0, 10 * H, 0.0, 1.0) is fits
+    # Where it fits nowhere, the most energy decides
+    worse = state("worse", 100.0, committed_kw=150.0, spare=((10 * H, 0.5),))
+    assert most_energy([worse, over], 20.0, 11.0, 2.0, 10 * H, 0.0, 1.0) is over
