@@ -72,7 +72,7 @@ from dispatcher.load_table import LoadTable, SubstationState
 from dispatcher.metrics import DispatcherMetrics
 from dispatcher.policies import Policy, decider, make_policy
 from dispatcher.settings import DispatcherSettings
-from dispatcher.spare import most_energy
+from dispatcher.spare import most_energy, shortlist
 from messaging import (
     BrokerLink,
     BrokerSession,
@@ -672,10 +672,8 @@ class Dispatcher:
         if found is None:
             return None
         assert request.departure is not None
-        candidates = {s.substation_id: s for s in self.table.tops(now)}
-        candidates[found[0].substation_id] = found[0]
         best = most_energy(
-            list(candidates.values()),
+            shortlist(self.table.tops(now), found[0], kw),
             request.energy_kwh,
             request.max_power_kw,
             kw,

@@ -14,19 +14,38 @@ the heartbeat is taken off every piece in full, and a substation without a free 
 nothing. Without a stated profile (another sharing, an older worker) the spare power is the
 capacity less what is committed, throughout.
 
-Pure: time is passed in. The dispatcher asks this of a short list (``PromiseIndex.tops``: the
-least promised substation of each capacity rating, and the least promised counting the need in
-full), so a decision stays O(k) for k ratings.
+Pure: time is passed in. The dispatcher asks this of a short list (``shortlist``: of the least
+promised substation of each capacity rating, ``PromiseIndex.tops``, the ``MAX_CANDIDATES`` least
+promised counting the need in full, and the least promised of all), so a decision reads at most
+that many profiles however many ratings the grid has.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 
 from dispatcher.load_table import SubstationState, promised_ratio
 
 SECONDS_PER_HOUR = 3600.0
+# Profiles read per decision, at most: real grids draw from a short list of transformer ratings
+# (15 in IEC 60076's R10 series); a grid whose capacities all differ reads the least promised.
+MAX_CANDIDATES = 16
+
+
+def shortlist(
+    tops: Sequence[SubstationState],
+    least: SubstationState,
+    promised: float,
+    limit: int = MAX_CANDIDATES,
+) -> list[SubstationState]:
+    """``least`` and the ``limit`` least promised of ``tops`` (counting ``promised`` kW in full),
+    each once."""
+    found = {least.substation_id: least}
+    for s in heapq.nsmallest(limit, tops, key=lambda s: promised_ratio(s, promised, 1)):
+        found.setdefault(s.substation_id, s)
+    return list(found.values())
 
 
 def counted_kwh(

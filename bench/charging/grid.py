@@ -39,7 +39,7 @@ import numpy as np
 from contracts.promises import promised_kw
 from dispatcher.load_table import SubstationState, promised_ratio
 from dispatcher.policies import Headroom
-from dispatcher.spare import most_energy
+from dispatcher.spare import most_energy, shortlist
 from substation_worker.planning import quiet_highs
 from substation_worker.sharing import Car, Fair, Smartgrid, offline_optimum, windowed_cars
 from substation_worker.simulation import Substation
@@ -140,7 +140,15 @@ def run_grid(
                 # car can count on the most energy by its departure from what the plans leave
                 # spare; never held.
                 least = min(states, key=lambda s: promised_ratio(s, kw, 1))
-                best = most_energy(states, car.remaining_kwh, car.max_kw, kw, left or 0.0, now, 1.0)
+                best = most_energy(
+                    shortlist(states, least, kw),
+                    car.remaining_kwh,
+                    car.max_kw,
+                    kw,
+                    left or 0.0,
+                    now,
+                    1.0,
+                )
                 target: str | None = (least if best is None else best).substation_id
             else:
                 target = policy.choose(states, kw)

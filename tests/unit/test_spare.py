@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from contracts import Heartbeat
 from contracts.messages import MAX_SPARE, MAX_SPARE_UNTIL_S
 from dispatcher.load_table import LoadTable, SubstationState
-from dispatcher.spare import counted_kwh, most_energy
+from dispatcher.spare import counted_kwh, most_energy, shortlist
 from substation_worker.sharing import Fair, Smartgrid
 from substation_worker.simulation import Substation
 from substation_worker.spare import SparePiece, merged, spare_profile, spare_to_wire
@@ -233,3 +233,12 @@ def test_where_its_promise_fits_it_goes_there_though_another_counts_more() -> No
     # Where it fits nowhere, the most energy decides
     worse = state("worse", 100.0, committed_kw=150.0, spare=((10 * H, 0.5),))
     assert most_energy([worse, over], 20.0, 11.0, 2.0, 10 * H, 0.0, 1.0) is over
+
+
+def test_the_shortlist_is_the_least_promised_of_the_tops_and_the_least_of_all() -> None:
+    tops = [state(f"s{i}", 100.0 + i, committed_kw=float(i)) for i in range(40)]
+    least = tops[0]
+    found = shortlist(tops, least, 2.0, limit=5)
+    assert [s.substation_id for s in found] == ["s0", "s1", "s2", "s3", "s4"]
+    outside = state("x", 10.0, committed_kw=9.0)
+    assert [s.substation_id for s in shortlist(tops[:2], outside, 2.0)] == ["x", "s0", "s1"]
