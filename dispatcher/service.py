@@ -175,8 +175,11 @@ class Dispatcher:
         self._wake_at = 0.0
         instance = uuid.uuid4().hex[:8]
         self.instance = f"smartgrid-dispatcher-{instance}"
-        self.heartbeat_queue = f"{self.topology.heartbeats_exchange}.dispatcher-{instance}"
-        self.events_queue = f"{self.topology.events_exchange}.dispatcher-{instance}"
+        self._instance_hex = instance
+        self._setups = 0
+        self.heartbeat_queue: str
+        self.events_queue: str
+        self._name_private_queues()
         self._requests_consumer: str | None = None
         # True while this dispatcher's intent queue is bound (it stands by, or got no request yet).
         self._following_intents = False
@@ -218,8 +221,20 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), DRAIN_TIMEOUT_S)
 
+    def _name_private_queues(self) -> None:
+        """This connection's private queues (exclusive: gone with it), named anew at every
+        (re)connect. An exclusive queue lives on the node its connection was on; once that node
+        is lost, the cluster may still hold the dead queue's record for a moment, and using the
+        same name then fails (404 "no queue", which is fatal): a new name never meets it. Hex
+        only, as the broker users' permissions expect (``contracts.definitions``)."""
+        suffix = f"{self._instance_hex}{self._setups:x}"
+        self.heartbeat_queue = f"{self.topology.heartbeats_exchange}.dispatcher-{suffix}"
+        self.events_queue = f"{self.topology.events_exchange}.dispatcher-{suffix}"
+
     async def _setup(self, session: BrokerSession) -> None:
         t = self.topology
+        self._setups += 1
+        self._name_private_queues()
         await session.declare_all(t.exchanges(), t.core_queues(), t.core_bindings())
         await session.declare_queue(t.heartbeat_queue_spec(self.heartbeat_queue))
         await session.bind(BindingSpec(self.heartbeat_queue, t.heartbeats_exchange))

@@ -46,6 +46,8 @@ class GridObserver:
         self.connect_timeout_s = connect_timeout_s
         self.call_timeout_s = call_timeout_s
         tag = uuid.uuid4().hex[:8]
+        self._tag = tag
+        self._setups = 0
         self.heartbeat_queue = f"{topology.namespace}.loadgen.heartbeats.{tag}"
         self.event_queue = f"{topology.namespace}.loadgen.events.{tag}"
         self._link = BrokerLink(settings, f"smartgrid-loadgen-{tag}", self._setup)
@@ -56,6 +58,13 @@ class GridObserver:
         # Declaring the exchanges (idempotent) lets a follower start before the grid does.
         await within(session.declare_all(t.exchanges(), [], []), s, "declaring the exchanges")
         if self.heartbeats:
+            # Exclusive, so named anew at every (re)connect: after a cluster node is lost its
+            # dead queue may still be on record, and the same name would fail (404). The event
+            # queue keeps its name: it is durable, and what waits in it is for this follower.
+            self._setups += 1
+            self.heartbeat_queue = (
+                f"{self.topology.namespace}.loadgen.heartbeats.{self._tag}-{self._setups}"
+            )
             q = self.heartbeat_queue
             await within(session.declare_queue(t.heartbeat_queue_spec(q)), s, f"declaring {q}")
             await within(session.bind(BindingSpec(q, t.heartbeats_exchange)), s, f"binding {q}")

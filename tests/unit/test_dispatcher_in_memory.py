@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -277,6 +278,26 @@ async def test_a_substation_whose_sessions_outlive_its_worker_keeps_its_queue(
     # New requests go elsewhere.
     grid.request()
     await wait_until(lambda: len(grid.assignments("s2")) == 1, timeout=2)
+
+
+async def test_each_connection_gets_private_queues_of_its_own(grid: Grid) -> None:
+    """Rule: the dispatcher's exclusive queues (heartbeats, intents) are named anew at every
+    reconnect: after a cluster node is lost, the dead queue of the same name may still be on
+    record, and using it would fail the setup (404), so the new connection never meets it.
+    The names stay within what the broker users' permissions allow."""
+    d = await grid.dispatcher()
+    await serving(grid, {"s1": 150}, d)
+    first = (d.heartbeat_queue, d.events_queue)
+    old = session_of(d)
+    grid.broker.drop(old)
+    await wait_until(lambda: d.link.session not in (None, old), timeout=5)
+    second = (d.heartbeat_queue, d.events_queue)
+    assert set(first).isdisjoint(second)
+    for name in (*first, *second):
+        assert re.fullmatch(rf"{NS}\.(heartbeats|events)\.dispatcher-[0-9a-f]+", name), name
+    # Heartbeats reach it on the new connection's queue
+    grid.heartbeat("s1", 150, committed_kw=42)
+    await wait_until(lambda: d.table.get("s1").committed_kw == 42, timeout=2)  # type: ignore[union-attr]
 
 
 async def test_silence_counts_only_once_the_workers_could_reconnect_too(grid: Grid) -> None:
