@@ -98,12 +98,13 @@ def most_energy(
     """Of ``candidates`` where ``promised`` kW (counted in full) still fits, if any does, else of
     all: where the car can count on the most energy by its departure; ties (within float
     rounding) to the least promised."""
-    fitting = [s for s in candidates if promised_ratio(s, promised, 1) <= 1.0]
+    ratios = [(s, promised_ratio(s, promised, 1)) for s in candidates]
+    fitting = [(s, r) for s, r in ratios if r <= 1.0]
     best: SubstationState | None = None
     best_key = (-math.inf, -math.inf)
-    for s in fitting or candidates:
+    for s, ratio in fitting or ratios:
         got = counted_kwh(s, energy_kwh, max_kw, leaves_in_s, now, time_scale)
-        key = (round(got, 9), -promised_ratio(s, promised, 1))
+        key = (round(got, 9), -ratio)
         if best is None or key > best_key:
             best, best_key = s, key
     return best

@@ -19,13 +19,15 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from contracts import Release, SessionOutcome
 from contracts.messages import MAX_RELEASE_IN_S, MAX_RELEASES
 from contracts.promises import promised_kw
 from substation_worker.power import share_power
 from substation_worker.sharing import DEFAULT_FIRST_STEP_S, Car, Fair, Sharing
+
+T = TypeVar("T")
 
 SECONDS_PER_HOUR = 3600.0
 # Predicted releases are rounded late by this share (plus _LATE_ABS_S): a release stated a hair
@@ -527,23 +529,26 @@ def releases_of(
     return _merged(out, max_entries)
 
 
+def near_equal_runs(items: Sequence[T], count: int) -> list[Sequence[T]]:
+    """``items`` cut into ``count`` consecutive runs of near-equal length (``count`` at most
+    ``len(items)``, at least 1): how a heartbeat's lists are merged to fit their bound."""
+    n = len(items)
+    return [items[g * n // count : (g + 1) * n // count] for g in range(count)]
+
+
 def _merged(releases: list[PredictedRelease], max_entries: int) -> list[PredictedRelease]:
     """At most ``max_entries``: consecutive releases merged into groups of near-equal size, each
     at its last end."""
     if max_entries < 1:
         return []
-    n = len(releases)
-    if n <= max_entries:
+    if len(releases) <= max_entries:
         return releases
-    out = []
-    for g in range(max_entries):
-        group = releases[g * n // max_entries : (g + 1) * n // max_entries]
-        out.append(
-            PredictedRelease(
-                group[-1].after_s, sum(r.kw for r in group), sum(r.sessions for r in group)
-            )
+    return [
+        PredictedRelease(
+            group[-1].after_s, sum(r.kw for r in group), sum(r.sessions for r in group)
         )
-    return out
+        for group in near_equal_runs(releases, max_entries)
+    ]
 
 
 def to_wire(releases: Sequence[PredictedRelease], time_scale: float) -> tuple[Release, ...]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from contracts import Spare
 from contracts.messages import MAX_SPARE, MAX_SPARE_UNTIL_S
 from substation_worker.sharing import Car, Smartgrid, online_plan
-from substation_worker.simulation import Substation
+from substation_worker.simulation import Substation, near_equal_runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,14 +107,12 @@ def merged(pieces: Sequence[SparePiece], max_pieces: int) -> list[SparePiece]:
             joined[-1] = SparePiece(p.until_s, p.kw)
         else:
             joined.append(p)
-    n = len(joined)
-    if n <= max_pieces:
+    if len(joined) <= max_pieces:
         return joined
-    out = []
-    for g in range(max_pieces):
-        run = joined[g * n // max_pieces : (g + 1) * n // max_pieces]
-        out.append(SparePiece(run[-1].until_s, min(p.kw for p in run)))
-    return out
+    return [
+        SparePiece(run[-1].until_s, min(p.kw for p in run))
+        for run in near_equal_runs(joined, max_pieces)
+    ]
 
 
 def spare_to_wire(
